@@ -1,0 +1,193 @@
+//! The top of the configuration: listeners, the admin listener, server settings, limits, the
+//! backplane, and the maps of auth providers, upstreams and routes.
+
+use crate::{auth, channel::Channels, locate::Positions, ByteSize, Duration, EnvString, Route, Upstream};
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// A whole configuration, as loaded from one file or merged from a directory of files.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The addresses the gateway serves on (`0.0.0.0:8080`, or a list).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub listen: Vec<String>,
+    /// The admin listener: `/metrics`, `/healthz`, `/readyz`. Keep it off public interfaces.
+    #[serde(default)]
+    pub admin: Option<String>,
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub backplane: Backplane,
+    #[serde(default)]
+    pub channels: Channels,
+    #[serde(default)]
+    pub auth: BTreeMap<String, auth::Provider>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Upstream>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Where every field came from, for error messages.
+    #[serde(skip)]
+    pub(crate) origin: Origin,
+}
+
+/// Process-wide settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Worker threads for the proxy service; 0 means one per CPU core.
+    pub threads: usize,
+    /// Let idle worker threads take tasks from busy ones.
+    pub work_stealing: bool,
+    /// How long shutdown waits for in-flight requests after SIGTERM before the process exits.
+    pub shutdown_grace: Duration,
+    /// Idle connections kept per upstream.
+    pub upstream_keepalive_pool: usize,
+    /// How often the config files are checked for changes (0s turns file watching off).
+    pub watch_interval: Duration,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            work_stealing: true,
+            shutdown_grace: Duration::from_secs(5),
+            upstream_keepalive_pool: 1024,
+            watch_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Request limits that apply to every route.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// The request line and headers together; over it: 431.
+    pub max_header_bytes: ByteSize,
+    /// Number of request headers; over it: 431.
+    pub max_headers: usize,
+    /// Request bodies the gateway reads itself (publish, mapped JSON); over it: 413.
+    pub max_body: ByteSize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: ByteSize::kib(32),
+            max_headers: 100,
+            max_body: ByteSize::mib(1),
+        }
+    }
+}
+
+/// Where long-poll channels live: in this process, or in Redis shared by several instances.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Backplane {
+    #[default]
+    Memory,
+    Redis(RedisBackplane),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisBackplane {
+    /// `redis://host:port/db`; may be `${REDIS_URL}`.
+    pub url: EnvString,
+    /// Key prefix for every stream and list Holdfast writes.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+}
+
+fn default_prefix() -> String {
+    "holdfast:".to_owned()
+}
+
+/// CORS for browser clients of long-poll routes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cors {
+    /// Allowed origins; `*` allows any.
+    #[serde(deserialize_with = "one_or_many")]
+    pub origins: Vec<String>,
+    #[serde(default)]
+    pub credentials: bool,
+}
+
+/// The files a config was read from, and which file each route came from.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Origin {
+    pub files: Vec<(PathBuf, Positions)>,
+    /// For each merged route: its file and its index within that file.
+    pub routes: Vec<(usize, usize)>,
+}
+
+impl Config {
+    /// The file, line and column of a field path such as `routes[2].upstream`.
+    pub fn locate(&self, path: &str) -> (PathBuf, Option<(usize, usize)>) {
+        let origin = &self.origin;
+        let Some((first, _)) = origin.files.first() else {
+            return (PathBuf::new(), None);
+        };
+        if let Some(rest) = path.strip_prefix("routes[") {
+            let (index, tail) = rest.split_once(']').unwrap_or((rest, ""));
+            if let Some(&(file, local)) = index.parse::<usize>().ok().and_then(|i| origin.routes.get(i)) {
+                let (name, positions) = &origin.files[file];
+                return (name.clone(), positions.find(&format!("routes[{local}]{tail}")));
+            }
+        }
+        origin
+            .files
+            .iter()
+            .find_map(|(name, positions)| positions.find(path).map(|at| (name.clone(), Some(at))))
+            .filter(|(_, at)| at.is_some())
+            .unwrap_or((first.clone(), None))
+    }
+
+    /// The files this config was read from (watched for reload).
+    pub fn files(&self) -> impl Iterator<Item = &std::path::Path> {
+        self.origin.files.iter().map(|(path, _)| path.as_path())
+    }
+
+    /// Turns compile-step errors into placed errors.
+    pub fn place(&self, errors: Vec<crate::FieldError>) -> crate::ConfigErrors {
+        crate::ConfigErrors(
+            errors
+                .into_iter()
+                .map(|error| {
+                    let (file, at) = self.locate(&error.path);
+                    crate::ConfigError {
+                        file,
+                        line: at.map(|(line, _)| line),
+                        column: at.map(|(_, column)| column),
+                        path: error.path,
+                        message: error.message,
+                    }
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Accepts `x` or `[x, y]` for a list.
+pub(crate) fn one_or_many<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        One(T),
+        Many(Vec<T>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
+}

@@ -1,0 +1,37 @@
+//! Holdfast's configuration: the YAML schema as serde types, loading one file or a directory of
+//! route files, `${ENV}` references, durations and sizes, and validation whose every error names
+//! the file, the line and the field (`routes[2].upstream`).
+//!
+//! The verbs follow the gateway's pipeline: [`load`] reads text into a [`Config`] (serde, unknown
+//! keys refused), [`validate`] checks everything that needs no other crate and collects *every*
+//! error. The auth, mapping and gateway crates then compile their parts of the same `Config`;
+//! their errors carry a field path that [`Config::locate`] turns into a file and a line.
+//!
+//! This crate never does I/O beyond reading the configuration files, and knows nothing of
+//! Pingora or tokio.
+
+pub mod auth;
+mod channel;
+mod config;
+mod duration;
+mod env;
+mod error;
+mod load;
+mod locate;
+pub mod mapping;
+mod route;
+mod size;
+mod suggest;
+mod upstream;
+mod validate;
+
+pub use channel::{ChannelMode, LongPoll, OnTimeout, PollFormat, Publish, StartAt};
+pub use config::{Backplane, Config, Cors, Limits, RedisBackplane, Server};
+pub use duration::Duration;
+pub use env::EnvString;
+pub use error::{ConfigError, ConfigErrors, FieldError};
+pub use load::{load, load_str};
+pub use route::{Match, Route, RouteAction};
+pub use size::ByteSize;
+pub use upstream::{HealthCheck, Upstream};
+pub use validate::{validate, validate_channel_template, Template, TemplatePart};

@@ -1,0 +1,372 @@
+//! The semantic checks that need nothing but the config itself: addresses, names, references
+//! between sections, path patterns, channel templates. Every error is collected, not just the
+//! first, and each is placed in its file and line.
+
+use crate::suggest::nearest;
+use crate::{Config, ConfigErrors, FieldError, RouteAction};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+];
+
+/// Checks `config`; on success the gateway may compile it without re-checking these points.
+pub fn validate(config: &Config) -> Result<(), ConfigErrors> {
+    let mut errors = Vec::new();
+    check_server(config, &mut errors);
+    check_upstreams(config, &mut errors);
+    check_routes(config, &mut errors);
+    crate::auth::check(config, &mut errors);
+    crate::mapping::check(config, &mut errors);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(config.place(errors))
+    }
+}
+
+fn check_server(config: &Config, errors: &mut Vec<FieldError>) {
+    if config.listen.is_empty() {
+        errors.push(FieldError::new("listen", "at least one listen address is required, e.g. `listen: 0.0.0.0:8080`"));
+    }
+    for (i, address) in config.listen.iter().enumerate() {
+        if address.parse::<SocketAddr>().is_err() {
+            errors.push(FieldError::new(format!("listen[{i}]"), format!("`{address}` is not an address such as 0.0.0.0:8080")));
+        }
+    }
+    if let Some(admin) = &config.admin {
+        if admin.parse::<SocketAddr>().is_err() {
+            errors.push(FieldError::new("admin", format!("`{admin}` is not an address such as 127.0.0.1:9090")));
+        }
+    }
+    if let crate::Backplane::Redis(redis) = &config.backplane {
+        let url = redis.url.as_str();
+        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+            errors.push(FieldError::new("backplane.redis.url", "must start with redis://, rediss:// or unix://"));
+        }
+    }
+    if config.channels.buffer_messages == 0 {
+        errors.push(FieldError::new("channels.buffer_messages", "must be at least 1"));
+    }
+}
+
+fn check_upstreams(config: &Config, errors: &mut Vec<FieldError>) {
+    for (name, upstream) in &config.upstreams {
+        let at = format!("upstreams.{name}");
+        check_name(name, &at, errors);
+        if upstream.targets.is_empty() {
+            errors.push(FieldError::new(format!("{at}.targets"), "at least one target is required"));
+        }
+        for (i, target) in upstream.targets.iter().enumerate() {
+            if let Err(message) = check_target(target) {
+                errors.push(FieldError::new(format!("{at}.targets[{i}]"), message));
+            }
+        }
+        if let Some(check) = &upstream.health_check {
+            if let Some(path) = &check.path {
+                if !path.starts_with('/') {
+                    errors.push(FieldError::new(format!("{at}.health_check.path"), "must start with `/`"));
+                }
+            }
+            if check.interval.get().is_zero() {
+                errors.push(FieldError::new(format!("{at}.health_check.interval"), "must be more than 0s"));
+            }
+        }
+    }
+}
+
+/// `host:port` with a numeric port and a host made of name or address characters.
+fn check_target(target: &str) -> Result<(), String> {
+    let Some((host, port)) = target.rsplit_once(':') else {
+        return Err(format!("`{target}` needs a port, e.g. `{target}:80`"));
+    };
+    if port.parse::<u16>().map_or(true, |port| port == 0) {
+        return Err(format!("`{target}` has an invalid port `{port}`"));
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || ".-:_".contains(c)) {
+        return Err(format!("`{target}` has an invalid host"));
+    }
+    Ok(())
+}
+
+/// Names appear in metric labels and paths: keep them plain.
+fn check_name(name: &str, at: &str, errors: &mut Vec<FieldError>) {
+    let plain = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !plain {
+        errors.push(FieldError::new(at, format!("name `{name}` must be 1–64 letters, digits, `-` or `_`")));
+    }
+}
+
+fn check_routes(config: &Config, errors: &mut Vec<FieldError>) {
+    let mut names = HashSet::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        check_name(&route.name, &format!("{at}.name"), errors);
+        if !names.insert(route.name.as_str()) {
+            errors.push(FieldError::new(format!("{at}.name"), format!("duplicate route name `{}`", route.name)));
+        }
+        let matcher = &route.matcher;
+        let mut captures = Vec::new();
+        match (&matcher.path, &matcher.prefix) {
+            (Some(_), Some(_)) => errors.push(FieldError::new(format!("{at}.match"), "give `path` or `prefix`, not both")),
+            (Some(path), None) => match path_captures(path) {
+                Ok(found) => captures = found,
+                Err(message) => errors.push(FieldError::new(format!("{at}.match.path"), message)),
+            },
+            (None, Some(prefix)) => {
+                if !prefix.starts_with('/') || prefix.contains(['{', '}', '?', '#']) {
+                    errors.push(FieldError::new(format!("{at}.match.prefix"), format!("`{prefix}` must start with `/` and hold no `{{`, `}}`, `?` or `#`")));
+                }
+            }
+            (None, None) => {}
+        }
+        for (j, host) in matcher.host.iter().enumerate() {
+            if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || ".-*".contains(c)) {
+                errors.push(FieldError::new(format!("{at}.match.host[{j}]"), format!("`{host}` is not a host name")));
+            }
+        }
+        for (j, method) in matcher.methods.iter().enumerate() {
+            if !METHODS.contains(&method.to_ascii_uppercase().as_str()) {
+                let hint = nearest(&method.to_ascii_uppercase(), METHODS.iter().copied())
+                    .map(|m| format!(" (did you mean `{m}`?)"))
+                    .unwrap_or_default();
+                errors.push(FieldError::new(format!("{at}.match.methods[{j}]"), format!("unknown method `{method}`{hint}")));
+            }
+        }
+        check_action(config, route, &at, &captures, errors);
+        if let Some(auth) = &route.auth {
+            if let Some(provider) = &auth.provider {
+                if !config.auth.contains_key(provider) {
+                    errors.push(unknown_reference(format!("{at}.auth.provider"), "auth provider", provider, config.auth.keys()));
+                }
+            }
+        }
+    }
+}
+
+fn check_action(config: &Config, route: &crate::Route, at: &str, captures: &[String], errors: &mut Vec<FieldError>) {
+    let actions = route.actions();
+    if actions.len() != 1 {
+        let message = if actions.is_empty() {
+            "a route needs one action: `upstream`, `longpoll` or `publish`"
+        } else {
+            "a route takes exactly one action of `upstream`, `longpoll` and `publish`"
+        };
+        errors.push(FieldError::new(at, message));
+    }
+    for action in actions {
+        match action {
+            RouteAction::Upstream(name) => {
+                if !config.upstreams.contains_key(name) {
+                    errors.push(unknown_reference(format!("{at}.upstream"), "upstream", name, config.upstreams.keys()));
+                }
+            }
+            RouteAction::LongPoll(longpoll) => {
+                if let Err(message) = validate_channel_template(&longpoll.channel, captures) {
+                    errors.push(FieldError::new(format!("{at}.longpoll.channel"), message));
+                }
+                if longpoll.timeout.get().is_zero() {
+                    errors.push(FieldError::new(format!("{at}.longpoll.timeout"), "must be more than 0s"));
+                }
+                if longpoll.limit == 0 {
+                    errors.push(FieldError::new(format!("{at}.longpoll.limit"), "must be at least 1"));
+                }
+            }
+            RouteAction::Publish(publish) => {
+                if let Err(message) = validate_channel_template(&publish.channel, captures) {
+                    errors.push(FieldError::new(format!("{at}.publish.channel"), message));
+                }
+            }
+        }
+    }
+}
+
+fn unknown_reference<'a>(path: String, what: &str, name: &str, known: impl Iterator<Item = &'a String>) -> FieldError {
+    let known: Vec<&str> = known.map(String::as_str).collect();
+    let hint = match nearest(name, known.iter().copied()) {
+        Some(best) => format!(" (did you mean `{best}`?)"),
+        None if known.is_empty() => format!("; no {what}s are defined"),
+        None => format!("; defined: {}", known.join(", ")),
+    };
+    FieldError::new(path, format!("unknown {what} `{name}`{hint}"))
+}
+
+/// The capture names of a path pattern such as `/users/{id}/files/{*rest}`, or why it is invalid.
+pub fn path_captures(pattern: &str) -> Result<Vec<String>, String> {
+    if !pattern.starts_with('/') {
+        return Err(format!("`{pattern}` must start with `/`"));
+    }
+    if pattern.contains(['?', '#']) {
+        return Err(format!("`{pattern}` must not hold a query or fragment"));
+    }
+    let segments: Vec<&str> = pattern.split('/').skip(1).collect();
+    let mut captures: Vec<String> = Vec::new();
+    for (i, segment) in segments.iter().enumerate() {
+        if !segment.contains(['{', '}']) {
+            continue;
+        }
+        let inner = segment
+            .strip_prefix('{')
+            .and_then(|s| s.strip_suffix('}'))
+            .filter(|inner| !inner.contains(['{', '}']))
+            .ok_or_else(|| format!("`{pattern}`: a capture must be a whole segment such as `{{id}}`, not `{segment}`"))?;
+        let (name, catch_all) = match inner.strip_prefix('*') {
+            Some(name) => (name, true),
+            None => (inner, false),
+        };
+        if catch_all && i + 1 != segments.len() {
+            return Err(format!("`{pattern}`: `{{*{name}}}` may only be the last segment"));
+        }
+        let identifier = !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if !identifier {
+            return Err(format!("`{pattern}`: capture name `{name}` must be letters, digits and `_`"));
+        }
+        if captures.iter().any(|c| c == name) {
+            return Err(format!("`{pattern}`: capture `{name}` appears twice"));
+        }
+        captures.push(name.to_owned());
+    }
+    Ok(captures)
+}
+
+/// One piece of a `{…}` template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TemplatePart {
+    Literal(String),
+    /// A source: `claim.sub`, `query.page`, `header.x-team`, or a bare path capture `id`.
+    Source(String),
+}
+
+/// A string with `{source}` references, parsed once at load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    pub parts: Vec<TemplatePart>,
+}
+
+impl Template {
+    /// Parses `user:{claim.sub}`; `{{` and `}}` stand for literal braces.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    literal.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    literal.push('}');
+                }
+                '{' => {
+                    let mut source = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some('{') | None => return Err(format!("unclosed `{{` in `{text}`")),
+                            Some(c) => source.push(c),
+                        }
+                    }
+                    let source = source.trim().to_owned();
+                    if source.is_empty() {
+                        return Err(format!("empty `{{}}` in `{text}`"));
+                    }
+                    if !literal.is_empty() {
+                        parts.push(TemplatePart::Literal(std::mem::take(&mut literal)));
+                    }
+                    parts.push(TemplatePart::Source(source));
+                }
+                '}' => return Err(format!("unmatched `}}` in `{text}`")),
+                c => literal.push(c),
+            }
+        }
+        if !literal.is_empty() {
+            parts.push(TemplatePart::Literal(literal));
+        }
+        Ok(Self { parts })
+    }
+
+    pub fn is_constant(&self) -> bool {
+        self.parts.iter().all(|part| matches!(part, TemplatePart::Literal(_)))
+    }
+
+    pub fn sources(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|part| match part {
+            TemplatePart::Source(source) => Some(source.as_str()),
+            TemplatePart::Literal(_) => None,
+        })
+    }
+}
+
+/// A channel template may name path captures, `query.X`, `header.X` and `claim.X`.
+pub fn validate_channel_template(text: &str, captures: &[String]) -> Result<Template, String> {
+    if text.is_empty() {
+        return Err("the channel name must not be empty".to_owned());
+    }
+    let template = Template::parse(text)?;
+    for source in template.sources() {
+        let known = match source.split_once('.') {
+            Some(("query" | "header" | "claim", rest)) => !rest.is_empty(),
+            Some(_) => false,
+            None => captures.iter().any(|c| c == source),
+        };
+        if !known {
+            let mut valid: Vec<String> = captures.iter().map(|c| format!("{{{c}}}")).collect();
+            valid.extend(["{query.NAME}", "{header.NAME}", "{claim.PATH}"].map(String::from));
+            return Err(format!("unknown source `{{{source}}}` in `{text}`; valid: {}", valid.join(", ")));
+        }
+    }
+    Ok(template)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load_str;
+    use std::path::Path;
+
+    fn check(text: &str) -> Vec<String> {
+        let config = load_str(Path::new("c.yaml"), text).expect("parses");
+        match validate(&config) {
+            Ok(()) => vec![],
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_route_to_an_undefined_upstream_names_file_line_and_field() {
+        let errors = check("listen: 127.0.0.1:8080\nupstreams:\n  billing: { targets: [127.0.0.1:9] }\nroutes:\n  - name: a\n    upstream: biling\n");
+        assert_eq!(errors, vec!["c.yaml:6:5: routes[0].upstream: unknown upstream `biling` (did you mean `billing`?)"]);
+    }
+
+    #[test]
+    fn every_error_is_collected() {
+        let errors = check("listen: nowhere\nroutes:\n  - name: a\n    upstream: x\n  - name: a\n    match: { path: 'users/{id' }\n    upstream: y\n");
+        assert_eq!(errors.len(), 5, "{errors:#?}");
+    }
+
+    #[test]
+    fn path_patterns() {
+        assert_eq!(path_captures("/users/{id}/files/{*rest}"), Ok(vec!["id".to_owned(), "rest".to_owned()]));
+        assert!(path_captures("/users/{id").is_err());
+        assert!(path_captures("/a/{*rest}/b").is_err());
+        assert!(path_captures("/a/x{id}").is_err());
+        assert!(path_captures("/a/{id}/{id}").is_err());
+    }
+
+    #[test]
+    fn channel_templates() {
+        let captures = vec!["room".to_owned()];
+        assert!(validate_channel_template("user:{claim.sub}", &captures).is_ok());
+        assert!(validate_channel_template("room:{room}:{query.kind}", &captures).is_ok());
+        assert!(validate_channel_template("{nope}", &captures).unwrap_err().contains("unknown source"));
+        assert!(validate_channel_template("a{b", &captures).is_err());
+    }
+}
