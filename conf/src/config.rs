@@ -1,7 +1,9 @@
 //! The top of the configuration: listeners, the admin listener, server settings, limits, the
 //! backplane, and the maps of auth providers, upstreams and routes.
 
-use crate::{auth, channel::Channels, locate::Positions, ByteSize, Duration, EnvString, Route, Upstream};
+use crate::{
+    auth, channel::Channels, locate::Positions, ByteSize, Duration, EnvString, Route, Upstream,
+};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -86,12 +88,35 @@ impl Default for Limits {
 }
 
 /// Where long-poll channels live: in this process, or in Redis shared by several instances.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
+/// Written `backplane: memory` or `backplane: { redis: { url: … } }`.
+#[derive(Clone, Debug, Default)]
 pub enum Backplane {
     #[default]
     Memory,
     Redis(RedisBackplane),
+}
+
+impl<'de> Deserialize<'de> for Backplane {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        // serde_yaml 0.9 writes enum variants as YAML tags (`!redis`); operators write maps.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Map {
+            redis: RedisBackplane,
+        }
+        match serde_yaml::Value::deserialize(deserializer)? {
+            serde_yaml::Value::String(name) if name == "memory" => Ok(Backplane::Memory),
+            value @ serde_yaml::Value::Mapping(_) => serde_yaml::from_value::<Map>(value)
+                .map(|map| Backplane::Redis(map.redis))
+                .map_err(|e| {
+                    D::Error::custom(crate::suggest::improve_serde_message(&e.to_string()))
+                }),
+            _ => Err(D::Error::custom(
+                "backplane must be `memory` or `{ redis: { url: redis://host:port } }`",
+            )),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -102,6 +127,31 @@ pub struct RedisBackplane {
     /// Key prefix for every stream and list Holdfast writes.
     #[serde(default = "default_prefix")]
     pub prefix: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{load_str, Backplane};
+    use std::path::Path;
+
+    #[test]
+    fn backplane_forms() {
+        let redis = load_str(
+            Path::new("c"),
+            "backplane: { redis: { url: redis://127.0.0.1:6379 } }",
+        )
+        .expect("loads");
+        assert!(
+            matches!(redis.backplane, Backplane::Redis(ref r) if r.url.as_str() == "redis://127.0.0.1:6379")
+        );
+        let memory = load_str(Path::new("c"), "backplane: memory").expect("loads");
+        assert!(matches!(memory.backplane, Backplane::Memory));
+        let wrong = load_str(Path::new("c"), "backplane: { redsi: {} }")
+            .unwrap_err()
+            .to_string();
+        assert!(wrong.contains("did you mean `redis`"), "{wrong}");
+        assert!(load_str(Path::new("c"), "backplane: disk").is_err());
+    }
 }
 
 fn default_prefix() -> String {
@@ -136,9 +186,16 @@ impl Config {
         };
         if let Some(rest) = path.strip_prefix("routes[") {
             let (index, tail) = rest.split_once(']').unwrap_or((rest, ""));
-            if let Some(&(file, local)) = index.parse::<usize>().ok().and_then(|i| origin.routes.get(i)) {
+            if let Some(&(file, local)) = index
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| origin.routes.get(i))
+            {
                 let (name, positions) = &origin.files[file];
-                return (name.clone(), positions.find(&format!("routes[{local}]{tail}")));
+                return (
+                    name.clone(),
+                    positions.find(&format!("routes[{local}]{tail}")),
+                );
             }
         }
         origin
@@ -178,16 +235,17 @@ impl Config {
 pub(crate) fn one_or_many<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,
-    T: Deserialize<'de>,
+    T: serde::de::DeserializeOwned,
 {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany<T> {
-        One(T),
-        Many(Vec<T>),
+    use serde::de::Error;
+    // Through a Value rather than `#[serde(untagged)]`, whose error says only "did not match".
+    match serde_yaml::Value::deserialize(deserializer)? {
+        serde_yaml::Value::Sequence(items) => items
+            .into_iter()
+            .map(|item| serde_yaml::from_value(item).map_err(D::Error::custom))
+            .collect(),
+        one => serde_yaml::from_value(one)
+            .map(|one| vec![one])
+            .map_err(D::Error::custom),
     }
-    Ok(match OneOrMany::deserialize(deserializer)? {
-        OneOrMany::One(one) => vec![one],
-        OneOrMany::Many(many) => many,
-    })
 }

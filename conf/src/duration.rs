@@ -72,7 +72,10 @@ mod tests {
     #[test]
     fn refuses_nonsense_and_bare_numbers() {
         assert!("thirty".parse::<Duration>().is_err());
-        assert!("30".parse::<Duration>().unwrap_err().contains("unit is required"));
+        assert!("30"
+            .parse::<Duration>()
+            .unwrap_err()
+            .contains("unit is required"));
         assert!("-1s".parse::<Duration>().is_err());
     }
 }

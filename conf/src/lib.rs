@@ -25,7 +25,7 @@ mod suggest;
 mod upstream;
 mod validate;
 
-pub use channel::{ChannelMode, LongPoll, OnTimeout, PollFormat, Publish, StartAt};
+pub use channel::{ChannelMode, Channels, LongPoll, OnTimeout, PollFormat, Publish, StartAt};
 pub use config::{Backplane, Config, Cors, Limits, RedisBackplane, Server};
 pub use duration::Duration;
 pub use env::EnvString;

@@ -37,7 +37,8 @@ pub fn load_str(file: &Path, text: &str) -> Result<Config, ConfigErrors> {
     } else {
         serde_yaml::from_str::<Config>(text)
     };
-    let mut config = parsed.map_err(|error| ConfigErrors::single(yaml_error(file, text, &error)))?;
+    let mut config =
+        parsed.map_err(|error| ConfigErrors::single(yaml_error(file, text, &error)))?;
     config.origin = Origin {
         files: vec![(file.to_owned(), Positions::of(text))],
         routes: (0..config.routes.len()).map(|i| (0, i)).collect(),
@@ -57,8 +58,10 @@ fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .filter(|file| {
-            matches!(file.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-                && file.is_file()
+            matches!(
+                file.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            ) && file.is_file()
         })
         .collect();
     files.sort();
@@ -130,7 +133,14 @@ fn merge(parts: Vec<Config>) -> Result<Config, ConfigErrors> {
     for part in parts {
         let file_index = merged.origin.files.len();
         let (file, positions) = part.origin.files.into_iter().next().unwrap_or_default();
-        let scalar_keys = ["listen", "admin", "server", "limits", "backplane", "channels"];
+        let scalar_keys = [
+            "listen",
+            "admin",
+            "server",
+            "limits",
+            "backplane",
+            "channels",
+        ];
         for (slot, key) in scalar_keys.iter().enumerate() {
             if positions.find(key).is_none() {
                 continue;
@@ -155,8 +165,22 @@ fn merge(parts: Vec<Config>) -> Result<Config, ConfigErrors> {
                 _ => merged.channels = part.channels.clone(),
             }
         }
-        merge_map(&mut merged.auth, part.auth, "auth", &file, &positions, &mut errors);
-        merge_map(&mut merged.upstreams, part.upstreams, "upstreams", &file, &positions, &mut errors);
+        merge_map(
+            &mut merged.auth,
+            part.auth,
+            "auth",
+            &file,
+            &positions,
+            &mut errors,
+        );
+        merge_map(
+            &mut merged.upstreams,
+            part.upstreams,
+            "upstreams",
+            &file,
+            &positions,
+            &mut errors,
+        );
         for (local, route) in part.routes.into_iter().enumerate() {
             merged.routes.push(route);
             merged.origin.routes.push((file_index, local));
@@ -179,7 +203,9 @@ fn merge_map<T>(
     errors: &mut Vec<ConfigError>,
 ) {
     for (name, value) in from {
-        if into.contains_key(&name) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = into.entry(name.clone()) {
+            slot.insert(value);
+        } else {
             let path = format!("{section}.{name}");
             let at = positions.find(&path);
             errors.push(ConfigError {
@@ -189,8 +215,6 @@ fn merge_map<T>(
                 path,
                 message: format!("`{name}` is defined in another file too"),
             });
-        } else {
-            into.insert(name, value);
         }
     }
 }
@@ -208,16 +232,25 @@ mod tests {
         let error = parse("routes:\n  - name: a\n    upstrem: x\n").unwrap_err();
         let error = &error.0[0];
         assert_eq!(error.line, Some(3));
-        assert!(error.message.contains("did you mean `upstream`"), "{}", error.message);
+        assert!(
+            error.message.contains("did you mean `upstream`"),
+            "{}",
+            error.message
+        );
         assert!(error.path.starts_with("routes[0]"), "{}", error.path);
     }
 
     #[test]
     fn malformed_duration_names_the_field() {
-        let error = parse("upstreams:\n  ai:\n    targets: [127.0.0.1:1]\n    timeout: soon\n").unwrap_err();
+        let error = parse("upstreams:\n  ai:\n    targets: [127.0.0.1:1]\n    timeout: soon\n")
+            .unwrap_err();
         let error = &error.0[0];
         assert_eq!(error.line, Some(4));
-        assert!(error.message.contains("invalid duration `soon`"), "{}", error.message);
+        assert!(
+            error.message.contains("invalid duration `soon`"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]

@@ -52,7 +52,10 @@ impl Builder {
     /// The path of the node about to start, and whether the current frame expects a key.
     fn child_path(&self) -> Option<String> {
         match self.stack.last()? {
-            Frame::Map { path, key: Some(key) } => Some(join(path, key)),
+            Frame::Map {
+                path,
+                key: Some(key),
+            } => Some(join(path, key)),
             Frame::Map { key: None, .. } => None,
             Frame::Seq { path, index } => Some(format!("{path}[{index}]")),
         }
@@ -108,7 +111,11 @@ impl MarkedEventReceiver for Builder {
                 self.value_done();
             }
             Event::Scalar(value, ..) => {
-                if let Some(Frame::Map { path, key: key @ None }) = self.stack.last_mut() {
+                if let Some(Frame::Map {
+                    path,
+                    key: key @ None,
+                }) = self.stack.last_mut()
+                {
                     let full = join(path, &value);
                     *key = Some(value);
                     self.record(&full, mark);

@@ -46,13 +46,13 @@ impl std::str::FromStr for ByteSize {
             "gib" => 1 << 30,
             _ => {
                 return Err(format!(
-                    "invalid size `{text}`: unknown unit `{unit}` (use B, KB, KiB, MB, MiB, GB or GiB)"
-                ))
+                "invalid size `{text}`: unknown unit `{unit}` (use B, KB, KiB, MB, MiB, GB or GiB)"
+            ))
             }
         };
-        let value: f64 = number
-            .parse()
-            .map_err(|_| format!("invalid size `{text}`: expected a number and a unit, e.g. `1MiB`"))?;
+        let value: f64 = number.parse().map_err(|_| {
+            format!("invalid size `{text}`: expected a number and a unit, e.g. `1MiB`")
+        })?;
         let bytes = value * multiplier as f64;
         if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
             return Err(format!("invalid size `{text}`: out of range"));
@@ -112,7 +112,10 @@ mod tests {
 
     #[test]
     fn refuses_unknown_units() {
-        assert!("1 parsec".parse::<ByteSize>().unwrap_err().contains("unknown unit"));
+        assert!("1 parsec"
+            .parse::<ByteSize>()
+            .unwrap_err()
+            .contains("unknown unit"));
         assert!("MiB".parse::<ByteSize>().is_err());
     }
 }

@@ -5,9 +5,7 @@ pub fn nearest<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -
     candidates
         .into_iter()
         .map(|candidate| (strsim::damerau_levenshtein(wrong, candidate), candidate))
-        .filter(|(distance, candidate)| {
-            *distance <= (candidate.len().max(wrong.len()) / 3).max(2)
-        })
+        .filter(|(distance, candidate)| *distance <= (candidate.len().max(wrong.len()) / 3).max(2))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| candidate)
 }
@@ -24,7 +22,11 @@ pub fn improve_serde_message(message: &str) -> String {
             break;
         };
         let candidates: Vec<&str> = quoted.collect();
-        let what = if kind == "unknown field" { "key" } else { "value" };
+        let what = if kind == "unknown field" {
+            "key"
+        } else {
+            "value"
+        };
         let mut out = format!("unknown {what} `{wrong}`");
         match nearest(wrong, candidates.iter().copied()) {
             Some(best) => out.push_str(&format!(" (did you mean `{best}`?)")),
@@ -44,14 +46,21 @@ mod tests {
 
     #[test]
     fn suggests_the_nearest_key() {
-        let msg = "unknown field `upstrem`, expected one of `name`, `match`, `upstream`, `longpoll`";
-        assert_eq!(improve_serde_message(msg), "unknown key `upstrem` (did you mean `upstream`?)");
+        let msg =
+            "unknown field `upstrem`, expected one of `name`, `match`, `upstream`, `longpoll`";
+        assert_eq!(
+            improve_serde_message(msg),
+            "unknown key `upstrem` (did you mean `upstream`?)"
+        );
     }
 
     #[test]
     fn lists_keys_when_nothing_is_close() {
         let msg = "unknown field `zzzzzzzz`, expected `name` or `match`";
-        assert_eq!(improve_serde_message(msg), "unknown key `zzzzzzzz`; valid keys: name, match");
+        assert_eq!(
+            improve_serde_message(msg),
+            "unknown key `zzzzzzzz`; valid keys: name, match"
+        );
     }
 
     #[test]

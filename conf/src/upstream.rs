@@ -40,11 +40,15 @@ fn default_connect_timeout() -> Duration {
 
 impl Upstream {
     pub fn effective_read_timeout(&self) -> Duration {
-        self.read_timeout.or(self.timeout).unwrap_or(DEFAULT_TIMEOUT)
+        self.read_timeout
+            .or(self.timeout)
+            .unwrap_or(DEFAULT_TIMEOUT)
     }
 
     pub fn effective_write_timeout(&self) -> Duration {
-        self.write_timeout.or(self.timeout).unwrap_or(DEFAULT_TIMEOUT)
+        self.write_timeout
+            .or(self.timeout)
+            .unwrap_or(DEFAULT_TIMEOUT)
     }
 
     pub fn effective_retries(&self) -> usize {

@@ -28,26 +28,44 @@ pub fn validate(config: &Config) -> Result<(), ConfigErrors> {
 
 fn check_server(config: &Config, errors: &mut Vec<FieldError>) {
     if config.listen.is_empty() {
-        errors.push(FieldError::new("listen", "at least one listen address is required, e.g. `listen: 0.0.0.0:8080`"));
+        errors.push(FieldError::new(
+            "listen",
+            "at least one listen address is required, e.g. `listen: 0.0.0.0:8080`",
+        ));
     }
     for (i, address) in config.listen.iter().enumerate() {
         if address.parse::<SocketAddr>().is_err() {
-            errors.push(FieldError::new(format!("listen[{i}]"), format!("`{address}` is not an address such as 0.0.0.0:8080")));
+            errors.push(FieldError::new(
+                format!("listen[{i}]"),
+                format!("`{address}` is not an address such as 0.0.0.0:8080"),
+            ));
         }
     }
     if let Some(admin) = &config.admin {
         if admin.parse::<SocketAddr>().is_err() {
-            errors.push(FieldError::new("admin", format!("`{admin}` is not an address such as 127.0.0.1:9090")));
+            errors.push(FieldError::new(
+                "admin",
+                format!("`{admin}` is not an address such as 127.0.0.1:9090"),
+            ));
         }
     }
     if let crate::Backplane::Redis(redis) = &config.backplane {
         let url = redis.url.as_str();
-        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
-            errors.push(FieldError::new("backplane.redis.url", "must start with redis://, rediss:// or unix://"));
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://"))
+        {
+            errors.push(FieldError::new(
+                "backplane.redis.url",
+                "must start with redis://, rediss:// or unix://",
+            ));
         }
     }
     if config.channels.buffer_messages == 0 {
-        errors.push(FieldError::new("channels.buffer_messages", "must be at least 1"));
+        errors.push(FieldError::new(
+            "channels.buffer_messages",
+            "must be at least 1",
+        ));
     }
 }
 
@@ -56,7 +74,10 @@ fn check_upstreams(config: &Config, errors: &mut Vec<FieldError>) {
         let at = format!("upstreams.{name}");
         check_name(name, &at, errors);
         if upstream.targets.is_empty() {
-            errors.push(FieldError::new(format!("{at}.targets"), "at least one target is required"));
+            errors.push(FieldError::new(
+                format!("{at}.targets"),
+                "at least one target is required",
+            ));
         }
         for (i, target) in upstream.targets.iter().enumerate() {
             if let Err(message) = check_target(target) {
@@ -66,11 +87,17 @@ fn check_upstreams(config: &Config, errors: &mut Vec<FieldError>) {
         if let Some(check) = &upstream.health_check {
             if let Some(path) = &check.path {
                 if !path.starts_with('/') {
-                    errors.push(FieldError::new(format!("{at}.health_check.path"), "must start with `/`"));
+                    errors.push(FieldError::new(
+                        format!("{at}.health_check.path"),
+                        "must start with `/`",
+                    ));
                 }
             }
             if check.interval.get().is_zero() {
-                errors.push(FieldError::new(format!("{at}.health_check.interval"), "must be more than 0s"));
+                errors.push(FieldError::new(
+                    format!("{at}.health_check.interval"),
+                    "must be more than 0s",
+                ));
             }
         }
     }
@@ -85,7 +112,11 @@ fn check_target(target: &str) -> Result<(), String> {
         return Err(format!("`{target}` has an invalid port `{port}`"));
     }
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || ".-:_".contains(c)) {
+    if host.is_empty()
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:_".contains(c))
+    {
         return Err(format!("`{target}` has an invalid host"));
     }
     Ok(())
@@ -95,9 +126,14 @@ fn check_target(target: &str) -> Result<(), String> {
 fn check_name(name: &str, at: &str, errors: &mut Vec<FieldError>) {
     let plain = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !plain {
-        errors.push(FieldError::new(at, format!("name `{name}` must be 1–64 letters, digits, `-` or `_`")));
+        errors.push(FieldError::new(
+            at,
+            format!("name `{name}` must be 1–64 letters, digits, `-` or `_`"),
+        ));
     }
 }
 
@@ -107,26 +143,44 @@ fn check_routes(config: &Config, errors: &mut Vec<FieldError>) {
         let at = format!("routes[{i}]");
         check_name(&route.name, &format!("{at}.name"), errors);
         if !names.insert(route.name.as_str()) {
-            errors.push(FieldError::new(format!("{at}.name"), format!("duplicate route name `{}`", route.name)));
+            errors.push(FieldError::new(
+                format!("{at}.name"),
+                format!("duplicate route name `{}`", route.name),
+            ));
         }
         let matcher = &route.matcher;
         let mut captures = Vec::new();
         match (&matcher.path, &matcher.prefix) {
-            (Some(_), Some(_)) => errors.push(FieldError::new(format!("{at}.match"), "give `path` or `prefix`, not both")),
+            (Some(_), Some(_)) => errors.push(FieldError::new(
+                format!("{at}.match"),
+                "give `path` or `prefix`, not both",
+            )),
             (Some(path), None) => match path_captures(path) {
                 Ok(found) => captures = found,
                 Err(message) => errors.push(FieldError::new(format!("{at}.match.path"), message)),
             },
             (None, Some(prefix)) => {
                 if !prefix.starts_with('/') || prefix.contains(['{', '}', '?', '#']) {
-                    errors.push(FieldError::new(format!("{at}.match.prefix"), format!("`{prefix}` must start with `/` and hold no `{{`, `}}`, `?` or `#`")));
+                    errors.push(FieldError::new(
+                        format!("{at}.match.prefix"),
+                        format!(
+                            "`{prefix}` must start with `/` and hold no `{{`, `}}`, `?` or `#`"
+                        ),
+                    ));
                 }
             }
             (None, None) => {}
         }
         for (j, host) in matcher.host.iter().enumerate() {
-            if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || ".-*".contains(c)) {
-                errors.push(FieldError::new(format!("{at}.match.host[{j}]"), format!("`{host}` is not a host name")));
+            if host.is_empty()
+                || !host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-*".contains(c))
+            {
+                errors.push(FieldError::new(
+                    format!("{at}.match.host[{j}]"),
+                    format!("`{host}` is not a host name"),
+                ));
             }
         }
         for (j, method) in matcher.methods.iter().enumerate() {
@@ -134,21 +188,23 @@ fn check_routes(config: &Config, errors: &mut Vec<FieldError>) {
                 let hint = nearest(&method.to_ascii_uppercase(), METHODS.iter().copied())
                     .map(|m| format!(" (did you mean `{m}`?)"))
                     .unwrap_or_default();
-                errors.push(FieldError::new(format!("{at}.match.methods[{j}]"), format!("unknown method `{method}`{hint}")));
+                errors.push(FieldError::new(
+                    format!("{at}.match.methods[{j}]"),
+                    format!("unknown method `{method}`{hint}"),
+                ));
             }
         }
         check_action(config, route, &at, &captures, errors);
-        if let Some(auth) = &route.auth {
-            if let Some(provider) = &auth.provider {
-                if !config.auth.contains_key(provider) {
-                    errors.push(unknown_reference(format!("{at}.auth.provider"), "auth provider", provider, config.auth.keys()));
-                }
-            }
-        }
     }
 }
 
-fn check_action(config: &Config, route: &crate::Route, at: &str, captures: &[String], errors: &mut Vec<FieldError>) {
+fn check_action(
+    config: &Config,
+    route: &crate::Route,
+    at: &str,
+    captures: &[String],
+    errors: &mut Vec<FieldError>,
+) {
     let actions = route.actions();
     if actions.len() != 1 {
         let message = if actions.is_empty() {
@@ -162,7 +218,12 @@ fn check_action(config: &Config, route: &crate::Route, at: &str, captures: &[Str
         match action {
             RouteAction::Upstream(name) => {
                 if !config.upstreams.contains_key(name) {
-                    errors.push(unknown_reference(format!("{at}.upstream"), "upstream", name, config.upstreams.keys()));
+                    errors.push(unknown_reference(
+                        format!("{at}.upstream"),
+                        "upstream",
+                        name,
+                        config.upstreams.keys(),
+                    ));
                 }
             }
             RouteAction::LongPoll(longpoll) => {
@@ -170,10 +231,16 @@ fn check_action(config: &Config, route: &crate::Route, at: &str, captures: &[Str
                     errors.push(FieldError::new(format!("{at}.longpoll.channel"), message));
                 }
                 if longpoll.timeout.get().is_zero() {
-                    errors.push(FieldError::new(format!("{at}.longpoll.timeout"), "must be more than 0s"));
+                    errors.push(FieldError::new(
+                        format!("{at}.longpoll.timeout"),
+                        "must be more than 0s",
+                    ));
                 }
                 if longpoll.limit == 0 {
-                    errors.push(FieldError::new(format!("{at}.longpoll.limit"), "must be at least 1"));
+                    errors.push(FieldError::new(
+                        format!("{at}.longpoll.limit"),
+                        "must be at least 1",
+                    ));
                 }
             }
             RouteAction::Publish(publish) => {
@@ -185,7 +252,12 @@ fn check_action(config: &Config, route: &crate::Route, at: &str, captures: &[Str
     }
 }
 
-fn unknown_reference<'a>(path: String, what: &str, name: &str, known: impl Iterator<Item = &'a String>) -> FieldError {
+fn unknown_reference<'a>(
+    path: String,
+    what: &str,
+    name: &str,
+    known: impl Iterator<Item = &'a String>,
+) -> FieldError {
     let known: Vec<&str> = known.map(String::as_str).collect();
     let hint = match nearest(name, known.iter().copied()) {
         Some(best) => format!(" (did you mean `{best}`?)"),
@@ -219,13 +291,17 @@ pub fn path_captures(pattern: &str) -> Result<Vec<String>, String> {
             None => (inner, false),
         };
         if catch_all && i + 1 != segments.len() {
-            return Err(format!("`{pattern}`: `{{*{name}}}` may only be the last segment"));
+            return Err(format!(
+                "`{pattern}`: `{{*{name}}}` may only be the last segment"
+            ));
         }
         let identifier = !name.is_empty()
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !name.starts_with(|c: char| c.is_ascii_digit());
         if !identifier {
-            return Err(format!("`{pattern}`: capture name `{name}` must be letters, digits and `_`"));
+            return Err(format!(
+                "`{pattern}`: capture name `{name}` must be letters, digits and `_`"
+            ));
         }
         if captures.iter().any(|c| c == name) {
             return Err(format!("`{pattern}`: capture `{name}` appears twice"));
@@ -294,7 +370,9 @@ impl Template {
     }
 
     pub fn is_constant(&self) -> bool {
-        self.parts.iter().all(|part| matches!(part, TemplatePart::Literal(_)))
+        self.parts
+            .iter()
+            .all(|part| matches!(part, TemplatePart::Literal(_)))
     }
 
     pub fn sources(&self) -> impl Iterator<Item = &str> {
@@ -320,7 +398,10 @@ pub fn validate_channel_template(text: &str, captures: &[String]) -> Result<Temp
         if !known {
             let mut valid: Vec<String> = captures.iter().map(|c| format!("{{{c}}}")).collect();
             valid.extend(["{query.NAME}", "{header.NAME}", "{claim.PATH}"].map(String::from));
-            return Err(format!("unknown source `{{{source}}}` in `{text}`; valid: {}", valid.join(", ")));
+            return Err(format!(
+                "unknown source `{{{source}}}` in `{text}`; valid: {}",
+                valid.join(", ")
+            ));
         }
     }
     Ok(template)
@@ -354,7 +435,10 @@ mod tests {
 
     #[test]
     fn path_patterns() {
-        assert_eq!(path_captures("/users/{id}/files/{*rest}"), Ok(vec!["id".to_owned(), "rest".to_owned()]));
+        assert_eq!(
+            path_captures("/users/{id}/files/{*rest}"),
+            Ok(vec!["id".to_owned(), "rest".to_owned()])
+        );
         assert!(path_captures("/users/{id").is_err());
         assert!(path_captures("/a/{*rest}/b").is_err());
         assert!(path_captures("/a/x{id}").is_err());
@@ -366,7 +450,9 @@ mod tests {
         let captures = vec!["room".to_owned()];
         assert!(validate_channel_template("user:{claim.sub}", &captures).is_ok());
         assert!(validate_channel_template("room:{room}:{query.kind}", &captures).is_ok());
-        assert!(validate_channel_template("{nope}", &captures).unwrap_err().contains("unknown source"));
+        assert!(validate_channel_template("{nope}", &captures)
+            .unwrap_err()
+            .contains("unknown source"));
         assert!(validate_channel_template("a{b", &captures).is_err());
     }
 }

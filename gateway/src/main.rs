@@ -1,1 +1,95 @@
-fn main() {}
+//! `holdfast`: an API gateway on Pingora for AI and data APIs — bearer-token auth, declarative
+//! parameter mapping, fast proxying, and long-poll connections held by the tens of thousands.
+//!
+//! `holdfast run -c conf/example.yaml` serves; `holdfast check PATH` validates a config and
+//! prints every error with its file and line. Start reading at [`app::run`] (the build step),
+//! then [`proxy::Gateway`] (the request path).
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod admin;
+mod app;
+mod channels;
+mod ctx;
+mod labels;
+mod longpoll;
+mod metrics;
+mod problem;
+mod proxy;
+mod reload;
+mod request_checks;
+mod routes;
+mod runtime;
+mod state;
+mod upstream;
+
+// mimalloc: +25–35 % requests/s over the system allocator on the proxy path (pingora-notes.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "holdfast",
+    version,
+    about = "An API gateway for AI and data APIs, built on Pingora"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// The config file or directory of route files (for `run`, the default command).
+    #[arg(short, long, global = true, default_value = "conf/example.yaml")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Run,
+    /// Validate a config file or directory and print every error; exit 1 if there is one.
+    Check {
+        /// The config file or directory (defaults to --config).
+        path: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => match state::load(&cli.config) {
+            Ok(state) => app::run(state, cli.config),
+            Err(errors) => {
+                eprintln!("holdfast: the configuration is invalid:\n{errors}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Check { path } => {
+            let path = path.unwrap_or(cli.config);
+            match state::load(&path) {
+                Ok(state) => {
+                    println!(
+                        "{}: ok ({} routes, {} upstreams)",
+                        path.display(),
+                        state.routes.routes().len(),
+                        state.pools.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    eprintln!("{} error(s)", errors.len());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Building the running gateway from a loaded configuration: the Pingora server with its proxy
+//! service on the `listen` addresses, the admin service, and the background services (reload,
+//! health checks). This is the only place that turns config into sockets and threads.
+
+use crate::admin::Admin;
+use crate::longpoll::Hub;
+use crate::metrics::METRICS;
+use crate::proxy::Gateway;
+use crate::reload::{HealthChecks, Reloader};
+use crate::runtime::Runtime;
+use crate::state::State;
+use pingora_core::apps::http_app::HttpServer;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The hub's background tasks (idle sweeping, the Redis listener) need a runtime that lives as
+/// long as the process; Pingora's service runtimes are its own, so the hub gets a small one.
+fn start_hub(config: &conf::Config) -> Hub {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("holdfast-hub")
+        .enable_all()
+        .build()
+        .unwrap_or_else(|error| fail(&format!("cannot start the hub runtime: {error}")));
+    let hub = {
+        let _entered = runtime.enter();
+        Hub::start(config)
+            .unwrap_or_else(|error| fail(&format!("cannot start the channel hub: {error}")))
+    };
+    let mut up = hub.up_changes();
+    let watched = hub.clone();
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            METRICS.backplane_up.set(i64::from(*up.borrow_and_update()));
+            METRICS
+                .channels
+                .set(i64::try_from(watched.channel_count()).unwrap_or(i64::MAX));
+            tokio::select! {
+                changed = up.changed() => if changed.is_err() { return },
+                _ = tick.tick() => {}
+            }
+        }
+    });
+    tracing::info!(backplane = hub.backplane(), "channel hub started");
+    // The runtime must outlive every request: leak it deliberately, it lives as long as the process.
+    std::mem::forget(runtime);
+    hub
+}
+
+fn fail(message: &str) -> ! {
+    tracing::error!("{message}");
+    std::process::exit(2)
+}
+
+/// Starts serving `state` (loaded from `config_path`) and never returns.
+pub fn run(state: State, config_path: PathBuf) -> ! {
+    let config = state.config.clone();
+    let server_settings = &config.server;
+    let threads = match server_settings.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let grace = server_settings.shutdown_grace.get();
+    let server_conf = ServerConf {
+        threads,
+        work_stealing: server_settings.work_stealing,
+        grace_period_seconds: Some(grace.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upstream_keepalive_pool_size: server_settings.upstream_keepalive_pool,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, server_conf);
+    server.bootstrap();
+
+    let hub = start_hub(&config);
+    let runtime = Arc::new(Runtime::new(state, config_path, hub));
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway {
+            runtime: runtime.clone(),
+        },
+        "holdfast",
+    );
+    for address in &config.listen {
+        proxy.add_tcp(address);
+    }
+    server.add_service(proxy);
+
+    if let Some(address) = &config.admin {
+        let mut admin = Service::new(
+            "holdfast admin".to_owned(),
+            HttpServer::new_app(Admin {
+                runtime: runtime.clone(),
+            }),
+        );
+        admin.add_tcp(address);
+        admin.threads = Some(1);
+        server.add_service(admin);
+    }
+    server.add_service(background_service(
+        "reload",
+        Reloader {
+            runtime: runtime.clone(),
+            grace,
+        },
+    ));
+    server.add_service(background_service(
+        "health checks",
+        HealthChecks {
+            runtime: runtime.clone(),
+        },
+    ));
+    tracing::info!(listen = ?config.listen, admin = ?config.admin, threads, "holdfast is starting");
+    server.run_forever()
+}

@@ -1,0 +1,48 @@
+//! Per-request state carried through Pingora's phases.
+
+use crate::routes::{Captures, CompiledRoute};
+use crate::state::State;
+use crate::upstream::Pool;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What one request has learned so far.
+pub struct RequestCtx {
+    pub started: Instant,
+    /// The configuration this request started on; a reload does not change it mid-request.
+    pub state: Option<Arc<State>>,
+    pub route: Option<Arc<CompiledRoute>>,
+    pub captures: Captures,
+    pub request_id: Option<http::HeaderValue>,
+    pub pool: Option<Arc<Pool>>,
+    /// Targets this request tried (a connect failure moves on to the next).
+    pub tried: Vec<SocketAddr>,
+    pub upstream_started: Option<Instant>,
+    pub upstream_status: Option<u16>,
+    /// The status of an answer the gateway wrote itself.
+    pub answered: Option<u16>,
+    _in_flight: crate::runtime::InFlight,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            state: None,
+            route: None,
+            captures: Vec::new(),
+            request_id: None,
+            pool: None,
+            tried: Vec::new(),
+            upstream_started: None,
+            upstream_status: None,
+            answered: None,
+            _in_flight: crate::runtime::InFlight::start(),
+        }
+    }
+
+    pub fn route_name(&self) -> &str {
+        self.route.as_ref().map_or("none", |route| &route.name)
+    }
+}

@@ -1,0 +1,268 @@
+//! The long-poll hub: channels, cursors, held polls and their wake-ups, over one of two
+//! backplanes — this process's memory, or Redis shared by several Holdfast instances
+//! (design.md §4). No Pingora types: the gateway parses the request, calls [`Hub::poll`] or
+//! [`Hub::publish`] and writes the answer.
+//!
+//! ```ignore
+//! let hub = longpoll::Hub::start(&config)?;            // inside the tokio runtime that lives as long as the server
+//! let key = longpoll::ChannelKey::new(conf::ChannelMode::Broadcast, "updates");
+//! let request = longpoll::PollRequest { cursor: Some("1700000000000-0".parse()?), start: conf::StartAt::Newest, limit: 1 };
+//! match hub.poll(&key, request, tokio::time::Instant::now() + hold).await? {
+//!     longpoll::PollOutcome::Messages { messages, cursor } => { /* 200 */ }
+//!     longpoll::PollOutcome::Timeout { cursor } => { /* 204 */ }
+//!     longpoll::PollOutcome::Gone { oldest } => { /* 410 */ }
+//! }
+//! ```
+//!
+//! - Cursors are `<ms>-<seq>` on both backplanes ([`Cursor`]); a cursor means "seen up to and
+//!   including this message".
+//! - A held poll is a future the gateway may drop at any moment (client gone, shutdown): every
+//!   poll is cancel-safe, and in queue mode a message handed to a poll that is being dropped goes
+//!   back to the head of the queue.
+//! - Holding is cheap: no task per poll. A broadcast poll waits on its channel's
+//!   `tokio::sync::Notify`; a queue poll waits on a oneshot in its channel's waiter line.
+//! - [`Hub::is_up`] and [`Hub::up_changes`] feed `/readyz` and `holdfast_backplane_up`.
+//!
+//! Files: `cursor` (ids), `name` (channel name rules), `message` (what poll and publish
+//! return), `error`, `shards` (the channel table), `queue_waiters` (the cancel-safe line of
+//! queue pollers), `memory` and `redis` (the backplanes).
+
+mod cursor;
+mod error;
+mod memory;
+mod message;
+mod name;
+mod queue_waiters;
+mod redis;
+mod shards;
+
+pub use cursor::Cursor;
+pub use error::HubError;
+pub use message::{Message, PollOutcome, PollRequest, Published};
+pub use name::validate_channel_name;
+
+use bytes::Bytes;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+/// A channel: its name (validated, after template expansion) and its mode. The same name in
+/// the two modes are two different channels.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ChannelKey {
+    pub mode: conf::ChannelMode,
+    pub name: Arc<str>,
+}
+
+impl ChannelKey {
+    pub fn new(mode: conf::ChannelMode, name: impl Into<Arc<str>>) -> Self {
+        Self {
+            mode,
+            name: name.into(),
+        }
+    }
+}
+
+/// The channel settings the hub works with, taken from `conf::Channels`.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub buffer_messages: usize,
+    pub buffer_bytes: usize,
+    pub buffer_age: Duration,
+    pub queue_max_messages: usize,
+    pub max_name_length: usize,
+    pub idle_expiry: Duration,
+}
+
+impl Settings {
+    /// `config.channels`. (Written against the field, not the type: `conf` does not re-export
+    /// `Channels`.)
+    pub(crate) fn from_config(config: &conf::Config) -> Self {
+        let channels = &config.channels;
+        Self {
+            buffer_messages: channels.buffer_messages,
+            buffer_bytes: channels.buffer_bytes.as_usize(),
+            buffer_age: channels.buffer_age.get(),
+            queue_max_messages: channels.queue_max_messages,
+            max_name_length: channels.max_name_length,
+            idle_expiry: channels.idle_expiry.get(),
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self::from_config(&conf::Config::default())
+    }
+}
+
+/// Why the hub could not be built (a configuration problem; Redis being down is not one).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("backplane.redis.url: {0}")]
+    RedisUrl(String),
+    #[error("the long-poll hub must be started inside a tokio runtime")]
+    NoRuntime,
+}
+
+/// The long-poll hub. Cheap to clone; every clone is the same hub. Its background tasks stop
+/// when the last clone is dropped (or on [`Hub::stop`]).
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    settings: Settings,
+    up: watch::Receiver<bool>,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+enum Backend {
+    Memory(memory::Memory),
+    Redis(Arc<redis::RedisHub>),
+}
+
+impl Hub {
+    /// Builds the hub for `config.backplane` and `config.channels` and starts its background
+    /// tasks (idle-channel sweeping; for Redis the pub/sub listener and the health check) on the
+    /// current tokio runtime, which must outlive the server. Does not wait for Redis: a Redis
+    /// that is down at start shows as `is_up() == false` until it answers.
+    pub fn start(config: &conf::Config) -> Result<Hub, StartError> {
+        Self::start_with(&config.backplane, Settings::from_config(config))
+    }
+
+    fn start_with(backplane: &conf::Backplane, settings: Settings) -> Result<Hub, StartError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+        let (backend, up, mut tasks) = match backplane {
+            conf::Backplane::Memory => {
+                let (_, up) = watch::channel(true);
+                (
+                    Backend::Memory(memory::Memory::new(settings.clone())),
+                    up,
+                    Vec::new(),
+                )
+            }
+            conf::Backplane::Redis(redis_conf) => {
+                let (hub, tasks) = redis::RedisHub::start(redis_conf, settings.clone(), &runtime)?;
+                let up = hub.up_changes();
+                (Backend::Redis(hub), up, tasks)
+            }
+        };
+        let inner = Arc::new(Inner {
+            backend,
+            settings,
+            up,
+            tasks: Mutex::new(Vec::new()),
+        });
+        tasks.push(runtime.spawn(sweep(Arc::downgrade(&inner))).abort_handle());
+        *shards::lock(&inner.tasks) = tasks;
+        Ok(Hub { inner })
+    }
+
+    /// Waits for a message on `key` until `deadline`. Returns at once if messages are there.
+    /// Cancel-safe: drop the future whenever the client goes away or the server shuts down.
+    pub async fn poll(
+        &self,
+        key: &ChannelKey,
+        request: PollRequest,
+        deadline: Instant,
+    ) -> Result<PollOutcome, HubError> {
+        validate_channel_name(&key.name, self.inner.settings.max_name_length)?;
+        let request = PollRequest {
+            limit: request.limit.max(1),
+            ..request
+        };
+        match &self.inner.backend {
+            Backend::Memory(memory) => memory.poll(key, request, deadline).await,
+            // Boxed: the Redis poll's state (a script call in flight) is far bigger than a
+            // memory poll's, and a future is as big as its biggest branch.
+            Backend::Redis(redis) => Box::pin(redis.poll(key, request, deadline)).await,
+        }
+    }
+
+    /// Appends a message to `key` and wakes the polls waiting on it (on every instance).
+    pub async fn publish(
+        &self,
+        key: &ChannelKey,
+        body: Bytes,
+        content_type: Option<&str>,
+    ) -> Result<Published, HubError> {
+        validate_channel_name(&key.name, self.inner.settings.max_name_length)?;
+        let content_type = content_type
+            .filter(|ct| !ct.is_empty())
+            .map(Arc::<str>::from);
+        match &self.inner.backend {
+            Backend::Memory(memory) => memory.publish(key, body, content_type),
+            Backend::Redis(redis) => redis.publish(key, body, content_type).await,
+        }
+    }
+
+    /// Whether the backplane is reachable (always true for memory).
+    pub fn is_up(&self) -> bool {
+        *self.inner.up.borrow()
+    }
+
+    /// Changes of [`Hub::is_up`]: `changed().await` wakes on each flip.
+    pub fn up_changes(&self) -> watch::Receiver<bool> {
+        self.inner.up.clone()
+    }
+
+    /// `"memory"` or `"redis"`, for logs.
+    pub fn backplane(&self) -> &'static str {
+        match self.inner.backend {
+            Backend::Memory(_) => "memory",
+            Backend::Redis(_) => "redis",
+        }
+    }
+
+    /// Channels this instance currently keeps (memory: all; Redis: those with local waiters).
+    pub fn channel_count(&self) -> usize {
+        match &self.inner.backend {
+            Backend::Memory(memory) => memory.channel_count(),
+            Backend::Redis(redis) => redis.channel_count(),
+        }
+    }
+
+    /// Stops the background tasks. Polls and publishes still work on memory; on Redis held
+    /// polls are no longer woken by other instances.
+    pub fn stop(&self) {
+        for task in shards::lock(&self.inner.tasks).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in shards::lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// Ages out buffers and forgets idle channels, a few times per `idle_expiry`. Holds the hub
+/// weakly so that dropping the hub ends it.
+async fn sweep(hub: std::sync::Weak<Inner>) {
+    let every = match hub.upgrade() {
+        Some(inner) => (inner.settings.idle_expiry / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(5)),
+        None => return,
+    };
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(inner) = hub.upgrade() else { return };
+        match &inner.backend {
+            Backend::Memory(memory) => memory.sweep(),
+            Backend::Redis(redis) => redis.sweep(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

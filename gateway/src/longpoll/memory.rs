@@ -1,0 +1,303 @@
+//! The in-memory backplane: every channel lives in this process.
+//!
+//! A broadcast channel is a [`buffer::Buffer`] plus a `tokio::sync::Notify`: a held poll is one
+//! `Notified` future (an intrusive list node, no allocation) and a publish calls
+//! `notify_waiters()`, which wakes that channel's waiters and nobody else's. Each woken poll then
+//! reads its own messages after its own cursor under the channel lock.
+//!
+//! A queue channel is a [`queue::Queue`]: a publish hands the message straight to the
+//! longest-waiting poller's oneshot, or queues it. See `queue_waiters` for why that is
+//! cancel-safe.
+
+mod buffer;
+mod queue;
+
+use super::cursor::Cursor;
+use super::message::{Message, PollOutcome, PollRequest, Published};
+use super::shards::{lock, Shards};
+use super::{ChannelKey, HubError, Settings};
+use buffer::{Buffer, Read};
+use bytes::Bytes;
+use queue::Queue;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+pub(crate) struct Memory {
+    channels: Shards<Channel>,
+    settings: Settings,
+}
+
+struct Channel {
+    state: Mutex<State>,
+    /// Broadcast only: woken on every publish.
+    notify: Notify,
+    /// Broadcast polls currently waiting, reported as `delivered_to`.
+    waiting: AtomicUsize,
+}
+
+struct State {
+    kind: Kind,
+    /// Last publish or poll, for `idle_expiry`.
+    touched: Instant,
+}
+
+enum Kind {
+    Broadcast(Buffer),
+    Queue(Queue),
+}
+
+impl Memory {
+    pub(crate) fn new(settings: Settings) -> Self {
+        Self {
+            channels: Shards::new(),
+            settings,
+        }
+    }
+
+    fn channel(&self, key: &ChannelKey) -> Arc<Channel> {
+        self.channels.get_or_create(key, || Channel {
+            state: Mutex::new(State {
+                kind: match key.mode {
+                    conf::ChannelMode::Broadcast => Kind::Broadcast(Buffer::default()),
+                    conf::ChannelMode::Queue => Kind::Queue(Queue::default()),
+                },
+                touched: Instant::now(),
+            }),
+            notify: Notify::new(),
+            waiting: AtomicUsize::new(0),
+        })
+    }
+
+    pub(crate) fn publish(
+        &self,
+        key: &ChannelKey,
+        body: Bytes,
+        content_type: Option<Arc<str>>,
+    ) -> Result<Published, HubError> {
+        let channel = self.channel(key);
+        let now = SystemTime::now();
+        let mut state = lock(&channel.state);
+        state.touched = Instant::now();
+        match &mut state.kind {
+            Kind::Broadcast(buffer) => {
+                let message = buffer.append(body, content_type, now, &self.settings);
+                let delivered_to = channel.waiting.load(Ordering::Acquire);
+                drop(state);
+                channel.notify.notify_waiters();
+                Ok(Published {
+                    cursor: message.id,
+                    delivered_to,
+                })
+            }
+            Kind::Queue(queue) => {
+                let id = Cursor::next_after(queue.last, now);
+                let message = Message {
+                    id,
+                    body,
+                    content_type,
+                    published_at: now,
+                };
+                let Err(mut back) = queue.waiters.hand(vec![message]) else {
+                    queue.last = id;
+                    return Ok(Published {
+                        cursor: id,
+                        delivered_to: 1,
+                    });
+                };
+                if queue.messages.len() >= self.settings.queue_max_messages {
+                    return Err(HubError::QueueFull {
+                        max: self.settings.queue_max_messages,
+                    });
+                }
+                queue.last = id;
+                queue.messages.extend(back.pop());
+                Ok(Published {
+                    cursor: id,
+                    delivered_to: 0,
+                })
+            }
+        }
+    }
+
+    pub(crate) async fn poll(
+        &self,
+        key: &ChannelKey,
+        request: PollRequest,
+        deadline: Instant,
+    ) -> Result<PollOutcome, HubError> {
+        let channel = self.channel(key);
+        match key.mode {
+            conf::ChannelMode::Broadcast => {
+                poll_broadcast(&channel, request, deadline, &self.settings).await
+            }
+            conf::ChannelMode::Queue => poll_queue(channel, request, deadline).await,
+        }
+    }
+
+    /// Drops aged messages and forgets idle channels; run periodically.
+    pub(crate) fn sweep(&self) {
+        let now = SystemTime::now();
+        let idle_for = self.settings.idle_expiry;
+        self.channels.sweep(|_, channel| {
+            let mut state = lock(&channel.state);
+            let empty = match &mut state.kind {
+                Kind::Broadcast(buffer) => {
+                    buffer.trim(now, &self.settings);
+                    buffer.is_empty()
+                }
+                Kind::Queue(queue) => queue.messages.is_empty() && queue.waiters.is_empty(),
+            };
+            empty && state.touched.elapsed() >= idle_for
+        });
+    }
+
+    pub(crate) fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Broadcast polls waiting on `key` now.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self, key: &ChannelKey) -> usize {
+        self.channels
+            .get(key)
+            .map_or(0, |channel| channel.waiting.load(Ordering::Acquire))
+    }
+}
+
+async fn poll_broadcast(
+    channel: &Channel,
+    request: PollRequest,
+    deadline: Instant,
+    settings: &Settings,
+) -> Result<PollOutcome, HubError> {
+    let mut cursor = request.cursor;
+    let mut waiting: Option<WaitingGuard<'_>> = None;
+    loop {
+        // Register for the wake-up before looking, so a publish between the look and the
+        // wait is not missed.
+        let notified = channel.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let read = {
+            let mut state = lock(&channel.state);
+            state.touched = Instant::now();
+            let Kind::Broadcast(buffer) = &mut state.kind else {
+                return Err(HubError::Corrupt(
+                    "a queue channel under a broadcast key".into(),
+                ));
+            };
+            buffer.trim(SystemTime::now(), settings);
+            let from = *cursor.get_or_insert_with(|| buffer.start(request.start));
+            buffer.read_after(from, request.limit)
+        };
+        match read {
+            Read::Messages(messages) => return Ok(outcome(messages)),
+            Read::Gone { oldest } => return Ok(PollOutcome::Gone { oldest }),
+            Read::Empty => {}
+        }
+        if waiting.is_none() {
+            channel.waiting.fetch_add(1, Ordering::AcqRel);
+            waiting = Some(WaitingGuard(&channel.waiting));
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(deadline) => return Ok(PollOutcome::Timeout { cursor }),
+        }
+    }
+}
+
+/// Counts a broadcast poll as waiting until it ends, however it ends.
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn poll_queue(
+    channel: Arc<Channel>,
+    request: PollRequest,
+    deadline: Instant,
+) -> Result<PollOutcome, HubError> {
+    let (id, delivery) = {
+        let mut state = lock(&channel.state);
+        state.touched = Instant::now();
+        let Kind::Queue(queue) = &mut state.kind else {
+            return Err(HubError::Corrupt(
+                "a broadcast channel under a queue key".into(),
+            ));
+        };
+        if !queue.messages.is_empty() {
+            return Ok(outcome(queue.take(request.limit)));
+        }
+        queue.waiters.push(request.limit)
+    };
+    let mut wait = QueueWait {
+        channel,
+        id,
+        delivery: Some(delivery),
+    };
+    let Some(delivery) = wait.delivery.as_mut() else {
+        return Ok(PollOutcome::Timeout {
+            cursor: request.cursor,
+        });
+    };
+    tokio::select! {
+        handed = delivery => {
+            wait.delivery = None;
+            match handed {
+                Ok(messages) if !messages.is_empty() => Ok(outcome(messages)),
+                _ => Ok(PollOutcome::Timeout { cursor: request.cursor }),
+            }
+        }
+        _ = tokio::time::sleep_until(deadline) => Ok(match wait.leave() {
+            // Handed a message in the same instant the deadline passed: deliver it.
+            Some(messages) => outcome(messages),
+            None => PollOutcome::Timeout { cursor: request.cursor },
+        }),
+    }
+}
+
+/// A queue poll's place in line. Dropping it (client gone, shutdown) leaves the line and puts
+/// back whatever it had already been handed.
+struct QueueWait {
+    channel: Arc<Channel>,
+    id: u64,
+    delivery: Option<super::queue_waiters::Delivery>,
+}
+
+impl QueueWait {
+    /// Leaves the line; returns the messages handed over before it left, if any.
+    fn leave(&mut self) -> Option<Vec<Message>> {
+        let mut delivery = self.delivery.take()?;
+        let mut state = lock(&self.channel.state);
+        if let Kind::Queue(queue) = &mut state.kind {
+            queue.waiters.remove(self.id);
+        }
+        // Under the lock nothing more can be sent to us; take what was.
+        delivery
+            .try_recv()
+            .ok()
+            .filter(|messages| !messages.is_empty())
+    }
+}
+
+impl Drop for QueueWait {
+    fn drop(&mut self) {
+        if let Some(messages) = self.leave() {
+            let mut state = lock(&self.channel.state);
+            if let Kind::Queue(queue) = &mut state.kind {
+                queue.give_back(messages);
+            }
+        }
+    }
+}
+
+fn outcome(messages: Vec<Message>) -> PollOutcome {
+    let cursor = messages.last().map(|m| m.id).unwrap_or_default();
+    PollOutcome::Messages { messages, cursor }
+}

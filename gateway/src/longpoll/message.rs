@@ -1,0 +1,67 @@
+//! A published message and what poll and publish return.
+
+use super::cursor::Cursor;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// One published message. Cloning it is two reference-count increments: the body and the
+/// content type are shared by every subscriber, never copied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The message's id; as a cursor it means "everything up to this message".
+    pub id: Cursor,
+    /// The body exactly as published.
+    pub body: Bytes,
+    /// The publisher's `Content-Type`, if it sent one.
+    pub content_type: Option<Arc<str>>,
+    /// When it was published (wall clock, so it means the same on every instance), for the
+    /// publish-to-delivery histogram.
+    pub published_at: SystemTime,
+}
+
+impl Message {
+    /// Bytes this message counts against a channel's `buffer_bytes`.
+    pub(crate) fn cost(&self) -> usize {
+        self.body.len() + self.content_type.as_ref().map_or(0, |ct| ct.len())
+    }
+}
+
+/// What one poll asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PollRequest {
+    /// Broadcast: resume after this cursor. `None`: see `start`. Ignored in queue mode.
+    pub cursor: Option<Cursor>,
+    /// Broadcast without a cursor: wait for the next message (`Newest`) or replay the buffer
+    /// (`Oldest`). Ignored in queue mode.
+    pub start: conf::StartAt,
+    /// Most messages in one answer (0 counts as 1). Pass 1 for `format: raw`: in queue mode
+    /// every message handed out is gone from the queue.
+    pub limit: usize,
+}
+
+/// How a poll ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PollOutcome {
+    /// One or more messages, oldest first; `cursor` is the last one's id.
+    Messages {
+        messages: Vec<Message>,
+        cursor: Cursor,
+    },
+    /// Nothing arrived before the deadline; `cursor` is the poll's own, unchanged.
+    Timeout { cursor: Option<Cursor> },
+    /// Messages after the poll's cursor were dropped from the buffer. `oldest` is the earliest
+    /// cursor still valid: polling with it returns every message still held, oldest first.
+    Gone { oldest: Cursor },
+}
+
+/// What a publish returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The message's id (its cursor).
+    pub cursor: Cursor,
+    /// Memory: the held polls that were woken with the message (broadcast) or handed it
+    /// (queue: 0 or 1). Redis: the Holdfast instances the wake-up reached (see the `redis`
+    /// module doc) — waiters on other instances cannot be counted without a round trip each.
+    pub delivered_to: usize,
+}

@@ -1,0 +1,138 @@
+//! The Prometheus metrics Holdfast exports (design.md §6): names in base units, labels limited
+//! to configured route and upstream names, methods and status codes — never raw paths, channel
+//! names, tokens or client addresses.
+
+use prometheus::{
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::sync::LazyLock;
+
+/// Every metric, registered once in Holdfast's own registry.
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_requests: IntCounterVec,
+    pub upstream_duration: HistogramVec,
+    pub config_reloads: IntCounterVec,
+    pub build_info: IntGaugeVec,
+    pub backplane_up: IntGauge,
+    pub longpoll_held: IntGaugeVec,
+    pub longpoll_completions: IntCounterVec,
+    pub publish_to_delivery: HistogramVec,
+    pub messages_published: IntCounterVec,
+    pub upstream_healthy: IntGaugeVec,
+    pub channels: IntGauge,
+}
+
+/// The process-wide metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric =
+        IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}"));
+    registry
+        .register(Box::new(metric.clone()))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric =
+        IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}"));
+    registry
+        .register(Box::new(metric.clone()))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    metric
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    registry
+        .register(Box::new(metric.clone()))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    metric
+}
+
+/// 0.5 ms to ~135 s: plain proxying at the low end, the longest long-poll holds at the top.
+fn latency_buckets() -> Vec<f64> {
+    exponential_buckets(0.0005, 2.5, 15).unwrap_or_default()
+}
+
+impl Metrics {
+    // The names and labels below are constants: registering them can only fail on a programming
+    // error, which the unit test below catches.
+    #[allow(clippy::panic)]
+    fn new() -> Self {
+        let r = Registry::new();
+        let metrics = Self {
+            requests: counter(&r, "holdfast_http_requests_total", "Requests answered, by route, method and status code.", &["route", "method", "code"]),
+            request_duration: histogram(&r, "holdfast_http_request_duration_seconds", "Time from request to the end of the answer, holds included.", &["route"], latency_buckets()),
+            upstream_requests: counter(&r, "holdfast_upstream_requests_total", "Requests sent to upstreams, by upstream and status code (0: no answer).", &["upstream", "code"]),
+            upstream_duration: histogram(&r, "holdfast_upstream_duration_seconds", "Time from sending to an upstream to its response header.", &["upstream"], latency_buckets()),
+            config_reloads: counter(&r, "holdfast_config_reloads_total", "Configuration reloads by result (ok, error).", &["result"]),
+            build_info: gauge(&r, "holdfast_build_info", "Always 1; the version label says which build runs.", &["version"]),
+            backplane_up: {
+                let g = IntGauge::new("holdfast_backplane_up", "1 when the long-poll backplane is reachable.").unwrap_or_else(|e| panic!("{e}"));
+                r.register(Box::new(g.clone())).unwrap_or_else(|e| panic!("{e}"));
+                g
+            },
+            longpoll_held: gauge(&r, "holdfast_longpoll_held", "Long-polls held right now, by route.", &["route"]),
+            longpoll_completions: counter(&r, "holdfast_longpoll_completions_total", "Long-polls ended, by route and outcome (data, timeout, client_gone, shutdown, gone, error).", &["route", "outcome"]),
+            publish_to_delivery: histogram(&r, "holdfast_publish_to_delivery_seconds", "Time from a message's publish to its delivery to a held poll.", &["route"], exponential_buckets(0.0001, 2.0, 18).unwrap_or_default()),
+            messages_published: counter(&r, "holdfast_messages_published_total", "Messages published, by route.", &["route"]),
+            channels: {
+                let g = IntGauge::new("holdfast_channels", "Channels this instance tracks (with buffered messages or held polls).").unwrap_or_else(|e| panic!("{e}"));
+                r.register(Box::new(g.clone())).unwrap_or_else(|e| panic!("{e}"));
+                g
+            },
+            upstream_healthy: gauge(&r, "holdfast_upstream_healthy_targets", "Targets of an upstream that pass their health check.", &["upstream"]),
+            registry: r,
+        };
+        metrics
+            .build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        metrics.backplane_up.set(1);
+        // Present from the start, so alerts on `increase(...)` see the first failure.
+        for result in ["ok", "error"] {
+            metrics.config_reloads.with_label_values(&[result]);
+        }
+        metrics
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let encoder = TextEncoder::new();
+        if let Err(error) = encoder.encode(&self.registry.gather(), &mut out) {
+            tracing::error!(%error, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_and_renders() {
+        METRICS
+            .requests
+            .with_label_values(&["r", "GET", "200"])
+            .inc();
+        let text = String::from_utf8(METRICS.render()).expect("utf8");
+        assert!(text
+            .contains("holdfast_http_requests_total{code=\"200\",method=\"GET\",route=\"r\"} 1"));
+        assert!(text.contains("holdfast_build_info{version="));
+    }
+}

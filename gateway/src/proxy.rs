@@ -1,0 +1,314 @@
+//! The Pingora `ProxyHttp` implementation. Each hook stays thin: it reads the pinned `State`,
+//! asks the route table, and delegates — the route's action decides whether the request is
+//! proxied or answered here (long-poll, publish).
+
+use crate::ctx::RequestCtx;
+use crate::metrics::METRICS;
+use crate::problem::Problem;
+use crate::request_checks::check_head;
+use crate::routes::{Action, Lookup};
+use crate::runtime::Runtime;
+use crate::{channels, labels};
+use async_trait::async_trait;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The gateway's proxy logic; one instance serves every request.
+pub struct Gateway {
+    pub runtime: Arc<Runtime>,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let state = self.runtime.state.load_full();
+        ctx.request_id = Some(request_id(session.req_header()));
+        if let Some(problem) = check_head(session, state.max_headers, state.max_header_bytes) {
+            return answer(session, ctx, &problem).await;
+        }
+        let header = session.req_header();
+        let lookup = state.routes.find(
+            host_of(header).as_deref(),
+            &header.method,
+            header.uri.path(),
+        );
+        let (route, captures) = match lookup {
+            Lookup::Found(route, captures) => (route.clone(), captures),
+            Lookup::MethodNotAllowed(allow) => {
+                let problem = Problem::method_not_allowed(header.method.as_str(), &allow);
+                return answer(session, ctx, &problem).await;
+            }
+            Lookup::NotFound => {
+                let problem =
+                    Problem::not_found(&format!("{} {}", header.method, header.uri.path()));
+                return answer(session, ctx, &problem).await;
+            }
+        };
+        ctx.route = Some(route.clone());
+        ctx.captures = captures;
+        ctx.state = Some(state);
+        match &route.action {
+            Action::Proxy(pool) => {
+                ctx.pool = Some(pool.clone());
+                Ok(false)
+            }
+            Action::LongPoll(spec) => {
+                let status = channels::poll(&self.runtime, session, ctx, spec).await?;
+                ctx.answered = Some(status);
+                Ok(true)
+            }
+            Action::Publish(spec) => {
+                let status = channels::publish(&self.runtime, session, ctx, spec).await?;
+                ctx.answered = Some(status);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(pool) = ctx.pool.clone() else {
+            return Error::e_explain(ErrorType::InternalError, "no upstream pool for this route");
+        };
+        let Some(addr) = pool.select(&ctx.tried) else {
+            return Error::e_explain(
+                ErrorType::ConnectNoRoute,
+                "no target of the upstream is available",
+            );
+        };
+        ctx.tried.push(addr);
+        ctx.upstream_started = Some(Instant::now());
+        Ok(Box::new(pool.peer(addr)))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // A failed connect sent nothing: any request may safely go to the next target.
+        let retries = ctx.pool.as_ref().map_or(0, |pool| pool.retries);
+        e.set_retry(ctx.tried.len() <= retries);
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(client) = session.client_addr().and_then(|addr| addr.as_inet()) {
+            let ip = client.ip().to_string();
+            let forwarded = match upstream
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(previous) => format!("{previous}, {ip}"),
+                None => ip,
+            };
+            upstream.insert_header("x-forwarded-for", forwarded)?;
+        }
+        upstream.insert_header("x-forwarded-proto", "http")?;
+        if let Some(id) = &ctx.request_id {
+            upstream.insert_header("x-request-id", id.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_status = Some(response.status.as_u16());
+        if let (Some(pool), Some(started)) = (&ctx.pool, ctx.upstream_started) {
+            METRICS
+                .upstream_duration
+                .with_label_values(&[&*pool.name])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(id) = &ctx.request_id {
+            response.insert_header("x-request-id", id.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let upstream = ctx
+            .pool
+            .as_ref()
+            .map_or("the upstream", |pool| &pool.name)
+            .to_owned();
+        let problem = match (e.esource(), e.etype()) {
+            (_, ErrorType::HTTPStatus(code)) => Some(Problem::new(
+                *code,
+                "error",
+                "Error",
+                "the request could not be served",
+            )),
+            (ErrorSource::Downstream, _) => None,
+            (
+                _,
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+            ) => Some(Problem::new(
+                504,
+                "upstream-timeout",
+                "Gateway Timeout",
+                format!("upstream `{upstream}` did not answer in time"),
+            )),
+            (_, ErrorType::ConnectNoRoute) => Some(Problem::new(
+                502,
+                "upstream-unavailable",
+                "Bad Gateway",
+                format!("no target of upstream `{upstream}` is available"),
+            )),
+            (ErrorSource::Upstream, _) => Some(Problem::new(
+                502,
+                "upstream-failed",
+                "Bad Gateway",
+                format!("upstream `{upstream}` refused or dropped the connection"),
+            )),
+            _ => Some(Problem::new(
+                500,
+                "internal",
+                "Internal Server Error",
+                "the gateway failed to serve the request",
+            )),
+        };
+        let code = match &problem {
+            // Once the upstream's header went out, the client already has a status: just close.
+            Some(problem) if session.response_written().is_none() => {
+                if let Err(error) = answer(session, ctx, problem).await {
+                    tracing::debug!(%error, "cannot write the error answer");
+                }
+                problem.status
+            }
+            Some(problem) => problem.status,
+            None => 0,
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        // A client that went away is routine for a long-poll gateway, not an error.
+        matches!(error.esource(), ErrorSource::Downstream)
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = ctx
+            .answered
+            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
+            .unwrap_or(0);
+        let route = ctx.route_name();
+        let method = labels::method(&session.req_header().method);
+        METRICS
+            .requests
+            .with_label_values(&[route, method, labels::code(status)])
+            .inc();
+        METRICS
+            .request_duration
+            .with_label_values(&[route])
+            .observe(ctx.started.elapsed().as_secs_f64());
+        if let Some(pool) = &ctx.pool {
+            if !ctx.tried.is_empty() {
+                let code = labels::code(ctx.upstream_status.unwrap_or(0));
+                METRICS
+                    .upstream_requests
+                    .with_label_values(&[&*pool.name, code])
+                    .inc();
+            }
+        }
+    }
+}
+
+/// Writes a problem answer, remembering its status for the metrics.
+pub async fn answer(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    problem: &Problem,
+) -> Result<bool> {
+    ctx.answered = Some(problem.status);
+    let mut problem = problem.clone();
+    if let Some(id) = &ctx.request_id {
+        if let Ok(id) = id.to_str() {
+            problem = problem.with_header("x-request-id", id);
+        }
+    }
+    problem.send(session).await?;
+    Ok(true)
+}
+
+/// The client's `X-Request-Id` when it is sane, else a new one.
+fn request_id(header: &RequestHeader) -> http::HeaderValue {
+    header
+        .headers
+        .get("x-request-id")
+        .filter(|id| {
+            !id.is_empty() && id.len() <= 128 && id.as_bytes().iter().all(|b| b.is_ascii_graphic())
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            let id = uuid::Uuid::new_v4();
+            let mut buffer = uuid::Uuid::encode_buffer();
+            http::HeaderValue::from_str(id.hyphenated().encode_lower(&mut buffer))
+                .unwrap_or(http::HeaderValue::from_static("-"))
+        })
+}
+
+/// The request's host name, lower case and without the port.
+fn host_of(header: &RequestHeader) -> Option<std::borrow::Cow<'_, str>> {
+    let raw = header.uri.host().or_else(|| {
+        header
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })?;
+    let host = match raw.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or(bracketed),
+        None => raw.split(':').next().unwrap_or(raw),
+    };
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    })
+}
