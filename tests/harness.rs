@@ -26,7 +26,9 @@ pub fn free_port() -> u16 {
             .and_then(|listener| listener.local_addr())
             .map(|addr| addr.port())
             .expect("a free loopback port");
-        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut handed_out = HANDED_OUT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !handed_out.contains(&port) {
             handed_out.push(port);
             return port;

@@ -6,16 +6,30 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 /// A verified token's payload (or an API key's synthesized claims). Cheap to clone.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Claims(Arc<Map<String, Value>>);
+/// Held as a `Value::Object` so the mapping engine can read it as a value source without a copy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Claims(Arc<Value>);
+
+impl Default for Claims {
+    fn default() -> Self {
+        Self::new(Map::new())
+    }
+}
+
+static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
 
 impl Claims {
     pub fn new(map: Map<String, Value>) -> Self {
-        Self(Arc::new(map))
+        Self(Arc::new(Value::Object(map)))
     }
 
     /// The whole payload.
     pub fn as_map(&self) -> &Map<String, Value> {
+        self.0.as_object().unwrap_or(&EMPTY)
+    }
+
+    /// The whole payload as a JSON object value.
+    pub fn as_value(&self) -> &Value {
         &self.0
     }
 
@@ -23,7 +37,7 @@ impl Claims {
     /// itself contains dots (`https://example.com/roles`) is found too: at each level the
     /// longest matching key wins.
     pub fn get(&self, path: &str) -> Option<&Value> {
-        lookup(&self.0, path)
+        lookup(self.as_map(), path)
     }
 
     /// The value at `path` as text: strings as they are, numbers and booleans printed, arrays of

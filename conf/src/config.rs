@@ -26,6 +26,9 @@ pub struct Config {
     pub backplane: Backplane,
     #[serde(default)]
     pub channels: Channels,
+    /// One JSON line per request; off unless set.
+    #[serde(default)]
+    pub access_log: Option<AccessLog>,
     #[serde(default)]
     pub auth: BTreeMap<String, auth::Provider>,
     #[serde(default)]
@@ -156,6 +159,29 @@ mod tests {
 
 fn default_prefix() -> String {
     "holdfast:".to_owned()
+}
+
+/// The access log: where it goes and what it may contain.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    /// `stdout`, `stderr` or a file path (reopened on SIGUSR1, for log rotation).
+    #[serde(default = "default_log_path")]
+    pub path: String,
+    /// Log the query string too (off by default: queries may carry tokens and personal data).
+    #[serde(default)]
+    pub query: bool,
+    /// Request headers to include, by name.
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// Headers whose value is always written as `[redacted]`, on top of the built-in list
+    /// (authorization, proxy-authorization, cookie, set-cookie, x-api-key).
+    #[serde(default)]
+    pub redact: Vec<String>,
+}
+
+fn default_log_path() -> String {
+    "stdout".to_owned()
 }
 
 /// CORS for browser clients of long-poll routes.

@@ -23,10 +23,11 @@ mod route;
 mod size;
 mod suggest;
 mod upstream;
+mod upstream_call;
 mod validate;
 
 pub use channel::{ChannelMode, Channels, LongPoll, OnTimeout, PollFormat, Publish, StartAt};
-pub use config::{Backplane, Config, Cors, Limits, RedisBackplane, Server};
+pub use config::{AccessLog, Backplane, Config, Cors, Limits, RedisBackplane, Server};
 pub use duration::Duration;
 pub use env::EnvString;
 pub use error::{ConfigError, ConfigErrors, FieldError};
@@ -34,4 +35,5 @@ pub use load::{load, load_str};
 pub use route::{Match, Route, RouteAction};
 pub use size::ByteSize;
 pub use upstream::{HealthCheck, Upstream};
+pub use upstream_call::{Backoff, Coalesce, Fanin, FaninUpstream, Job, Merge, Until};
 pub use validate::{validate, validate_channel_template, Template, TemplatePart};

@@ -129,7 +129,7 @@ fn refine_position(text: &str, at: (usize, usize), message: &str) -> (usize, usi
 fn merge(parts: Vec<Config>) -> Result<Config, ConfigErrors> {
     let mut merged = Config::default();
     let mut errors = Vec::new();
-    let mut setter: [Option<PathBuf>; 6] = Default::default();
+    let mut setter: [Option<PathBuf>; 7] = Default::default();
     for part in parts {
         let file_index = merged.origin.files.len();
         let (file, positions) = part.origin.files.into_iter().next().unwrap_or_default();
@@ -140,6 +140,7 @@ fn merge(parts: Vec<Config>) -> Result<Config, ConfigErrors> {
             "limits",
             "backplane",
             "channels",
+            "access_log",
         ];
         for (slot, key) in scalar_keys.iter().enumerate() {
             if positions.find(key).is_none() {
@@ -162,6 +163,7 @@ fn merge(parts: Vec<Config>) -> Result<Config, ConfigErrors> {
                 "server" => merged.server = part.server.clone(),
                 "limits" => merged.limits = part.limits.clone(),
                 "backplane" => merged.backplane = part.backplane.clone(),
+                "access_log" => merged.access_log = part.access_log.clone(),
                 _ => merged.channels = part.channels.clone(),
             }
         }

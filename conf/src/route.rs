@@ -2,7 +2,8 @@
 //! mapping), and the one action it takes.
 
 use crate::config::one_or_many;
-use crate::{auth, mapping, ByteSize, Cors, LongPoll, Publish};
+use crate::upstream_call::{coalesce, Backoff, Coalesce, Fanin, Job};
+use crate::{auth, mapping, ByteSize, Cors, Duration, LongPoll, Publish};
 use serde::Deserialize;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -30,6 +31,30 @@ pub struct Route {
     pub max_body: Option<ByteSize>,
     #[serde(default)]
     pub cors: Option<Cors>,
+    /// Call several upstreams concurrently and merge their answers.
+    #[serde(default)]
+    pub fanin: Option<Fanin>,
+    /// Start an upstream call in the background; the client polls for its result.
+    #[serde(default)]
+    pub job: Option<Job>,
+    /// Upstream statuses that mean "nothing yet": the call is made again, with `backoff`, until
+    /// another answer or the end of `hold`. The route then answers locally.
+    #[serde(default)]
+    pub repoll_on: Option<Vec<u16>>,
+    /// The longest a re-polling or fan-in route holds the client (default 30s).
+    #[serde(default)]
+    pub hold: Option<Duration>,
+    #[serde(default)]
+    pub backoff: Option<Backoff>,
+    /// Identical upstream requests in flight share one upstream call.
+    #[serde(default, deserialize_with = "coalesce")]
+    pub coalesce: Option<Coalesce>,
+    /// Serve an identical request's answer for this long after it came.
+    #[serde(default)]
+    pub cache: Option<Duration>,
+    /// Request headers that make two otherwise identical requests different for `coalesce`.
+    #[serde(default, deserialize_with = "crate::config::one_or_many")]
+    pub vary: Vec<String>,
 }
 
 /// What a request must look like. Every condition given must hold.
@@ -58,6 +83,8 @@ pub enum RouteAction<'a> {
     Upstream(&'a str),
     LongPoll(&'a LongPoll),
     Publish(&'a Publish),
+    Fanin(&'a Fanin),
+    Job(&'a Job),
 }
 
 impl Route {
@@ -72,6 +99,12 @@ impl Route {
         }
         if let Some(publish) = &self.publish {
             actions.push(RouteAction::Publish(publish));
+        }
+        if let Some(fanin) = &self.fanin {
+            actions.push(RouteAction::Fanin(fanin));
+        }
+        if let Some(job) = &self.job {
+            actions.push(RouteAction::Job(job));
         }
         actions
     }

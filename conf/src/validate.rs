@@ -208,9 +208,9 @@ fn check_action(
     let actions = route.actions();
     if actions.len() != 1 {
         let message = if actions.is_empty() {
-            "a route needs one action: `upstream`, `longpoll` or `publish`"
+            "a route needs one action: `upstream`, `longpoll`, `publish`, `fanin` or `job`"
         } else {
-            "a route takes exactly one action of `upstream`, `longpoll` and `publish`"
+            "a route takes exactly one action of `upstream`, `longpoll`, `publish`, `fanin` and `job`"
         };
         errors.push(FieldError::new(at, message));
     }
@@ -227,6 +227,7 @@ fn check_action(
                 }
             }
             RouteAction::LongPoll(longpoll) => {
+                refuse_map(route, at, "longpoll", errors);
                 if let Err(message) = validate_channel_template(&longpoll.channel, captures) {
                     errors.push(FieldError::new(format!("{at}.longpoll.channel"), message));
                 }
@@ -244,15 +245,29 @@ fn check_action(
                 }
             }
             RouteAction::Publish(publish) => {
+                refuse_map(route, at, "publish", errors);
                 if let Err(message) = validate_channel_template(&publish.channel, captures) {
                     errors.push(FieldError::new(format!("{at}.publish.channel"), message));
                 }
             }
+            // Checked with the call options below.
+            RouteAction::Fanin(_) | RouteAction::Job(_) => {}
         }
+    }
+    crate::upstream_call::check(config, route, at, errors);
+}
+
+/// Channel routes read the request themselves: a `map:` there would silently do nothing.
+fn refuse_map(route: &crate::Route, at: &str, action: &str, errors: &mut Vec<FieldError>) {
+    if route.map.is_some() {
+        errors.push(FieldError::new(
+            format!("{at}.map"),
+            format!("`map` applies to proxied routes, not to `{action}` routes"),
+        ));
     }
 }
 
-fn unknown_reference<'a>(
+pub(crate) fn unknown_reference<'a>(
     path: String,
     what: &str,
     name: &str,
@@ -431,6 +446,12 @@ mod tests {
     fn every_error_is_collected() {
         let errors = check("listen: nowhere\nroutes:\n  - name: a\n    upstream: x\n  - name: a\n    match: { path: 'users/{id' }\n    upstream: y\n");
         assert_eq!(errors.len(), 5, "{errors:#?}");
+    }
+
+    #[test]
+    fn map_on_a_channel_route_is_refused() {
+        let errors = check("listen: 127.0.0.1:8080\nroutes:\n  - name: p\n    map: { request: [] }\n    publish: { channel: c }\n");
+        assert_eq!(errors, vec!["c.yaml:4:5: routes[0].map: `map` applies to proxied routes, not to `publish` routes"]);
     }
 
     #[test]

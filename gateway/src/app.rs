@@ -78,7 +78,15 @@ pub fn run(state: State, config_path: PathBuf) -> ! {
     server.bootstrap();
 
     let hub = start_hub(&config);
-    let runtime = Arc::new(Runtime::new(state, config_path, hub));
+    let access_log = config.access_log.as_ref().map(|settings| {
+        crate::access_log::AccessLog::start(settings).unwrap_or_else(|error| {
+            fail(&format!(
+                "cannot open the access log {}: {error}",
+                settings.path
+            ))
+        })
+    });
+    let runtime = Arc::new(Runtime::new(state, config_path, hub, access_log));
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
         Gateway {
@@ -112,6 +120,12 @@ pub fn run(state: State, config_path: PathBuf) -> ! {
     server.add_service(background_service(
         "health checks",
         HealthChecks {
+            runtime: runtime.clone(),
+        },
+    ));
+    server.add_service(background_service(
+        "jwks",
+        crate::jwks::JwksRefresher {
             runtime: runtime.clone(),
         },
     ));

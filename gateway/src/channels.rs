@@ -107,14 +107,20 @@ pub async fn poll(
     let settings = &spec.settings;
     let header = session.req_header();
     let max_len = runtime.channels.max_name_length;
-    let inputs =
-        params::channel_key(&spec.channel, header, &ctx.captures, None, max_len).and_then(|key| {
-            Ok((
-                key,
-                params::cursor(header)?,
-                params::hold(header, settings.timeout.get())?,
-            ))
-        });
+    let inputs = params::channel_key(
+        &spec.channel,
+        header,
+        &ctx.captures,
+        ctx.identity.as_ref().map(|i| i.claims().as_value()),
+        max_len,
+    )
+    .and_then(|key| {
+        Ok((
+            key,
+            params::cursor(header)?,
+            params::hold(header, settings.timeout.get())?,
+        ))
+    });
     let (key, cursor, hold) = match inputs {
         Ok(inputs) => inputs,
         Err(problem) => {
@@ -209,6 +215,7 @@ pub async fn poll(
             send_timeout(session, &ending, cursor.as_ref(), true).await?,
         ),
     };
+    ctx.outcome = Some(outcome);
     METRICS
         .longpoll_completions
         .with_label_values(&[&route, outcome])
@@ -238,7 +245,7 @@ pub async fn publish(
         &spec.channel,
         header,
         &ctx.captures,
-        None,
+        ctx.identity.as_ref().map(|i| i.claims().as_value()),
         runtime.channels.max_name_length,
     ) {
         Ok(key) => key,

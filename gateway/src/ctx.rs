@@ -20,8 +20,16 @@ pub struct RequestCtx {
     pub tried: Vec<SocketAddr>,
     pub upstream_started: Option<Instant>,
     pub upstream_status: Option<u16>,
+    /// Time from sending to the upstream to its response header.
+    pub upstream_elapsed: Option<std::time::Duration>,
+    /// How a long-poll ended (data, timeout, client_gone, shutdown, gone, error).
+    pub outcome: Option<&'static str>,
     /// The status of an answer the gateway wrote itself.
     pub answered: Option<u16>,
+    /// Who the route's auth accepted.
+    pub identity: Option<auth::Identity>,
+    pub auth_upstream: crate::authn::Upstream,
+    pub mapped: crate::mapped::MappedState,
     _in_flight: crate::runtime::InFlight,
 }
 
@@ -37,7 +45,12 @@ impl RequestCtx {
             tried: Vec::new(),
             upstream_started: None,
             upstream_status: None,
+            upstream_elapsed: None,
+            outcome: None,
             answered: None,
+            identity: None,
+            auth_upstream: Default::default(),
+            mapped: Default::default(),
             _in_flight: crate::runtime::InFlight::start(),
         }
     }

@@ -9,13 +9,23 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod access_log;
 mod admin;
 mod app;
+mod authn;
+mod call;
 mod channels;
+mod coalesce;
+mod cors;
 mod ctx;
+mod fanin;
+mod jobs;
+mod jwks;
 mod labels;
 mod longpoll;
+mod mapped;
 mod metrics;
+mod outbound;
 mod problem;
 mod proxy;
 mod reload;
@@ -52,6 +62,9 @@ enum Command {
         /// The config file or directory (defaults to --config).
         path: Option<PathBuf>,
     },
+    /// Print the SHA-256 of an API key, for a keys file (`sha256:`); the key is read from the
+    /// argument or, without one, from the first line of standard input.
+    HashKey { key: Option<String> },
 }
 
 fn main() -> ExitCode {
@@ -65,16 +78,35 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => match state::load(&cli.config) {
+        Command::Run => match state::load(&cli.config, None) {
             Ok(state) => app::run(state, cli.config),
             Err(errors) => {
                 eprintln!("holdfast: the configuration is invalid:\n{errors}");
                 ExitCode::from(2)
             }
         },
+        Command::HashKey { key } => {
+            let key = match key {
+                Some(key) => key,
+                None => {
+                    let mut line = String::new();
+                    if let Err(error) = std::io::stdin().read_line(&mut line) {
+                        eprintln!("holdfast: cannot read the key: {error}");
+                        return ExitCode::FAILURE;
+                    }
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            if key.is_empty() {
+                eprintln!("holdfast: the key is empty");
+                return ExitCode::FAILURE;
+            }
+            println!("{}", auth::hash_key(&key));
+            ExitCode::SUCCESS
+        }
         Command::Check { path } => {
             let path = path.unwrap_or(cli.config);
-            match state::load(&path) {
+            match state::load(&path, None) {
                 Ok(state) => {
                     println!(
                         "{}: ok ({} routes, {} upstreams)",

@@ -24,6 +24,13 @@ pub struct Metrics {
     pub messages_published: IntCounterVec,
     pub upstream_healthy: IntGaugeVec,
     pub channels: IntGauge,
+    pub mapping_failures: IntCounterVec,
+    pub auth_failures: IntCounterVec,
+    pub jwks_refresh: IntCounterVec,
+    pub jwks_last_success: prometheus::GaugeVec,
+    pub fanin_responses: IntCounterVec,
+    pub coalesced: IntCounterVec,
+    pub jobs: IntGaugeVec,
 }
 
 /// The process-wide metrics.
@@ -94,7 +101,18 @@ impl Metrics {
                 r.register(Box::new(g.clone())).unwrap_or_else(|e| panic!("{e}"));
                 g
             },
+            auth_failures: counter(&r, "holdfast_auth_failures_total", "Requests refused by a route's auth, by route and reason.", &["route", "reason"]),
+            jwks_refresh: counter(&r, "holdfast_jwks_refresh_total", "JWKS fetches by provider and result (ok, error).", &["provider", "result"]),
+            jwks_last_success: {
+                let g = prometheus::GaugeVec::new(Opts::new("holdfast_jwks_last_success_timestamp_seconds", "Unix time of each provider's last good JWKS fetch."), &["provider"]).unwrap_or_else(|e| panic!("{e}"));
+                r.register(Box::new(g.clone())).unwrap_or_else(|e| panic!("{e}"));
+                g
+            },
+            fanin_responses: counter(&r, "holdfast_fanin_responses_total", "Fan-in answers, by route and result (complete, partial, failed, timeout, client_gone, shutdown).", &["route", "result"]),
+            coalesced: counter(&r, "holdfast_coalesced_requests_total", "Requests answered by another request's upstream call or a cached answer, by route.", &["route"]),
+            jobs: gauge(&r, "holdfast_jobs", "Jobs this instance keeps, by route and state (running, done, failed).", &["route", "state"]),
             upstream_healthy: gauge(&r, "holdfast_upstream_healthy_targets", "Targets of an upstream that pass their health check.", &["upstream"]),
+            mapping_failures: counter(&r, "holdfast_mapping_failures_total", "Requests refused and upstream responses not delivered because the route's mapping rules failed, by route.", &["route"]),
             registry: r,
         };
         metrics

@@ -8,8 +8,9 @@ use crate::problem::Problem;
 use crate::request_checks::check_head;
 use crate::routes::{Action, Lookup};
 use crate::runtime::Runtime;
-use crate::{channels, labels};
+use crate::{authn, channels, cors, labels, mapped};
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -37,11 +38,29 @@ impl ProxyHttp for Gateway {
             return answer(session, ctx, &problem).await;
         }
         let header = session.req_header();
-        let lookup = state.routes.find(
-            host_of(header).as_deref(),
-            &header.method,
+        let preflight = cors::preflight_method(header);
+        let host = host_of(header);
+        let mut lookup = state.routes.find(
+            host.as_deref(),
+            preflight.as_ref().unwrap_or(&header.method),
             header.uri.path(),
         );
+        if let (Some(method), Lookup::Found(route, _)) = (&preflight, &lookup) {
+            match &route.cors {
+                Some(cors) => {
+                    let (cors, method) = (cors.clone(), method.clone());
+                    ctx.route = Some((*route).clone());
+                    ctx.answered = Some(cors::answer_preflight(session, &cors, &method).await?);
+                    return Ok(true);
+                }
+                // Not a CORS route: an OPTIONS request like any other.
+                None => {
+                    lookup = state
+                        .routes
+                        .find(host.as_deref(), &header.method, header.uri.path())
+                }
+            }
+        }
         let (route, captures) = match lookup {
             Lookup::Found(route, captures) => (route.clone(), captures),
             Lookup::MethodNotAllowed(allow) => {
@@ -57,6 +76,20 @@ impl ProxyHttp for Gateway {
         ctx.route = Some(route.clone());
         ctx.captures = captures;
         ctx.state = Some(state);
+        if let Some(requirement) = &route.auth {
+            if let Err(problem) = authn::authenticate(session, ctx, requirement) {
+                return answer(session, ctx, &problem).await;
+            }
+        }
+        if let Some(mapping) = &route.mapping {
+            let identity = ctx.identity.clone();
+            let claims = identity
+                .as_ref()
+                .map(|identity| identity.claims().as_value());
+            if let Some(problem) = mapped::map_request(session, ctx, mapping, claims).await? {
+                return answer(session, ctx, &problem).await;
+            }
+        }
         match &route.action {
             Action::Proxy(pool) => {
                 ctx.pool = Some(pool.clone());
@@ -69,6 +102,21 @@ impl ProxyHttp for Gateway {
             }
             Action::Publish(spec) => {
                 let status = channels::publish(&self.runtime, session, ctx, spec).await?;
+                ctx.answered = Some(status);
+                Ok(true)
+            }
+            Action::Call(spec) => {
+                let status = crate::call::serve(&self.runtime, session, ctx, spec).await?;
+                ctx.answered = Some(status);
+                Ok(true)
+            }
+            Action::Fanin(spec) => {
+                let status = crate::fanin::serve(&self.runtime, session, ctx, spec).await?;
+                ctx.answered = Some(status);
+                Ok(true)
+            }
+            Action::Job(spec) => {
+                let status = crate::jobs::serve(&self.runtime, session, ctx, spec).await?;
                 ctx.answered = Some(status);
                 Ok(true)
             }
@@ -129,7 +177,29 @@ impl ProxyHttp for Gateway {
         if let Some(id) = &ctx.request_id {
             upstream.insert_header("x-request-id", id.clone())?;
         }
-        Ok(())
+        authn::upstream_request(upstream, ctx)?;
+        mapped::upstream_request(upstream, ctx)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        mapped::request_body(body, end_of_stream, ctx)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        mapped::response_body(body, end_of_stream, ctx)?;
+        Ok(None)
     }
 
     async fn upstream_response_filter(
@@ -140,12 +210,14 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         ctx.upstream_status = Some(response.status.as_u16());
         if let (Some(pool), Some(started)) = (&ctx.pool, ctx.upstream_started) {
+            let elapsed = started.elapsed();
+            ctx.upstream_elapsed = Some(elapsed);
             METRICS
                 .upstream_duration
                 .with_label_values(&[&*pool.name])
-                .observe(started.elapsed().as_secs_f64());
+                .observe(elapsed.as_secs_f64());
         }
-        Ok(())
+        mapped::upstream_response(response, ctx)
     }
 
     async fn response_filter(
@@ -209,7 +281,11 @@ impl ProxyHttp for Gateway {
         };
         let code = match &problem {
             // Once the upstream's header went out, the client already has a status: just close.
-            Some(problem) if session.response_written().is_none() => {
+            Some(problem)
+                if session
+                    .response_written()
+                    .is_none_or(|r| r.status.is_informational()) =>
+            {
                 if let Err(error) = answer(session, ctx, problem).await {
                     tracing::debug!(%error, "cannot write the error answer");
                 }
@@ -238,6 +314,9 @@ impl ProxyHttp for Gateway {
             .answered
             .or_else(|| session.response_written().map(|r| r.status.as_u16()))
             .unwrap_or(0);
+        if let Some(log) = &self.runtime.access_log {
+            log.record(session, ctx, status);
+        }
         let route = ctx.route_name();
         let method = labels::method(&session.req_header().method);
         METRICS

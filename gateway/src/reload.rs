@@ -11,7 +11,7 @@ use pingora_core::services::background::BackgroundService;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 pub struct Reloader {
     pub runtime: Arc<Runtime>,
@@ -45,7 +45,8 @@ impl Reloader {
     /// Loads the config again and swaps it in if it is valid.
     pub async fn reload(&self, why: &str) {
         let path = self.runtime.config_path.clone();
-        let loaded = tokio::task::spawn_blocking(move || state::load(&path)).await;
+        let previous = self.runtime.state.load_full();
+        let loaded = tokio::task::spawn_blocking(move || state::load(&path, Some(&previous))).await;
         match loaded {
             Ok(Ok(new_state)) => {
                 let old = self.runtime.state.load();
@@ -91,13 +92,9 @@ impl Reloader {
 #[async_trait]
 impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut hangup = match signal(SignalKind::hangup()) {
-            Ok(hangup) => Some(hangup),
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGHUP; reload by file change only");
-                None
-            }
-        };
+        // Both signals would kill the process by default: handle them before declaring ready.
+        let mut hangup = listen(SignalKind::hangup(), "SIGHUP");
+        let mut user1 = listen(SignalKind::user_defined1(), "SIGUSR1");
         self.runtime.mark_signals_ready();
         let interval = self.runtime.state.load().config.server.watch_interval.get();
         let mut ticker = tokio::time::interval(if interval.is_zero() {
@@ -108,10 +105,11 @@ impl BackgroundService for Reloader {
         let mut last = fingerprint(&self.runtime.config_path);
         loop {
             tokio::select! {
-                _ = async { match hangup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
+                _ = received(&mut hangup) => {
                     last = fingerprint(&self.runtime.config_path);
                     self.reload("SIGHUP").await;
                 }
+                _ = received(&mut user1) => crate::access_log::reopen(),
                 _ = ticker.tick(), if !interval.is_zero() => {
                     let now = fingerprint(&self.runtime.config_path);
                     if now != last {
@@ -125,6 +123,22 @@ impl BackgroundService for Reloader {
                 }
             }
         }
+    }
+}
+
+fn listen(kind: SignalKind, name: &str) -> Option<Signal> {
+    signal(kind)
+        .map_err(|error| tracing::error!(%error, "cannot listen for {name}"))
+        .ok()
+}
+
+/// The next delivery of `signal` (never, when it could not be listened for).
+async fn received(signal: &mut Option<Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

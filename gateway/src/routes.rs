@@ -8,11 +8,22 @@ use conf::FieldError;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// What the resolver gives for each route: its action, and its compiled auth and mapping.
+pub struct RouteParts {
+    pub action: Action,
+    pub auth: Option<Arc<auth::RouteRequirement>>,
+    pub mapping: Option<Arc<mapping::RouteMapping>>,
+}
+
 /// What a route does, with its references resolved at compile time.
 pub enum Action {
     Proxy(Arc<Pool>),
     LongPoll(LongPollSpec),
     Publish(PublishSpec),
+    /// An `upstream` route answered locally: it re-polls, coalesces or caches.
+    Call(Arc<crate::call::CallSpec>),
+    Fanin(Arc<crate::fanin::FaninSpec>),
+    Job(Arc<crate::jobs::JobSpec>),
 }
 
 /// One route, ready for the request path.
@@ -25,6 +36,10 @@ pub struct CompiledRoute {
     /// Whether the route's path pattern has captures worth extracting.
     pub has_captures: bool,
     pub cors: Option<conf::Cors>,
+    /// Who may call the route; `None` for open and `public` routes.
+    pub auth: Option<Arc<auth::RouteRequirement>>,
+    /// The route's `map:` rules, compiled.
+    pub mapping: Option<Arc<mapping::RouteMapping>>,
 }
 
 impl CompiledRoute {
@@ -109,7 +124,7 @@ impl RouteTable {
     /// Compiles the routes; `resolve` turns each route's action into its runtime form.
     pub fn compile(
         config: &conf::Config,
-        mut resolve: impl FnMut(usize, &conf::Route) -> Result<Action, FieldError>,
+        mut resolve: impl FnMut(usize, &conf::Route) -> Result<RouteParts, FieldError>,
     ) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut routes = Vec::with_capacity(config.routes.len());
@@ -117,8 +132,8 @@ impl RouteTable {
         let mut by_wildcard: Vec<(String, PathTree)> = Vec::new();
         let mut any_host = PathTree::default();
         for (index, route) in config.routes.iter().enumerate() {
-            let action = match resolve(index, route) {
-                Ok(action) => action,
+            let parts = match resolve(index, route) {
+                Ok(parts) => parts,
                 Err(error) => {
                     errors.push(error);
                     continue;
@@ -139,7 +154,9 @@ impl RouteTable {
             routes.push(Arc::new(CompiledRoute {
                 name: Arc::from(route.name.as_str()),
                 methods,
-                action,
+                action: parts.action,
+                auth: parts.auth,
+                mapping: parts.mapping,
                 max_body: route.max_body.unwrap_or(config.limits.max_body).get(),
                 has_captures,
                 cors: route.cors.clone(),
@@ -245,7 +262,11 @@ mod tests {
             let channel =
                 crate::channels::ChannelSpec::compile(&route.name, conf::ChannelMode::Broadcast)
                     .expect("spec");
-            Ok(Action::Publish(PublishSpec { channel }))
+            Ok(RouteParts {
+                action: Action::Publish(PublishSpec { channel }),
+                auth: None,
+                mapping: None,
+            })
         })
         .unwrap_or_else(|e| panic!("{e:?}"))
     }

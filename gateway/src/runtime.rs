@@ -12,6 +12,8 @@ pub struct Runtime {
     pub state: ArcSwap<State>,
     pub config_path: PathBuf,
     pub hub: Hub,
+    /// Fixed at start, like the listeners.
+    pub access_log: Option<crate::access_log::AccessLog>,
     /// Channel settings fixed at start (the hub's buffers are sized by them).
     pub channels: conf::Channels,
     held: AtomicUsize,
@@ -22,8 +24,14 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(state: State, config_path: PathBuf, hub: Hub) -> Self {
+    pub fn new(
+        state: State,
+        config_path: PathBuf,
+        hub: Hub,
+        access_log: Option<crate::access_log::AccessLog>,
+    ) -> Self {
         Self {
+            access_log,
             channels: state.config.channels.clone(),
             state: ArcSwap::from_pointee(state),
             config_path,

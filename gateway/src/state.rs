@@ -1,9 +1,9 @@
 //! The running configuration: everything compiled from one `conf::Config` — route table,
-//! upstream pools, limits — held behind an `ArcSwap` so a reload swaps it atomically while
-//! in-flight requests finish on the state they started with.
+//! upstream pools, auth verifiers, mapping rules, limits — held behind an `ArcSwap` so a reload
+//! swaps it atomically while in-flight requests finish on the state they started with.
 
 use crate::channels::{ChannelSpec, LongPollSpec, PublishSpec};
-use crate::routes::{Action, RouteTable};
+use crate::routes::{Action, RouteParts, RouteTable};
 use crate::upstream::Pool;
 use conf::{Config, ConfigErrors, FieldError, RouteAction};
 use std::collections::HashMap;
@@ -12,6 +12,7 @@ use std::sync::Arc;
 /// One compiled configuration.
 pub struct State {
     pub config: Arc<Config>,
+    pub auth: Arc<auth::AuthSet>,
     pub routes: RouteTable,
     pub pools: Vec<Arc<Pool>>,
     pub max_header_bytes: usize,
@@ -19,14 +20,20 @@ pub struct State {
 }
 
 /// Load, validate and compile the config at `path`: every step `holdfast check` runs too.
-pub fn load(path: &std::path::Path) -> Result<State, ConfigErrors> {
+/// `previous` is the running state on a reload (JWKS keys carry over).
+pub fn load(path: &std::path::Path, previous: Option<&State>) -> Result<State, ConfigErrors> {
     let config = conf::load(path)?;
     conf::validate(&config)?;
-    compile(config)
+    compile(config, previous)
 }
 
-/// Compiles a validated config; resolving target names is the only I/O.
-pub fn compile(config: Config) -> Result<State, ConfigErrors> {
+/// Collects the errors of one compile step, keeping its value when it has none.
+fn collect<T>(result: Result<T, Vec<FieldError>>, errors: &mut Vec<FieldError>) -> Option<T> {
+    result.map_err(|mut more| errors.append(&mut more)).ok()
+}
+
+/// Compiles a validated config; resolving target names and reading key files are the only I/O.
+pub fn compile(config: Config, previous: Option<&State>) -> Result<State, ConfigErrors> {
     let mut errors = Vec::new();
     let mut pools = HashMap::new();
     for (name, upstream) in &config.upstreams {
@@ -40,14 +47,65 @@ pub fn compile(config: Config) -> Result<State, ConfigErrors> {
             )),
         }
     }
-    let routes = RouteTable::compile(&config, |index, route| match route.action() {
+    let auth = collect(
+        auth::compile_reusing(&config, previous.map(|state| &*state.auth)),
+        &mut errors,
+    )
+    .map(Arc::new);
+    let mappings: Vec<Option<Arc<mapping::RouteMapping>>> = config
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(index, route)| {
+            let map = route.map.as_ref()?;
+            let at = format!("routes[{index}].map");
+            collect(
+                mapping::RouteMapping::compile(map, route.matcher.path.as_deref(), &at),
+                &mut errors,
+            )
+            .map(Arc::new)
+        })
+        .collect();
+    let routes = RouteTable::compile(&config, |index, route| {
+        resolve_action(index, route, &pools).map(|action| RouteParts {
+            action,
+            auth: auth.as_ref().and_then(|auth| auth.route(index).cloned()),
+            mapping: mappings.get(index).cloned().flatten(),
+        })
+    });
+    let routes = collect(routes, &mut errors);
+    match (routes, auth) {
+        (Some(routes), Some(auth)) if errors.is_empty() => Ok(State {
+            max_header_bytes: config.limits.max_header_bytes.as_usize(),
+            max_headers: config.limits.max_headers,
+            config: Arc::new(config),
+            auth,
+            routes,
+            pools: pools.into_values().collect(),
+        }),
+        _ => Err(config.place(errors)),
+    }
+}
+
+fn resolve_action(
+    index: usize,
+    route: &conf::Route,
+    pools: &HashMap<String, Arc<Pool>>,
+) -> Result<Action, FieldError> {
+    let at = format!("routes[{index}]");
+    match route.action() {
         Some(RouteAction::Upstream(name)) => {
-            pools.get(name).cloned().map(Action::Proxy).ok_or_else(|| {
-                FieldError::new(
-                    format!("routes[{index}].upstream"),
-                    format!("upstream `{name}` is unavailable"),
-                )
-            })
+            let upstream_action = |pool| crate::call::upstream_action(route, pool);
+            pools
+                .get(name)
+                .cloned()
+                .map(upstream_action)
+                .ok_or_else(|| {
+                    FieldError::new(
+                        format!("{at}.upstream"),
+                        format!("upstream `{name}` is unavailable"),
+                    )
+                })
         }
         Some(RouteAction::LongPoll(longpoll)) => {
             ChannelSpec::compile(&longpoll.channel, longpoll.mode)
@@ -58,35 +116,25 @@ pub fn compile(config: Config) -> Result<State, ConfigErrors> {
                         held: Default::default(),
                     })
                 })
-                .map_err(|message| {
-                    FieldError::new(format!("routes[{index}].longpoll.channel"), message)
-                })
+                .map_err(|message| FieldError::new(format!("{at}.longpoll.channel"), message))
         }
         Some(RouteAction::Publish(publish)) => ChannelSpec::compile(&publish.channel, publish.mode)
             .map(|channel| Action::Publish(PublishSpec { channel }))
-            .map_err(|message| {
-                FieldError::new(format!("routes[{index}].publish.channel"), message)
-            }),
-        None => Err(FieldError::new(
-            format!("routes[{index}]"),
-            "the route has no action",
-        )),
-    });
-    let routes = match routes {
-        Ok(routes) => Some(routes),
-        Err(mut more) => {
-            errors.append(&mut more);
-            None
-        }
-    };
-    match routes {
-        Some(routes) if errors.is_empty() => Ok(State {
-            max_header_bytes: config.limits.max_header_bytes.as_usize(),
-            max_headers: config.limits.max_headers,
-            config: Arc::new(config),
-            routes,
-            pools: pools.into_values().collect(),
-        }),
-        _ => Err(config.place(errors)),
+            .map_err(|message| FieldError::new(format!("{at}.publish.channel"), message)),
+        Some(RouteAction::Fanin(fanin)) => crate::fanin::FaninSpec::compile(route, fanin, pools)
+            .map(|spec| Action::Fanin(Arc::new(spec)))
+            .map_err(|message| FieldError::new(format!("{at}.fanin.upstreams"), message)),
+        Some(RouteAction::Job(job)) => match pools.get(&job.upstream) {
+            Some(pool) => Ok(Action::Job(Arc::new(crate::jobs::JobSpec::compile(
+                route,
+                job,
+                pool.clone(),
+            )))),
+            None => Err(FieldError::new(
+                format!("{at}.job.upstream"),
+                format!("upstream `{}` is unavailable", job.upstream),
+            )),
+        },
+        None => Err(FieldError::new(at, "the route has no action")),
     }
 }

@@ -528,3 +528,43 @@ async fn redis_down_gives_503_and_failing_readyz_then_recovers_by_itself() {
         201
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cors_preflight_lets_browsers_send_the_cursor_headers() {
+    let gw = Holdfast::start(SEED).await;
+    let client = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, gw.url("/batch"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "last-event-id")
+            .send()
+    };
+    let response = preflight("https://app.test").await.expect("preflight");
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://app.test"
+    );
+    assert_eq!(response.headers()["access-control-allow-methods"], "GET");
+    assert!(response.headers()["access-control-allow-headers"]
+        .to_str()
+        .expect("ascii")
+        .contains("Last-Event-ID"));
+    let response = preflight("https://evil.test").await.expect("preflight");
+    assert_eq!(response.status(), 204);
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+    // A route without `cors:` does not answer preflights.
+    let response = client
+        .request(reqwest::Method::OPTIONS, gw.url("/poll"))
+        .header("origin", "https://app.test")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .expect("options");
+    assert_eq!(response.status(), 405);
+}

@@ -25,16 +25,8 @@ fn header(status: u16, ending: &Ending<'_>, cursor: Option<&Cursor>) -> Result<R
         header.insert_header("poll-cursor", cursor)?;
     }
     if let (Some(cors), Some(origin)) = (ending.cors, ending.origin.as_deref()) {
-        if cors
-            .origins
-            .iter()
-            .any(|allowed| allowed == "*" || allowed == origin)
-        {
-            let any = cors.origins.iter().any(|allowed| allowed == "*") && !cors.credentials;
-            header.insert_header(
-                "access-control-allow-origin",
-                if any { "*" } else { origin },
-            )?;
+        if let Some(allowed) = crate::cors::allowed_origin(cors, origin) {
+            header.insert_header("access-control-allow-origin", allowed)?;
             header.insert_header("access-control-expose-headers", "ETag, Poll-Cursor")?;
             if cors.credentials {
                 header.insert_header("access-control-allow-credentials", "true")?;

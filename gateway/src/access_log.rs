@@ -1,0 +1,216 @@
+//! The access log: one JSON line per request, written by a dedicated thread so the request path
+//! only formats a line and hands it over (never blocks on disk: when the writer falls behind,
+//! lines are dropped and counted). The file is reopened on SIGUSR1 for log rotation. Tokens,
+//! API keys and other secret headers never appear: only listed headers are logged, and the
+//! credential headers are always redacted.
+
+use crate::ctx::RequestCtx;
+use pingora_proxy::Session;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, SystemTime};
+
+/// Set by SIGUSR1: the writer reopens its file before the next line.
+static REOPEN: AtomicBool = AtomicBool::new(false);
+/// Lines dropped because the writer fell behind.
+pub static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Asks the writer to reopen the log file (after logrotate moved it).
+pub fn reopen() {
+    REOPEN.store(true, Ordering::Release);
+}
+
+/// Headers that are never logged in clear, whatever the configuration says.
+const ALWAYS_REDACTED: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+];
+
+pub struct AccessLog {
+    lines: SyncSender<Vec<u8>>,
+    query: bool,
+    headers: Vec<(http::HeaderName, bool)>,
+}
+
+impl AccessLog {
+    /// Opens the log and starts its writer thread.
+    pub fn start(settings: &conf::AccessLog) -> std::io::Result<Self> {
+        let sink = Sink::open(&settings.path)?;
+        let (lines, receiver) = sync_channel(64 * 1024);
+        std::thread::Builder::new()
+            .name("holdfast-access-log".to_owned())
+            .spawn(move || write_lines(sink, receiver))?;
+        let redacted = |name: &str| {
+            ALWAYS_REDACTED.contains(&name)
+                || settings.redact.iter().any(|r| r.eq_ignore_ascii_case(name))
+        };
+        let headers = settings
+            .headers
+            .iter()
+            .filter_map(|name| {
+                http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok()
+            })
+            .map(|name| {
+                let redact = redacted(name.as_str());
+                (name, redact)
+            })
+            .collect();
+        Ok(Self {
+            lines,
+            query: settings.query,
+            headers,
+        })
+    }
+
+    /// Formats and queues the line for one finished request.
+    pub fn record(&self, session: &Session, ctx: &RequestCtx, status: u16) {
+        let request = session.req_header();
+        let path = if self.query {
+            request
+                .uri
+                .path_and_query()
+                .map_or_else(|| request.uri.path(), |pq| pq.as_str())
+        } else {
+            request.uri.path()
+        };
+        let mut line = serde_json::json!({
+            "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            "request_id": ctx.request_id.as_ref().and_then(|id| id.to_str().ok()),
+            "route": ctx.route.as_ref().map(|route| &*route.name),
+            "method": request.method.as_str(),
+            "path": path,
+            "status": status,
+            "bytes": session.body_bytes_sent(),
+            "duration_ms": millis(ctx.started.elapsed()),
+            "client": session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()),
+        });
+        if let Some(fields) = line.as_object_mut() {
+            if let Some(target) = ctx.tried.last() {
+                fields.insert(
+                    "upstream".to_owned(),
+                    ctx.pool.as_ref().map(|p| &*p.name).into(),
+                );
+                fields.insert("upstream_target".to_owned(), target.to_string().into());
+                fields.insert("upstream_status".to_owned(), ctx.upstream_status.into());
+                fields.insert(
+                    "upstream_ms".to_owned(),
+                    ctx.upstream_elapsed.map(millis).into(),
+                );
+            }
+            if let Some(outcome) = ctx.outcome {
+                fields.insert("outcome".to_owned(), outcome.into());
+            }
+            if let Some(identity) = &ctx.identity {
+                fields.insert("auth_provider".to_owned(), identity.provider().into());
+                fields.insert("auth_subject".to_owned(), identity.subject().into());
+            }
+            for (name, redact) in &self.headers {
+                if let Some(value) = request.headers.get(name) {
+                    let value = if *redact {
+                        "[redacted]".into()
+                    } else {
+                        String::from_utf8_lossy(value.as_bytes()).into_owned()
+                    };
+                    fields.insert(
+                        format!("header_{}", name.as_str().replace('-', "_")),
+                        value.into(),
+                    );
+                }
+            }
+        }
+        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+        bytes.push(b'\n');
+        if let Err(TrySendError::Full(_)) = self.lines.try_send(bytes) {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1e6).round() / 1e3
+}
+
+enum Sink {
+    Stdout,
+    Stderr,
+    File(std::path::PathBuf, std::io::BufWriter<std::fs::File>),
+}
+
+impl Sink {
+    fn open(path: &str) -> std::io::Result<Self> {
+        Ok(match path {
+            "stdout" | "-" => Sink::Stdout,
+            "stderr" => Sink::Stderr,
+            file => {
+                let handle = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(file)?;
+                Sink::File(
+                    file.into(),
+                    std::io::BufWriter::with_capacity(64 * 1024, handle),
+                )
+            }
+        })
+    }
+
+    fn write(&mut self, line: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout => std::io::stdout().lock().write_all(line),
+            Sink::Stderr => std::io::stderr().lock().write_all(line),
+            Sink::File(_, file) => file.write_all(line),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout => std::io::stdout().flush(),
+            Sink::Stderr => std::io::stderr().flush(),
+            Sink::File(_, file) => file.flush(),
+        }
+    }
+
+    fn reopen(&mut self) -> std::io::Result<()> {
+        if let Sink::File(path, file) = self {
+            file.flush()?;
+            let handle = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&*path)?;
+            *file = std::io::BufWriter::with_capacity(64 * 1024, handle);
+        }
+        Ok(())
+    }
+}
+
+/// The writer thread: writes lines as they come, flushes whenever the queue runs dry.
+fn write_lines(mut sink: Sink, lines: Receiver<Vec<u8>>) {
+    loop {
+        if REOPEN.swap(false, Ordering::AcqRel) {
+            if let Err(error) = sink.reopen() {
+                tracing::error!(%error, "cannot reopen the access log");
+            }
+        }
+        match lines.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                if let Err(error) = sink.write(&line) {
+                    tracing::error!(%error, "cannot write the access log");
+                }
+                if let Ok(more) = lines.try_recv() {
+                    let _ = sink.write(&more);
+                    continue;
+                }
+                let _ = sink.flush();
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = sink.flush();
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Request coalescing (`coalesce:`) and the short answer cache (`cache:`): identical upstream
+//! requests in flight share one upstream call and its answer, so N clients long-polling the
+//! same resource cost one upstream request per poll cycle.
+//!
+//! **Identical** means the same route, upstream, method, path and query (after mapping), the
+//! same values of the headers the route lists in `vary`, and — unless the route says
+//! `coalesce: { shared: true }` — the same authenticated identity (`provider:subject`), so one
+//! user's answer never reaches another. Only `GET` and `HEAD` are coalesced.
+//!
+//! **How.** One process-wide table of flights, key → the flight's `watch` receiver, its waiter
+//! count and its task. The first caller spawns the upstream call as a task (so it does not die
+//! with that caller); later callers subscribe. A caller that leaves decrements the count; when
+//! the last one leaves before the answer, the task is aborted — the upstream call is cancelled,
+//! exactly as without coalescing. A finished flight leaves the table at once; with `cache` its
+//! answer (a status below 500 that is not a re-poll status) stays for the cache time. The cache
+//! holds at most [`MAX_CACHED`] entries; expired ones are dropped when it is full.
+
+use crate::call::{CallError, CallResult};
+use crate::metrics::METRICS;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Most cached answers kept in the process.
+pub const MAX_CACHED: usize = 10_000;
+
+/// A route's coalescing settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Coalesce across identities.
+    pub shared: bool,
+    pub cache: Option<Duration>,
+    pub vary: Vec<http::HeaderName>,
+}
+
+impl Settings {
+    /// `None` when the route neither coalesces nor caches.
+    pub fn compile(route: &conf::Route) -> Option<Self> {
+        if route.coalesce.is_none() && route.cache.is_none() {
+            return None;
+        }
+        Some(Self {
+            shared: route.coalesce.is_some_and(|c| c.shared),
+            cache: route.cache.map(conf::Duration::get),
+            vary: route
+                .vary
+                .iter()
+                .filter_map(|name| {
+                    http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok()
+                })
+                .collect(),
+        })
+    }
+
+    /// The key of identical requests.
+    pub fn key(
+        &self,
+        route: &str,
+        upstream: &str,
+        header: &pingora_http::RequestHeader,
+        identity: Option<&str>,
+    ) -> String {
+        let target = header.uri.path_and_query().map_or("/", |p| p.as_str());
+        let identity = if self.shared {
+            ""
+        } else {
+            identity.unwrap_or("")
+        };
+        let mut key = format!(
+            "{route}\0{upstream}\0{}\0{target}\0{identity}",
+            header.method
+        );
+        for name in &self.vary {
+            key.push('\0');
+            for value in header.headers.get_all(name) {
+                key.push_str(&String::from_utf8_lossy(value.as_bytes()));
+                key.push('\u{1}');
+            }
+        }
+        key
+    }
+}
+
+/// Whether requests of this method may share an answer.
+pub fn eligible(method: &http::Method) -> bool {
+    matches!(*method, http::Method::GET | http::Method::HEAD)
+}
+
+struct Flight {
+    id: u64,
+    answer: watch::Receiver<Option<Arc<CallResult>>>,
+    waiters: usize,
+    task: tokio::task::AbortHandle,
+}
+
+#[derive(Default)]
+struct Table {
+    flights: HashMap<String, Flight>,
+    cache: HashMap<String, (Instant, Arc<CallResult>)>,
+    next_id: u64,
+}
+
+static TABLE: LazyLock<Mutex<Table>> = LazyLock::new(Mutex::default);
+
+fn lock_table() -> MutexGuard<'static, Table> {
+    TABLE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Leaves a flight when dropped; the last one to leave before the answer cancels the call.
+struct Waiter {
+    key: String,
+    id: u64,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let mut table = lock_table();
+        if let Some(flight) = table.flights.get_mut(&self.key) {
+            if flight.id == self.id {
+                flight.waiters -= 1;
+                if flight.waiters == 0 {
+                    flight.task.abort();
+                    table.flights.remove(&self.key);
+                }
+            }
+        }
+    }
+}
+
+/// The answer of `call` for `key`: shared with identical calls in flight, or a cached answer
+/// that is still fresh. `cacheable` says which answers the cache may keep.
+pub async fn call<F>(
+    key: String,
+    cache: Option<Duration>,
+    route: &str,
+    cacheable: impl Fn(&CallResult) -> bool + Send + 'static,
+    call: F,
+) -> Arc<CallResult>
+where
+    F: Future<Output = CallResult> + Send + 'static,
+{
+    let (mut answer, waiter) = {
+        let mut table = lock_table();
+        if let Some((until, answer)) = table.cache.get(&key) {
+            if *until > Instant::now() {
+                METRICS.coalesced.with_label_values(&[route]).inc();
+                return answer.clone();
+            }
+            table.cache.remove(&key);
+        }
+        if let Some(flight) = table.flights.get_mut(&key) {
+            flight.waiters += 1;
+            METRICS.coalesced.with_label_values(&[route]).inc();
+            (flight.answer.clone(), Waiter { key, id: flight.id })
+        } else {
+            table.next_id += 1;
+            let id = table.next_id;
+            let (sender, receiver) = watch::channel(None);
+            let finished_key = key.clone();
+            let task = tokio::spawn(async move {
+                let result = Arc::new(call.await);
+                sender.send_replace(Some(result.clone()));
+                let mut table = lock_table();
+                if table.flights.get(&finished_key).is_some_and(|f| f.id == id) {
+                    table.flights.remove(&finished_key);
+                }
+                if let Some(ttl) = cache.filter(|_| cacheable(&result)) {
+                    if table.cache.len() >= MAX_CACHED {
+                        let now = Instant::now();
+                        table.cache.retain(|_, (until, _)| *until > now);
+                    }
+                    if table.cache.len() < MAX_CACHED {
+                        table
+                            .cache
+                            .insert(finished_key, (Instant::now() + ttl, result));
+                    }
+                }
+            });
+            table.flights.insert(
+                key.clone(),
+                Flight {
+                    id,
+                    answer: receiver.clone(),
+                    waiters: 1,
+                    task: task.abort_handle(),
+                },
+            );
+            (receiver, Waiter { key, id })
+        }
+    };
+    let result = loop {
+        if let Some(result) = answer.borrow_and_update().clone() {
+            break result;
+        }
+        if answer.changed().await.is_err() {
+            // The task ended without an answer: it was aborted (runtime shutting down).
+            let upstream = waiter.key.split('\0').nth(1).unwrap_or("upstream");
+            break Arc::new(Err(CallError::Cancelled(Arc::from(upstream))));
+        }
+    };
+    drop(waiter);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::Answer;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn ok() -> CallResult {
+        Ok(Answer {
+            status: 200,
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::from_static(b"x"),
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn identical_calls_share_one_and_the_last_leaver_cancels() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut joins = Vec::new();
+        for _ in 0..50 {
+            let calls = calls.clone();
+            joins.push(tokio::spawn(call(
+                "k1".into(),
+                None,
+                "r",
+                |_| true,
+                async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    ok()
+                },
+            )));
+        }
+        for join in joins {
+            assert!(join.await.expect("join").is_ok());
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // Everyone leaves: the call is aborted and the flight forgotten.
+        let dropped = Arc::new(AtomicUsize::new(0));
+        struct Guard(Arc<AtomicUsize>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let guard_count = dropped.clone();
+        let waiting = call("k2".into(), None, "r", |_| true, async move {
+            let _guard = Guard(guard_count);
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            ok()
+        });
+        let _ = tokio::time::timeout(Duration::from_millis(50), waiting).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+        assert!(!lock_table().flights.contains_key("k2"));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn cached_answers_are_served_until_they_expire() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let counter = calls.clone();
+            call(
+                "k3".into(),
+                Some(Duration::from_millis(200)),
+                "r",
+                |_| true,
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    ok()
+                },
+            )
+            .await;
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let counter = calls.clone();
+        call(
+            "k3".into(),
+            Some(Duration::from_millis(200)),
+            "r",
+            |_| true,
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                ok()
+            },
+        )
+        .await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+}
