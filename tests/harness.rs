@@ -16,24 +16,31 @@ pub mod redis;
 pub use origin::Origin;
 pub use redis::RedisServer;
 
-/// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next). Never the same
-/// port twice in one test process: a test that kills and restarts a server on its port (Redis)
-/// must not find another test's server there.
+/// A free TCP port on 127.0.0.1 for a server the test starts (holdfast, redis-server).
+///
+/// Ports come from 20000–31999, below Linux's ephemeral range (32768–60999), so a socket bound to
+/// port 0 elsewhere (an origin, a client connection) can never take a port between the moment it
+/// is chosen here and the moment the server binds it. Each test process starts at an offset of its
+/// own (test runners may run one process per test) and never hands out the same port twice, so a
+/// server killed and restarted on its port (Redis) does not find another test's server there.
 pub fn free_port() -> u16 {
-    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|addr| addr.port())
-            .expect("a free loopback port");
-        let mut handed_out = HANDED_OUT
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !handed_out.contains(&port) {
-            handed_out.push(port);
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 97) % SPAN,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::AcqRel) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN)
 }
 
 fn workspace_root() -> PathBuf {

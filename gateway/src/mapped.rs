@@ -92,11 +92,18 @@ pub async fn map_request(
     mapping: &mapping::RouteMapping,
     claims: Option<&serde_json::Value>,
 ) -> Result<Option<Problem>> {
-    // Only a proxied request has an upstream request to rewrite.
+    // Only a request that goes upstream (proxied, or called by the gateway) has something to
+    // rewrite; channel routes refuse `map:` at load.
+    let goes_upstream = |action: &Action| {
+        matches!(
+            action,
+            Action::Proxy(_) | Action::Call(_) | Action::Fanin(_) | Action::Job(_)
+        )
+    };
     if !ctx
         .route
         .as_ref()
-        .is_some_and(|route| matches!(route.action, Action::Proxy(_)))
+        .is_some_and(|route| goes_upstream(&route.action))
     {
         return Ok(None);
     }

@@ -752,3 +752,38 @@ async fn jobs_start_poll_expire_and_stay_private() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_mapping_applies_to_routes_the_gateway_calls_itself() {
+    let origin = Origin::echo().await;
+    let config = format!(
+        r#"
+server: {{ shutdown_grace: 1s }}
+upstreams:
+  ai: {{ targets: [{origin}] }}
+routes:
+  - name: ai-poll
+    match: {{ path: /ai/poll, methods: [POST] }}
+    map:
+      request:
+        - rename: {{ from: body.inputText, to: body.user_input }}
+        - set: {{ to: header.x-mapped, value: "yes" }}
+    upstream: ai
+    repoll_on: [204]
+    hold: 2s
+"#,
+        origin = origin.addr
+    );
+    let gw = Holdfast::start(&config).await;
+    let response = reqwest::Client::new()
+        .post(gw.url("/ai/poll"))
+        .json(&serde_json::json!({"inputText": "Hello"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 200);
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(&seen[0].body[..], br#"{"user_input":"Hello"}"#);
+    assert_eq!(seen[0].header("x-mapped"), Some("yes"));
+}

@@ -1,0 +1,699 @@
+//! loadtool — the client side of bench/longpoll.sh.
+//!
+//!   loadtool fanout --sub URL --n N --pub URL --pub-body BODY [--pids P1,P2] [--settle S]
+//!                   [--timeout S] [--label NAME]
+//!       Holds N long-polls on URL (raw HTTP/1.1 over TCP, one connection each), measures the
+//!       resident memory (VmRSS summed over --pids) before and after holding them, then sends
+//!       ONE publish (POST BODY to --pub) and measures, for every held poll, the time from just
+//!       before the publish is written to the moment its answer reached the client's socket.
+//!       That moment is the kernel's receive timestamp (SO_TIMESTAMPNS on each socket), so the
+//!       figure does not include the load tool's own scheduling: while the answers arrive the
+//!       tool stays idle and only collects them every 100 ms with non-blocking recvmsg.
+//!
+//!   loadtool throughput --sub URL_WITH_{ch} --pub URL_WITH_{ch} --pub-body BODY_WITH_{ch}
+//!                   [--channels 100] [--per-channel 100] [--publishers 4] [--duration 10]
+//!       Holds channels × per-channel polls (each re-polls as soon as it is answered), then
+//!       publishes to the channels round robin from --publishers keep-alive connections for
+//!       --duration seconds, and reports publishes/s and answers delivered/s.
+//!
+//!   loadtool grip-origin --listen 127.0.0.1:PORT
+//!       The origin Pushpin fronts: answers every request with `Grip-Hold: response` and
+//!       `Grip-Channel: <last path segment>`, so Pushpin holds the client.
+//!
+//! Output is one line of `key=value` pairs per run, for the script to print and parse.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream as StdStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+type Args = HashMap<String, String>;
+
+fn parse_args(raw: &[String]) -> Args {
+    let mut args = HashMap::new();
+    let mut i = 0;
+    while i < raw.len() {
+        let key = raw[i].trim_start_matches("--").to_owned();
+        let value = raw.get(i + 1).cloned().unwrap_or_default();
+        args.insert(key, value);
+        i += 2;
+    }
+    args
+}
+
+fn arg<T: std::str::FromStr>(args: &Args, key: &str, default: T) -> T {
+    args.get(key).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn required<'a>(args: &'a Args, key: &str) -> &'a str {
+    args.get(key).map(String::as_str).unwrap_or_else(|| {
+        eprintln!("loadtool: --{key} is required");
+        std::process::exit(2)
+    })
+}
+
+#[derive(Clone)]
+struct Url {
+    addr: SocketAddr,
+    host: String,
+    path: String,
+}
+
+fn parse_url(url: &str) -> Url {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = hostport
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .unwrap_or_else(|| {
+            eprintln!("loadtool: cannot resolve {hostport}");
+            std::process::exit(2)
+        });
+    Url {
+        addr,
+        host: hostport.to_owned(),
+        path: path.to_owned(),
+    }
+}
+
+fn get_request(url: &Url) -> Vec<u8> {
+    format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: holdfast-loadtool\r\nAccept: */*\r\n\r\n",
+        url.path, url.host
+    )
+    .into_bytes()
+}
+
+fn post_request(url: &Url, body: &str, close: bool) -> Vec<u8> {
+    format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: holdfast-loadtool\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n{}",
+        url.path,
+        url.host,
+        body.len(),
+        if close { "Connection: close\r\n" } else { "" },
+        body
+    )
+    .into_bytes()
+}
+
+/// Resident memory of the given processes, summed, in KiB.
+fn rss_kib(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+fn realtime_ns() -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+fn enable_rx_timestamps(fd: i32) {
+    let on: libc::c_int = 1;
+    // SAFETY: a plain setsockopt on a socket we own, with a c_int option value.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+enum Recv {
+    Nothing,
+    Closed,
+    /// bytes read, the kernel's receive time (realtime ns) if it gave one
+    Data(Vec<u8>, Option<i128>),
+}
+
+/// One non-blocking recvmsg with the receive timestamp.
+fn recv_timestamped(fd: i32, peek: bool) -> Recv {
+    let mut buf = vec![0u8; 8192];
+    let mut control = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; all pointers point into buffers that outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    let flags = libc::MSG_DONTWAIT | if peek { libc::MSG_PEEK } else { 0 };
+    // SAFETY: see above.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, flags) };
+    if n < 0 {
+        let err = std::io::Error::last_os_error();
+        return if err.kind() == std::io::ErrorKind::WouldBlock {
+            Recv::Nothing
+        } else {
+            Recv::Closed
+        };
+    }
+    if n == 0 {
+        return Recv::Closed;
+    }
+    buf.truncate(n as usize);
+    let mut stamp = None;
+    // SAFETY: walking the control messages the kernel wrote, with libc's own macros.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
+                stamp = Some(i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec));
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Recv::Data(buf, stamp)
+}
+
+fn status_of(bytes: &[u8]) -> u16 {
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    std::str::from_utf8(line)
+        .ok()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Sends one request on a fresh blocking connection and returns the status and the body.
+fn one_shot(url: &Url, request: &[u8]) -> (u16, String) {
+    let Ok(mut stream) = StdStream::connect_timeout(&url.addr, Duration::from_secs(5)) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    if stream.write_all(request).is_err() {
+        return (0, String::new());
+    }
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read until the head and the body announced by Content-Length are in (or EOF).
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+        if let Some((head, _, _, length)) = parse_head(&out) {
+            if let Length::Exact(length) = length {
+                if out.len() >= head + length {
+                    break;
+                }
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status_of(&out), body)
+}
+
+async fn fanout(args: Args) {
+    let sub = parse_url(required(&args, "sub"));
+    let publish = parse_url(required(&args, "pub"));
+    let body = required(&args, "pub-body").to_owned();
+    let n: usize = arg(&args, "n", 1000);
+    let settle: f64 = arg(&args, "settle", 3.0);
+    let timeout: f64 = arg(&args, "timeout", 30.0);
+    let concurrency: usize = arg(&args, "connect-concurrency", 256);
+    let label = args.get("label").cloned().unwrap_or_else(|| "server".into());
+    let pids: Vec<u32> = args
+        .get("pids")
+        .map(|p| p.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_default();
+
+    let rss_before = rss_kib(&pids);
+    let request = Arc::new(get_request(&sub));
+    let sockets = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let failed = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (request, sockets, failed, gate) =
+            (request.clone(), sockets.clone(), failed.clone(), gate.clone());
+        let addr = sub.addr;
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await;
+            for attempt in 0..20 {
+                match TcpStream::connect(addr).await {
+                    Ok(mut stream) => {
+                        enable_rx_timestamps(stream.as_raw_fd());
+                        if stream.write_all(&request).await.is_ok() {
+                            if let Ok(std) = stream.into_std() {
+                                sockets.lock().unwrap().push(std);
+                                return;
+                            }
+                        }
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20 * (attempt + 1))).await,
+                }
+            }
+            failed.fetch_add(1, Ordering::Relaxed);
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs_f64(settle)).await;
+    let sockets = std::mem::take(&mut *sockets.lock().unwrap());
+    // Anything already answered (a 503 over a cap, an error, a closed socket) is not held.
+    let mut early = 0usize;
+    let mut early_status = HashMap::<u16, usize>::new();
+    let mut held: Vec<&StdStream> = Vec::with_capacity(sockets.len());
+    for socket in &sockets {
+        match recv_timestamped(socket.as_raw_fd(), true) {
+            Recv::Nothing => held.push(socket),
+            Recv::Closed => {
+                early += 1;
+                *early_status.entry(0).or_default() += 1;
+            }
+            Recv::Data(bytes, _) => {
+                early += 1;
+                *early_status.entry(status_of(&bytes)).or_default() += 1;
+            }
+        }
+    }
+    let rss_after = rss_kib(&pids);
+    let per_conn = if held.is_empty() {
+        f64::NAN
+    } else {
+        (rss_after as f64 - rss_before as f64) / held.len() as f64
+    };
+
+    // One publish; every held poll should get it.
+    let publish_request = post_request(&publish, &body, true);
+    let t0 = realtime_ns();
+    let (publish_status, publish_body) = one_shot(&publish, &publish_request);
+    let publish_ms = (realtime_ns() - t0) as f64 / 1e6;
+
+    let mut latencies = Vec::with_capacity(held.len());
+    let mut non200 = 0usize;
+    let mut closed = 0usize;
+    let mut unstamped = 0usize;
+    let mut pending: Vec<&StdStream> = held.clone();
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout);
+    while !pending.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        pending.retain(|socket| match recv_timestamped(socket.as_raw_fd(), false) {
+            Recv::Nothing => true,
+            Recv::Closed => {
+                closed += 1;
+                false
+            }
+            Recv::Data(bytes, stamp) => {
+                if status_of(&bytes) != 200 {
+                    non200 += 1;
+                }
+                let at = stamp.unwrap_or_else(|| {
+                    unstamped += 1;
+                    realtime_ns()
+                });
+                latencies.push((at - t0) as f64 / 1e6);
+                false
+            }
+        });
+    }
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let early_status: Vec<String> = early_status.iter().map(|(s, c)| format!("{s}:{c}")).collect();
+    println!(
+        "label={label} n={n} connected={} connect_failed={} connect_secs={connect_secs:.2} held={} early={early} early_status={} \
+         rss_before_kib={rss_before} rss_after_kib={rss_after} kib_per_held={per_conn:.2} \
+         publish_status={publish_status} publish_ms={publish_ms:.1} received={} missing={} non200={non200} closed={closed} unstamped={unstamped} \
+         p50_ms={:.1} p99_ms={:.1} max_ms={:.1} publish_answer={}",
+        sockets.len(),
+        failed.load(Ordering::Relaxed),
+        held.len(),
+        if early_status.is_empty() { "-".into() } else { early_status.join(",") },
+        latencies.len(),
+        pending.len(),
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0),
+        latencies.last().copied().unwrap_or(f64::NAN),
+        publish_body.trim().replace(' ', ""),
+    );
+}
+
+enum Length {
+    Exact(usize),
+    Chunked,
+    UntilClose,
+}
+
+/// Parses a response head in `buf`: (head length, status, close, body length).
+fn parse_head(buf: &[u8]) -> Option<(usize, u16, bool, Length)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&buf[..end]).ok()?;
+    let status = status_of(&buf[..end]);
+    let mut close = head.starts_with("HTTP/1.0");
+    let mut length = None;
+    let mut chunked = false;
+    for line in head.split("\r\n").skip(1) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" => length = value.parse().ok(),
+            "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
+            "connection" => close = value.eq_ignore_ascii_case("close"),
+            _ => {}
+        }
+    }
+    let length = if chunked {
+        Length::Chunked
+    } else if let Some(length) = length {
+        Length::Exact(length)
+    } else if status == 204 || status == 304 || (100..200).contains(&status) {
+        Length::Exact(0)
+    } else {
+        Length::UntilClose
+    };
+    Some((end, status, close, length))
+}
+
+/// The length of a complete chunked body at the start of `buf`, if it is all there.
+fn chunked_len(buf: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    loop {
+        let line_end = buf[pos..].windows(2).position(|w| w == b"\r\n")? + pos;
+        let size_text = std::str::from_utf8(&buf[pos..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        pos = line_end + 2;
+        if size == 0 {
+            // no trailers expected: the final CRLF
+            if buf.len() >= pos + 2 {
+                return Some(pos + 2);
+            }
+            return None;
+        }
+        if buf.len() < pos + size + 2 {
+            return None;
+        }
+        pos += size + 2;
+    }
+}
+
+/// Reads one whole response from a keep-alive connection; returns (status, close).
+async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(u16, bool)> {
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some((head, status, close, length)) = parse_head(buf) {
+            let total = match length {
+                Length::Exact(n) => (buf.len() >= head + n).then_some(head + n),
+                Length::Chunked => chunked_len(&buf[head..]).map(|n| head + n),
+                Length::UntilClose => None,
+            };
+            if let Some(total) = total {
+                buf.drain(..total);
+                return Ok((status, close));
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                if matches!(length, Length::UntilClose) {
+                    buf.clear();
+                    return Ok((status, true));
+                }
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        } else {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+async fn throughput(args: Args) {
+    let sub_template = required(&args, "sub").to_owned();
+    let pub_template = required(&args, "pub").to_owned();
+    let body_template = required(&args, "pub-body").to_owned();
+    let channels: usize = arg(&args, "channels", 100);
+    let per_channel: usize = arg(&args, "per-channel", 100);
+    let publishers: usize = arg(&args, "publishers", 4);
+    let duration: f64 = arg(&args, "duration", 10.0);
+    let settle: f64 = arg(&args, "settle", 3.0);
+    let label = args.get("label").cloned().unwrap_or_else(|| "server".into());
+
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let other = Arc::new(AtomicU64::new(0));
+    let sub_errors = Arc::new(AtomicU64::new(0));
+    let connected = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut subscribers = Vec::new();
+    for ch in 0..channels {
+        let url = parse_url(&sub_template.replace("{ch}", &format!("c{ch}")));
+        let request = Arc::new(get_request(&url));
+        for _ in 0..per_channel {
+            let (request, measuring, stop, delivered, other, sub_errors, connected, gate) = (
+                request.clone(),
+                measuring.clone(),
+                stop.clone(),
+                delivered.clone(),
+                other.clone(),
+                sub_errors.clone(),
+                connected.clone(),
+                gate.clone(),
+            );
+            let addr = url.addr;
+            subscribers.push(tokio::spawn(async move {
+                let mut first = true;
+                while !stop.load(Ordering::Relaxed) {
+                    let permit = gate.acquire().await;
+                    let Ok(mut stream) = TcpStream::connect(addr).await else {
+                        sub_errors.fetch_add(1, Ordering::Relaxed);
+                        drop(permit);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    drop(permit);
+                    if first {
+                        connected.fetch_add(1, Ordering::Relaxed);
+                        first = false;
+                    }
+                    let mut buf = Vec::with_capacity(1024);
+                    loop {
+                        if stream.write_all(&request).await.is_err() {
+                            break;
+                        }
+                        let response = tokio::select! {
+                            r = read_response(&mut stream, &mut buf) => r,
+                            _ = async { while !stop.load(Ordering::Relaxed) { tokio::time::sleep(Duration::from_millis(200)).await } } => return,
+                        };
+                        match response {
+                            Ok((status, close)) => {
+                                if measuring.load(Ordering::Relaxed) {
+                                    if status == 200 {
+                                        delivered.fetch_add(1, Ordering::Relaxed);
+                                    } else {
+                                        other.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                                if close {
+                                    break;
+                                }
+                            }
+                            Err(_) => {
+                                sub_errors.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    let total = (channels * per_channel) as u64;
+    let wait_until = Instant::now() + Duration::from_secs(60);
+    while connected.load(Ordering::Relaxed) < total && Instant::now() < wait_until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs_f64(settle)).await;
+
+    let published = Arc::new(AtomicU64::new(0));
+    let pub_errors = Arc::new(AtomicU64::new(0));
+    let seq = Arc::new(AtomicU64::new(0));
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let end = started + Duration::from_secs_f64(duration);
+    let mut pubs = Vec::new();
+    for _ in 0..publishers {
+        let (published, pub_errors, seq) = (published.clone(), pub_errors.clone(), seq.clone());
+        let (pub_template, body_template) = (pub_template.clone(), body_template.clone());
+        pubs.push(tokio::spawn(async move {
+            let mut stream: Option<TcpStream> = None;
+            let mut buf = Vec::with_capacity(1024);
+            while Instant::now() < end {
+                let i = seq.fetch_add(1, Ordering::Relaxed);
+                let ch = format!("c{}", i % channels as u64);
+                let url = parse_url(&pub_template.replace("{ch}", &ch));
+                let body = body_template.replace("{ch}", &ch).replace("{seq}", &i.to_string());
+                if stream.is_none() {
+                    stream = TcpStream::connect(url.addr).await.ok();
+                    buf.clear();
+                }
+                let Some(s) = stream.as_mut() else {
+                    pub_errors.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let ok = s.write_all(&post_request(&url, &body, false)).await.is_ok();
+                match if ok { read_response(s, &mut buf).await.ok() } else { None } {
+                    Some((status, close)) => {
+                        if (200..300).contains(&status) {
+                            published.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            pub_errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if close {
+                            stream = None;
+                        }
+                    }
+                    None => {
+                        pub_errors.fetch_add(1, Ordering::Relaxed);
+                        stream = None;
+                    }
+                }
+            }
+        }));
+    }
+    for p in pubs {
+        let _ = p.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // Answers to the last publishes still on their way count too (bounded wait).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    measuring.store(false, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    let published = published.load(Ordering::Relaxed);
+    let delivered = delivered.load(Ordering::Relaxed);
+    println!(
+        "label={label} subscribers={} connected={} publishers={publishers} secs={elapsed:.1} published={published} \
+         publish_per_s={:.0} delivered={delivered} delivered_per_s={:.0} delivered_per_publish={:.1} \
+         other_answers={} pub_errors={} sub_errors={}",
+        total,
+        connected.load(Ordering::Relaxed),
+        published as f64 / elapsed,
+        delivered as f64 / elapsed,
+        if published > 0 { delivered as f64 / published as f64 } else { 0.0 },
+        other.load(Ordering::Relaxed),
+        pub_errors.load(Ordering::Relaxed),
+        sub_errors.load(Ordering::Relaxed),
+    );
+    for s in subscribers {
+        s.abort();
+    }
+}
+
+async fn grip_origin(args: Args) {
+    let listen = required(&args, "listen").to_owned();
+    let listener = TcpListener::bind(&listen).await.unwrap_or_else(|e| {
+        eprintln!("loadtool: cannot listen on {listen}: {e}");
+        std::process::exit(2)
+    });
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let mut buf = Vec::with_capacity(2048);
+            let mut chunk = [0u8; 4096];
+            loop {
+                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                while buf.len() < end + 4 + length {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                buf.drain(..end + 4 + length);
+                let path = head.split_whitespace().nth(1).unwrap_or("/");
+                let path = path.split('?').next().unwrap_or(path);
+                let channel = path.rsplit('/').next().filter(|c| !c.is_empty()).unwrap_or("x");
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nGrip-Hold: response\r\nGrip-Channel: {channel}\r\nGrip-Timeout: 600\r\nContent-Length: 2\r\n\r\n{{}}"
+                );
+                if stream.write_all(response.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn main() {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = raw.first().cloned() else {
+        eprintln!("usage: loadtool fanout|throughput|grip-origin --key value …");
+        std::process::exit(2)
+    };
+    let args = parse_args(&raw[1..]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(arg(&args, "threads", 2))
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match command.as_str() {
+        "fanout" => runtime.block_on(fanout(args)),
+        "throughput" => runtime.block_on(throughput(args)),
+        "grip-origin" => runtime.block_on(grip_origin(args)),
+        other => {
+            eprintln!("loadtool: unknown command {other}");
+            std::process::exit(2)
+        }
+    }
+}

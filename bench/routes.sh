@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# bench/routes.sh — what auth and mapping cost on a route, side by side in one run.
+#
+# One Holdfast (one worker thread) serves the same origin through six routes, and wrk drives
+# each with the same request: a POST with a 1 KiB JSON body and a bearer token.
+#   /plain   no auth, no mapping                                   (the baseline)
+#   /hs256   JWT HS256 (secret)                                    issue 3
+#   /rs256   JWT RS256 (PEM public key)                            issue 3
+#   /es256   JWT ES256 (PEM public key)                            issue 3
+#   /mapped  five mapping rules: 2 header, 1 query, 2 JSON body    issue 4
+#   /both    JWT HS256 + the five rules                            design.md §7
+# Every token is the same for the whole run, so the verified-token cache is what is measured
+# (a repeated token pays the signature check once; the criterion benches in auth/benches give
+# the uncached per-verification cost). It prints req/s and p99 per route and each route's
+# ratio to /plain. Goal: ≥ 0.9 for every route.
+#
+# Run:    bench/routes.sh            (~1.5 min with the defaults)
+# Knobs:  DURATION=10 WARMUP=2 ROUNDS=2 CONNS=64 WRK_THREADS=2 PORT_BASE=28500 HOLDFAST_BIN=…
+# Needs:  nginx (the origin), wrk, curl, openssl, python3 (Debian packages; installed with
+#         apt-get when run as root). Loopback only; everything started is stopped on exit.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DURATION="${DURATION:-10}"
+WARMUP="${WARMUP:-2}"
+ROUNDS="${ROUNDS:-2}"
+CONNS="${CONNS:-64}"
+WRK_THREADS="${WRK_THREADS:-2}"
+PORT_BASE="${PORT_BASE:-28500}"
+ORIGIN_PORT=$PORT_BASE
+HOLDFAST_PORT=$((PORT_BASE + 1))
+HOLDFAST_ADMIN_PORT=$((PORT_BASE + 2))
+SECRET="an-hmac-secret-of-at-least-32-bytes!"
+TESTDATA="$ROOT/auth/src/testdata"
+
+for tool in nginx wrk curl openssl python3; do
+    if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
+        if [ "$(id -u)" = 0 ]; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y nginx wrk curl openssl python3 >&2
+        else
+            echo "missing $tool; run: sudo apt-get install -y nginx wrk curl openssl python3" >&2
+            exit 1
+        fi
+    fi
+done
+export PATH="$PATH:/usr/sbin"
+
+HOLDFAST_BIN="${HOLDFAST_BIN:-$ROOT/target/release/holdfast}"
+if [ ! -x "$HOLDFAST_BIN" ]; then
+    (cd "$ROOT" && cargo build --release -p holdfast >&2)
+fi
+
+for port in $ORIGIN_PORT $HOLDFAST_PORT $HOLDFAST_ADMIN_PORT; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "127.0.0.1:$port is taken; pick other ports with PORT_BASE=…" >&2
+        exit 1
+    fi
+done
+
+TMP="$(mktemp -d /tmp/holdfast-bench-routes.XXXXXX)"
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+
+printf '%s\n' \
+    "daemon off;" "master_process off;" "worker_processes 1;" "pid $TMP/origin.pid;" \
+    "error_log $TMP/origin-error.log warn;" "events { worker_connections 4096; }" \
+    "http {" "  access_log off;" "  client_body_temp_path $TMP;" "  proxy_temp_path $TMP;" \
+    "  fastcgi_temp_path $TMP;" "  uwsgi_temp_path $TMP;" "  scgi_temp_path $TMP;" \
+    "  keepalive_requests 1000000;" \
+    "  server { listen 127.0.0.1:$ORIGIN_PORT; client_max_body_size 1m;" \
+    "    location / { default_type application/json; return 200 '{\"ok\":true}'; } }" \
+    "}" >"$TMP/origin.conf"
+nginx -e "$TMP/origin-error.log" -c "$TMP/origin.conf" -p "$TMP" &
+PIDS+=($!)
+
+RULES='    map:
+      request:
+        - set: { to: header.x-tenant, value: acme }
+        - remove: header.x-debug
+        - default: { to: query.limit, value: "20" }
+        - rename: { from: body.inputText, to: body.user_input }
+        - rename: { from: body.requirement, to: body.context }'
+JWT="issuer: https://id.bench, audiences: [holdfast]"
+{
+    echo "listen: 127.0.0.1:$HOLDFAST_PORT"
+    echo "admin: 127.0.0.1:$HOLDFAST_ADMIN_PORT"
+    echo "server: { threads: 1, shutdown_grace: 1s, watch_interval: 0s }"
+    echo "auth:"
+    echo "  hs: { jwt: { $JWT, secret: \"$SECRET\" } }"
+    echo "  rs: { jwt: { $JWT, public_key_file: $TESTDATA/rsa.pub } }"
+    echo "  es: { jwt: { $JWT, public_key_file: $TESTDATA/p256.pub } }"
+    echo "upstreams:"
+    echo "  origin: { targets: [127.0.0.1:$ORIGIN_PORT], timeout: 10s }"
+    echo "routes:"
+    echo "  - { name: plain, match: { path: /plain }, upstream: origin }"
+    echo "  - { name: hs256, match: { path: /hs256 }, auth: { provider: hs }, upstream: origin }"
+    echo "  - { name: rs256, match: { path: /rs256 }, auth: { provider: rs }, upstream: origin }"
+    echo "  - { name: es256, match: { path: /es256 }, auth: { provider: es }, upstream: origin }"
+    echo "  - name: mapped"
+    echo "    match: { path: /mapped }"
+    echo "$RULES"
+    echo "    upstream: origin"
+    echo "  - name: both"
+    echo "    match: { path: /both }"
+    echo "    auth: { provider: hs }"
+    echo "$RULES"
+    echo "    upstream: origin"
+} >"$TMP/holdfast.yaml"
+"$HOLDFAST_BIN" check "$TMP/holdfast.yaml" >/dev/null
+RUST_LOG="${RUST_LOG:-warn}" "$HOLDFAST_BIN" run -c "$TMP/holdfast.yaml" 2>"$TMP/holdfast.log" &
+PIDS+=($!)
+
+mapfile -t TOKENS < <(python3 "$ROOT/bench/mint_tokens.py" "$SECRET" "$TESTDATA/rsa.key" "$TESTDATA/p256.key")
+declare -A TOKEN=([plain]="${TOKENS[0]}" [hs256]="${TOKENS[0]}" [rs256]="${TOKENS[1]}"
+    [es256]="${TOKENS[2]}" [mapped]="${TOKENS[0]}" [both]="${TOKENS[0]}")
+
+# A 1 KiB JSON body in the seed's shape.
+BODY="$(python3 -c 'import json; print(json.dumps({"inputText": "Hello", "requirement": "new data", "history": ["x" * 60] * 14}))')"
+for _ in $(seq 1 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$HOLDFAST_PORT/plain" && break
+    sleep 0.1
+done
+
+lua_for() { # route -> the path of its wrk script
+    printf '%s\n' 'wrk.method = "POST"' "wrk.body = [[$BODY]]" \
+        'wrk.headers["Content-Type"] = "application/json"' \
+        "wrk.headers[\"Authorization\"] = \"Bearer ${TOKEN[$1]}\"" \
+        "wrk.path = \"/$1?page=2\"" >"$TMP/$1.lua"
+    echo "$TMP/$1.lua"
+}
+
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+        else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+        else { sub(/s$/, "", v); printf "%.3f", v * 1000 } }'
+}
+
+ROUTES=(plain hs256 rs256 es256 mapped both)
+for route in "${ROUTES[@]}"; do
+    code="$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "authorization: Bearer ${TOKEN[$route]}" \
+        -H 'content-type: application/json' -d "$BODY" "http://127.0.0.1:$HOLDFAST_PORT/$route")"
+    if [ "$code" != 200 ]; then
+        echo "/$route answers $code, not 200" >&2
+        tail -5 "$TMP/holdfast.log" >&2
+        exit 1
+    fi
+done
+
+echo "# bench/routes.sh — $(date -u +%Y-%m-%dT%H:%M:%SZ) — $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s --latency, POST ${#BODY}-byte JSON + bearer token, Holdfast threads: 1"
+declare -A SUM_RPS SUM_P99
+for route in "${ROUTES[@]}"; do SUM_RPS[$route]=0; SUM_P99[$route]=0; done
+printf '%-6s %-8s %10s %9s %8s\n' round route "req/s" "p99 ms" errors
+for round in $(seq 1 "$ROUNDS"); do
+    for route in "${ROUTES[@]}"; do
+        lua="$(lua_for "$route")"
+        url="http://127.0.0.1:$HOLDFAST_PORT"
+        wrk -t"$WRK_THREADS" -c"$CONNS" -d"${WARMUP}s" -s "$lua" "$url" >/dev/null
+        out="$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$lua" "$url")"
+        rps="$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
+        p99="$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
+        errors="$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }' <<<"$out")"
+        printf '%-6s %-8s %10s %9s %8s\n' "$round" "$route" "$rps" "$p99" "$errors"
+        SUM_RPS[$route]="$(awk -v a="${SUM_RPS[$route]}" -v b="$rps" 'BEGIN { print a + b }')"
+        SUM_P99[$route]="$(awk -v a="${SUM_P99[$route]}" -v b="$p99" 'BEGIN { print a + b }')"
+    done
+done
+echo
+echo "# mean over $ROUNDS round(s); ratio = route req/s ÷ /plain req/s (goal ≥ 0.9)"
+for route in "${ROUTES[@]}"; do
+    awk -v n="$route" -v r="${SUM_RPS[$route]}" -v p="${SUM_P99[$route]}" -v b="${SUM_RPS[plain]}" -v k="$ROUNDS" \
+        'BEGIN { printf "%-8s %10.0f req/s   p99 %7.3f ms   ratio %.2f\n", n, r / k, p / k, r / b }'
+done
