@@ -48,7 +48,7 @@ pub const MIN_SECRET_BYTES: usize = 32;
 const MAX_LEEWAY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// One named auth provider: how a credential is checked, and where it is read from.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Provider {
     /// JSON Web Tokens (signed JWS).
@@ -67,14 +67,16 @@ pub struct Provider {
 }
 
 /// `jwt:` — how a JSON Web Token is verified.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Jwt {
     /// Accepted `iss` values; empty accepts any issuer.
     #[serde(default, deserialize_with = "one_or_many")]
+    #[schemars(with = "crate::schema::OneOrMany<String>")]
     pub issuer: Vec<String>,
     /// Accepted `aud` values (the token must carry one of them); empty skips the check.
     #[serde(default, deserialize_with = "one_or_many")]
+    #[schemars(with = "crate::schema::OneOrMany<String>")]
     pub audiences: Vec<String>,
     /// Allowed `alg` values. Default: HS256 for `secret`, RS256 for `jwks_url`, and the key's
     /// own algorithm for `public_key_file` and `jwk`. The token's `alg` never picks the key type.
@@ -117,7 +119,7 @@ pub struct Jwt {
 }
 
 /// `jwks:` — refresh timing of a JWKS provider.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwksSettings {
     /// Refresh interval when the answer has no `Cache-Control: max-age`.
@@ -145,7 +147,7 @@ impl Default for JwksSettings {
 }
 
 /// `api_keys:` — static keys.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeys {
     /// A YAML list of `{ name, sha256, scopes, roles }`, relative to the config file.
@@ -154,7 +156,7 @@ pub struct ApiKeys {
 
 /// `token:` — where a provider reads the credential. Several places may be given; a request
 /// that uses more than one of them at once is refused.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenLocation {
     /// A header. `authorization` means `Authorization: Bearer <token>`; any other header holds
@@ -170,7 +172,7 @@ pub struct TokenLocation {
 }
 
 /// How a list of required scopes or roles is matched.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MatchMode {
     /// Every listed value is required.
@@ -181,7 +183,7 @@ pub enum MatchMode {
 }
 
 /// A route's `auth:` — which providers may vouch for the request, and what it must carry.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteAuth {
     /// The one provider that may vouch for the request.

@@ -5,7 +5,7 @@ use crate::{ByteSize, Duration};
 use serde::Deserialize;
 
 /// `longpoll:` on a route — hold the request until the channel has a message for it.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LongPoll {
     /// The channel name: a constant or a template of `{capture}`, `{query.NAME}`,
@@ -39,7 +39,7 @@ fn default_limit() -> usize {
 }
 
 /// `publish:` on a route — append the request body to a channel.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Publish {
     /// The channel name, a constant or template as for `longpoll`.
@@ -49,7 +49,7 @@ pub struct Publish {
 }
 
 /// How a channel hands out messages.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChannelMode {
     /// Every subscriber sees every message, in order, from a bounded buffer with cursors.
@@ -60,7 +60,7 @@ pub enum ChannelMode {
 }
 
 /// Where a poll without a cursor starts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StartAt {
     /// Wait for the next message.
@@ -71,7 +71,7 @@ pub enum StartAt {
 }
 
 /// How a poll answer carries its messages.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PollFormat {
     /// One message, its body as published, with its content type.
@@ -104,7 +104,7 @@ impl<'de> Deserialize<'de> for OnTimeout {
 }
 
 /// Instance-wide channel settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Channels {
     /// Messages a broadcast channel keeps for cursors to resume from.

@@ -9,11 +9,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// A whole configuration, as loaded from one file or merged from a directory of files.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The addresses the gateway serves on (`0.0.0.0:8080`, or a list).
     #[serde(default, deserialize_with = "one_or_many")]
+    #[schemars(with = "crate::schema::OneOrMany<String>")]
     pub listen: Vec<String>,
     /// The admin listener: `/metrics`, `/healthz`, `/readyz`. Keep it off public interfaces.
     #[serde(default)]
@@ -41,7 +42,7 @@ pub struct Config {
 }
 
 /// Process-wide settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
     /// Worker threads for the proxy service; 0 means one per CPU core.
@@ -69,7 +70,7 @@ impl Default for Server {
 }
 
 /// Request limits that apply to every route.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// The request line and headers together; over it: 431.
@@ -122,7 +123,7 @@ impl<'de> Deserialize<'de> for Backplane {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisBackplane {
     /// `redis://host:port/db`; may be `${REDIS_URL}`.
@@ -162,7 +163,7 @@ fn default_prefix() -> String {
 }
 
 /// The access log: where it goes and what it may contain.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccessLog {
     /// `stdout`, `stderr` or a file path (reopened on SIGUSR1, for log rotation).
@@ -185,11 +186,12 @@ fn default_log_path() -> String {
 }
 
 /// CORS for browser clients of long-poll routes.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cors {
     /// Allowed origins; `*` allows any.
     #[serde(deserialize_with = "one_or_many")]
+    #[schemars(with = "crate::schema::OneOrMany<String>")]
     pub origins: Vec<String>,
     #[serde(default)]
     pub credentials: bool,

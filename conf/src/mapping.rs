@@ -25,7 +25,7 @@ use crate::{Config, FieldError, Template};
 use serde::{Deserialize, Deserializer};
 
 /// A route's `map:` section.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMap {
     /// Applied in order to the request, before it is proxied.
@@ -41,7 +41,7 @@ pub struct RouteMap {
 }
 
 /// What a route does with a request body that is not JSON.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NonJsonBody {
     #[default]
@@ -50,7 +50,7 @@ pub enum NonJsonBody {
 }
 
 /// One rule: exactly one operation, and an optional condition.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// Write a value into a place, replacing what is there.
@@ -83,7 +83,7 @@ pub struct Rule {
 }
 
 /// `set`, `default` and `append`: a target and a value, given by `from` or `value`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Assign {
     pub to: String,
@@ -101,7 +101,7 @@ pub struct Assign {
 }
 
 /// `rename`, `copy` and `move`: from one place to another.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Transfer {
     pub from: String,
@@ -114,7 +114,7 @@ pub struct Transfer {
 }
 
 /// The type a value is converted to before it is written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Cast {
     Integer,
@@ -138,7 +138,7 @@ impl Cast {
 }
 
 /// A rule's condition; every key given must hold.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct When {
     /// This source is present.
@@ -158,6 +158,7 @@ pub struct When {
     pub matches: Option<String>,
     /// The request's method is one of these.
     #[serde(default, deserialize_with = "one_or_many")]
+    #[schemars(with = "crate::schema::OneOrMany<String>")]
     pub method: Vec<String>,
 }
 

@@ -6,7 +6,7 @@ use crate::upstream_call::{coalesce, Backoff, Coalesce, Fanin, Job};
 use crate::{auth, mapping, ByteSize, Cors, Duration, LongPoll, Publish};
 use serde::Deserialize;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// Unique; used in metrics labels and logs.
@@ -48,21 +48,24 @@ pub struct Route {
     pub backoff: Option<Backoff>,
     /// Identical upstream requests in flight share one upstream call.
     #[serde(default, deserialize_with = "coalesce")]
+    #[schemars(with = "Option<crate::schema::BoolOr<Coalesce>>")]
     pub coalesce: Option<Coalesce>,
     /// Serve an identical request's answer for this long after it came.
     #[serde(default)]
     pub cache: Option<Duration>,
     /// Request headers that make two otherwise identical requests different for `coalesce`.
     #[serde(default, deserialize_with = "crate::config::one_or_many")]
+    #[schemars(with = "crate::schema::OneOrMany<String>")]
     pub vary: Vec<String>,
 }
 
 /// What a request must look like. Every condition given must hold.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Match {
     /// Host names (without port); empty matches any host.
     #[serde(default, deserialize_with = "one_or_many")]
+    #[schemars(with = "crate::schema::OneOrMany<String>")]
     pub host: Vec<String>,
     /// An exact path (`/poll`) or a pattern with named captures (`/users/{id}`,
     /// `/files/{*rest}`).
@@ -74,6 +77,7 @@ pub struct Match {
     pub prefix: Option<String>,
     /// Allowed methods; empty allows every method.
     #[serde(default, deserialize_with = "one_or_many")]
+    #[schemars(with = "crate::schema::OneOrMany<String>")]
     pub methods: Vec<String>,
 }
 

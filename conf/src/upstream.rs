@@ -4,7 +4,7 @@ use crate::Duration;
 use serde::Deserialize;
 
 /// A named pool of targets that routes proxy to.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// `host:port` of each target; requests go round robin to the healthy ones.
@@ -58,7 +58,7 @@ impl Upstream {
 }
 
 /// Active health checks: an HTTP `GET path` (2xx is healthy) or, without a path, a TCP connect.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     #[serde(default)]

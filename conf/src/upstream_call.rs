@@ -112,7 +112,7 @@ pub(crate) fn coalesce<'de, D: Deserializer<'de>>(
 }
 
 /// `fanin:` on a route — call several upstreams concurrently and merge their answers.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Fanin {
     /// The upstreams to call, in the order merges apply them.
@@ -223,7 +223,7 @@ impl<'de> Deserialize<'de> for Until {
 }
 
 /// How the successful answers of a fan-in become one body.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Merge {
     /// `{"<upstream>": <its JSON (or its body as a string)>, …}`.
@@ -239,7 +239,7 @@ pub enum Merge {
 }
 
 /// `job:` on a route — start an upstream call in the background and let the client poll for it.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Job {
     pub upstream: String,

@@ -65,6 +65,8 @@ enum Command {
     /// Print the SHA-256 of an API key, for a keys file (`sha256:`); the key is read from the
     /// argument or, without one, from the first line of standard input.
     HashKey { key: Option<String> },
+    /// Print the JSON Schema of the config files (for yaml-language-server and other editors).
+    Schema,
 }
 
 fn main() -> ExitCode {
@@ -85,6 +87,16 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Schema => {
+            match serde_json::to_string_pretty(&conf::schema()) {
+                Ok(text) => println!("{text}"),
+                Err(error) => {
+                    eprintln!("holdfast: cannot render the schema: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        }
         Command::HashKey { key } => {
             let key = match key {
                 Some(key) => key,

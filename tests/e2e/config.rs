@@ -346,3 +346,72 @@ async fn sigterm_exits_within_the_grace() {
         started.elapsed()
     );
 }
+
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("root")
+        .to_owned()
+}
+
+/// Every config file the project ships, as (path, parsed YAML as JSON).
+fn shipped_configs() -> Vec<(std::path::PathBuf, serde_json::Value)> {
+    let mut files = vec![
+        root().join("conf/example.yaml"),
+        root().join("deploy/holdfast.yaml"),
+        root().join("deploy/container.yaml"),
+    ];
+    files.retain(|file| file.exists());
+    files
+        .into_iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(&file).expect("read");
+            let value: serde_json::Value =
+                serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            (file, value)
+        })
+        .collect()
+}
+
+#[test]
+fn the_committed_schema_is_what_holdfast_schema_prints() {
+    let (code, stdout, stderr) = run_holdfast(&["schema"]);
+    assert_eq!(code, 0, "{stderr}");
+    let committed = std::fs::read_to_string(root().join("conf/holdfast.schema.json"))
+        .expect("conf/holdfast.schema.json");
+    let printed: serde_json::Value = serde_json::from_str(&stdout).expect("schema is JSON");
+    let committed: serde_json::Value =
+        serde_json::from_str(&committed).expect("committed schema is JSON");
+    assert!(
+        printed == committed,
+        "conf/holdfast.schema.json is stale: run `holdfast schema > conf/holdfast.schema.json`"
+    );
+}
+
+#[test]
+fn every_shipped_config_validates_against_the_schema_and_a_typo_does_not() {
+    let (_, stdout, _) = run_holdfast(&["schema"]);
+    let schema: serde_json::Value = serde_json::from_str(&stdout).expect("schema");
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+    let configs = shipped_configs();
+    assert!(configs.len() >= 3, "the example and deploy configs");
+    for (file, config) in &configs {
+        let errors: Vec<String> = validator
+            .iter_errors(config)
+            .map(|e| format!("{}: {e}", e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:#?}", file.display());
+    }
+    let mut typo = configs[0].1.clone();
+    typo["routes"][0]["upstrem"] = serde_json::json!("x");
+    assert!(
+        !validator.is_valid(&typo),
+        "an unknown route key must fail the schema"
+    );
+    let mut bad_duration = configs[0].1.clone();
+    bad_duration["server"]["shutdown_grace"] = serde_json::json!("soon");
+    assert!(
+        !validator.is_valid(&bad_duration),
+        "a malformed duration must fail the schema"
+    );
+}

@@ -365,7 +365,7 @@ async fn fanout(args: Args) {
         percentile(&latencies, 50.0),
         percentile(&latencies, 99.0),
         latencies.last().copied().unwrap_or(f64::NAN),
-        publish_body.trim().replace(' ', ""),
+        publish_body.split_whitespace().collect::<Vec<_>>().join(""),
     );
 }
 

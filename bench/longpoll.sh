@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# bench/longpoll.sh — held long-polls: Holdfast vs Nchan vs Pushpin, side by side in one run.
+#
+# What it measures, for each server in turn (the others idle), on 127.0.0.1:
+#   1. memory per held poll: hold N polls (N = 5000 and 15000 by default) on one channel; the
+#      resident memory (VmRSS summed over the server's processes) after holding N minus before,
+#      divided by N;
+#   2. fan-out latency: ONE publish to that channel; for every held poll, the time from just
+#      before the publish request is written to the arrival of its answer at the client socket
+#      (the kernel's receive timestamp, SO_TIMESTAMPNS) — p50 / p99 / max;
+#   3. publish throughput: 100 channels × 100 subscribers (each re-polls at once after its
+#      answer), publishes round robin over the channels from 4 keep-alive connections for
+#      ${TP_SECS}s: publishes/s and answers delivered/s.
+# The client is bench/loadtool (Rust, tokio + raw HTTP/1.1; its own crate outside the workspace).
+#
+# Servers, each with ONE worker:
+#   Holdfast  `server: { threads: 1 }`, routes /sub/{ch} (longpoll) and /pub/{ch} (publish).
+#   Nchan     nginx `worker_processes 1` + libnginx-mod-nchan, /sub/<ch> longpoll subscriber
+#             (`nchan_subscriber_first_message newest`), /pub/<ch> publisher.
+#   Pushpin   Debian `pushpin` (condure + pushpin-proxy + pushpin-handler [+ zurl]), with its
+#             default handler settings, in front of `loadtool grip-origin` (answers every poll
+#             with `Grip-Hold: response` + `Grip-Channel: <ch>`); publishes go to its HTTP
+#             publish API (port PUSHPIN_PUBLISH_PORT, 5561 by default). Pushpin's RSS is the sum
+#             of all its processes (the origin excluded).
+#
+# Run:    bench/longpoll.sh                (takes ~3-4 min)
+# Knobs:  NS="5000 15000"  TP_SECS=10  SERVERS="holdfast nchan pushpin"  PORT_BASE=28600
+#         HOLDFAST_BIN=path/to/holdfast (default target/release/holdfast, built if missing)
+# Needs:  nginx, libnginx-mod-nchan, pushpin (Debian packages; installed with apt-get when run
+#         as root), cargo, curl, and `ulimit -n` ≥ max(NS) + 1000 (the client and each server
+#         hold one descriptor per poll; each process has its own limit). A package that cannot
+#         be installed is skipped with a message; the others are still measured.
+#         Every process started here is stopped on exit and the temporary directory removed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NS="${NS:-5000 15000}"
+TP_SECS="${TP_SECS:-10}"
+SERVERS="${SERVERS:-holdfast nchan pushpin}"
+PORT_BASE="${PORT_BASE:-28600}"
+HOLDFAST_PORT=$PORT_BASE
+HOLDFAST_ADMIN_PORT=$((PORT_BASE + 1))
+NCHAN_PORT=$((PORT_BASE + 2))
+PUSHPIN_PORT=$((PORT_BASE + 3))
+GRIP_ORIGIN_PORT=$((PORT_BASE + 4))
+PUSHPIN_PUBLISH_PORT="${PUSHPIN_PUBLISH_PORT:-5561}"
+export PATH="$PATH:/usr/sbin"
+
+max_n=10000 # the throughput test holds 100 × 100
+for n in $NS; do [ "$n" -gt "$max_n" ] && max_n=$n; done
+if [ "$(ulimit -n)" -lt $((max_n + 1000)) ]; then
+    ulimit -n $((max_n + 1000)) 2>/dev/null || {
+        echo "ulimit -n is $(ulimit -n); holding $max_n polls needs $((max_n + 1000))" >&2
+        exit 1
+    }
+fi
+
+# ---- prerequisites -----------------------------------------------------------------------------
+have_nchan() { [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] && command -v nginx >/dev/null; }
+have_pushpin() { command -v pushpin >/dev/null; }
+if ! have_nchan || ! have_pushpin; then
+    if [ "$(id -u)" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y nginx libnginx-mod-nchan >&2 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y pushpin >&2 || true
+    else
+        echo "to compare against Nchan and Pushpin: sudo apt-get install -y nginx libnginx-mod-nchan pushpin" >&2
+    fi
+fi
+ACTIVE=""
+for server in $SERVERS; do
+    case $server in
+        nchan) have_nchan && ACTIVE="$ACTIVE nchan" || echo "SKIPPED: Nchan (libnginx-mod-nchan not installable here)" ;;
+        pushpin) have_pushpin && ACTIVE="$ACTIVE pushpin" || echo "SKIPPED: Pushpin (pushpin not installable here)" ;;
+        *) ACTIVE="$ACTIVE $server" ;;
+    esac
+done
+
+HOLDFAST_BIN="${HOLDFAST_BIN:-$ROOT/target/release/holdfast}"
+if [ ! -x "$HOLDFAST_BIN" ]; then
+    (cd "$ROOT" && cargo build --release -p holdfast >&2)
+fi
+LOADTOOL="$ROOT/target/release/loadtool"
+(cd "$ROOT" && cargo build --release --quiet --manifest-path bench/loadtool/Cargo.toml --target-dir target >&2)
+
+TMP="$(mktemp -d /tmp/holdfast-bench-longpoll.XXXXXX)"
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+
+wait_http() { # url
+    local i
+    for i in $(seq 1 150); do
+        if curl -s -o /dev/null --max-time 1 "$1" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "nothing answers at $1" >&2
+    return 1
+}
+wait_port() { # port
+    local i
+    for i in $(seq 1 150); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "nothing listens on 127.0.0.1:$1" >&2
+    return 1
+}
+descendants() { # pid -> the pid and all its descendants
+    local pid=$1 child
+    echo "$pid"
+    for child in $(cat "/proc/$pid/task/"*/children 2>/dev/null); do descendants "$child"; done
+}
+
+# ---- servers: start_<name> sets SUB, PUB (URL templates with {ch}), BODY, SERVER_PIDS ---------
+start_holdfast() {
+    cat >"$TMP/holdfast.yaml" <<EOF
+listen: 127.0.0.1:$HOLDFAST_PORT
+admin: 127.0.0.1:$HOLDFAST_ADMIN_PORT
+server: { threads: 1, shutdown_grace: 1s, watch_interval: 0s }
+channels: { max_held: 19500, buffer_messages: 16 }
+routes:
+  - name: sub
+    match: { path: "/sub/{ch}", methods: [GET] }
+    longpoll: { channel: "{ch}", timeout: 600s }
+  - name: pub
+    match: { path: "/pub/{ch}", methods: [POST] }
+    publish: { channel: "{ch}" }
+EOF
+    RUST_LOG="${RUST_LOG:-warn}" "$HOLDFAST_BIN" run -c "$TMP/holdfast.yaml" 2>"$TMP/holdfast.log" &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    wait_http "http://127.0.0.1:$HOLDFAST_ADMIN_PORT/healthz"
+    SUB="http://127.0.0.1:$HOLDFAST_PORT/sub/{ch}"
+    PUB="http://127.0.0.1:$HOLDFAST_PORT/pub/{ch}"
+    BODY='{"n":1,"ch":"{ch}"}'
+    SERVER_PIDS="$SERVER_PID"
+}
+
+start_nchan() {
+    mkdir -p "$TMP/nchan"
+    cat >"$TMP/nchan/nginx.conf" <<EOF
+load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile $((max_n + 2000));
+pid $TMP/nchan/nginx.pid;
+error_log $TMP/nchan/error.log warn;
+events { worker_connections $((max_n + 2000)); }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nchan;
+    proxy_temp_path $TMP/nchan;
+    fastcgi_temp_path $TMP/nchan;
+    uwsgi_temp_path $TMP/nchan;
+    scgi_temp_path $TMP/nchan;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$NCHAN_PORT backlog=4096;
+        location ~ ^/sub/([A-Za-z0-9_]+)\$ {
+            nchan_subscriber longpoll;
+            nchan_channel_id \$1;
+            nchan_subscriber_first_message newest;
+            nchan_subscriber_timeout 600s;
+        }
+        location ~ ^/pub/([A-Za-z0-9_]+)\$ {
+            nchan_publisher;
+            nchan_channel_id \$1;
+            nchan_message_buffer_length 16;
+            nchan_message_timeout 60s;
+        }
+        location = /ping { return 200 "ok"; }
+    }
+}
+EOF
+    nginx -e "$TMP/nchan/error.log" -c "$TMP/nchan/nginx.conf" -p "$TMP/nchan" &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    wait_http "http://127.0.0.1:$NCHAN_PORT/ping"
+    SUB="http://127.0.0.1:$NCHAN_PORT/sub/{ch}"
+    PUB="http://127.0.0.1:$NCHAN_PORT/pub/{ch}"
+    BODY='{"n":1,"ch":"{ch}"}'
+    SERVER_PIDS="$SERVER_PID"
+}
+
+start_pushpin() {
+    mkdir -p "$TMP/pushpin/run" "$TMP/pushpin/log"
+    "$LOADTOOL" grip-origin --listen "127.0.0.1:$GRIP_ORIGIN_PORT" --threads 1 &
+    PIDS+=($!)
+    echo "* 127.0.0.1:$GRIP_ORIGIN_PORT" >"$TMP/pushpin/routes"
+    # The Debian defaults, with our own ports, run and log directories.
+    sed -e "s|^rundir=.*|rundir=$TMP/pushpin/run|" \
+        -e "s|^logdir=.*|logdir=$TMP/pushpin/log|" \
+        -e "s|^http_port=.*|http_port=127.0.0.1:$PUSHPIN_PORT|" \
+        -e "s|^services=.*|services=condure,zurl,pushpin-proxy,pushpin-handler|" \
+        -e "s|^routesfile=.*|routesfile=$TMP/pushpin/routes|" \
+        -e "s|^push_in_http_port=.*|push_in_http_port=$PUSHPIN_PUBLISH_PORT|" \
+        -e "s|^client_maxconn=.*|client_maxconn=$((max_n + 2000))|" \
+        /etc/pushpin/pushpin.conf >"$TMP/pushpin/pushpin.conf"
+    # pushpin-proxy reaches the origin through zurl: run it under the runner, on our rundir.
+    sed -i "0,/^\[proxy\]/s||[proxy]\nzurl_out_specs=ipc://{rundir}/{ipc_prefix}zurl-in\nzurl_out_stream_specs=ipc://{rundir}/{ipc_prefix}zurl-in-stream\nzurl_in_specs=ipc://{rundir}/{ipc_prefix}zurl-out|" \
+        "$TMP/pushpin/pushpin.conf"
+    pushpin --config "$TMP/pushpin/pushpin.conf" >"$TMP/pushpin/pushpin.out" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    wait_port "$PUSHPIN_PUBLISH_PORT" && wait_port "$PUSHPIN_PORT" ||
+        { tail -20 "$TMP/pushpin/pushpin.out" "$TMP/pushpin/log/"* >&2; return 1; }
+    sleep 1
+    SUB="http://127.0.0.1:$PUSHPIN_PORT/sub/{ch}"
+    PUB="http://127.0.0.1:$PUSHPIN_PUBLISH_PORT/publish/"
+    BODY='{"items":[{"channel":"{ch}","formats":{"http-response":{"body":"{\"n\":1}\n"}}}]}'
+    SERVER_PIDS="$(descendants "$SERVER_PID" | paste -sd, -)"
+}
+
+stop_server() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+    sleep 1
+}
+
+field() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k { print $2 }'; }
+
+echo "# bench/longpoll.sh — $(date -u +%Y-%m-%dT%H:%M:%SZ) — $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+declare -A FAN TP
+round=0
+for server in $ACTIVE; do
+    for n in $NS; do
+        round=$((round + 1))
+        "start_$server"
+        ch="fan$round"
+        out="$("$LOADTOOL" fanout --label "$server" --n "$n" --sub "${SUB//\{ch\}/$ch}" \
+            --pub "${PUB//\{ch\}/$ch}" --pub-body "${BODY//\{ch\}/$ch}" --pids "$SERVER_PIDS" \
+            --settle $((2 + n / 5000)) --timeout 30)"
+        echo "fanout $out"
+        FAN[$server.$n]="$out"
+        stop_server
+    done
+    "start_$server"
+    out="$("$LOADTOOL" throughput --label "$server" --sub "$SUB" --pub "$PUB" --pub-body "$BODY" \
+        --channels 100 --per-channel 100 --publishers 4 --duration "$TP_SECS")"
+    echo "throughput $out"
+    TP[$server]="$out"
+    stop_server
+done
+
+echo
+echo "# summary"
+printf '%-9s %7s %7s %12s %9s %9s %9s %9s\n' server N held "KiB/held" "p50 ms" "p99 ms" "max ms" received
+for server in $ACTIVE; do
+    for n in $NS; do
+        o="${FAN[$server.$n]}"
+        printf '%-9s %7s %7s %12s %9s %9s %9s %9s\n' "$server" "$n" "$(field held "$o")" \
+            "$(field kib_per_held "$o")" "$(field p50_ms "$o")" "$(field p99_ms "$o")" \
+            "$(field max_ms "$o")" "$(field received "$o")"
+    done
+done
+echo
+printf '%-9s %14s %16s %22s\n' server "publishes/s" "delivered/s" "delivered/publish"
+for server in $ACTIVE; do
+    o="${TP[$server]}"
+    printf '%-9s %14s %16s %22s\n' "$server" "$(field publish_per_s "$o")" \
+        "$(field delivered_per_s "$o")" "$(field delivered_per_publish "$o")"
+done
