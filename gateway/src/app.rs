@@ -28,6 +28,7 @@ fn start_hub(config: &conf::Config) -> Hub {
         .unwrap_or_else(|error| fail(&format!("cannot start the hub runtime: {error}")));
     let hub = {
         let _entered = runtime.enter();
+        crate::jobs::shared::init(config);
         Hub::start(config)
             .unwrap_or_else(|error| fail(&format!("cannot start the channel hub: {error}")))
     };
@@ -68,7 +69,10 @@ pub fn run(state: State, config_path: PathBuf) -> ! {
     let grace = server_settings.shutdown_grace.get();
     let server_conf = ServerConf {
         threads,
-        work_stealing: server_settings.work_stealing,
+        // One worker has nobody to steal from: Pingora's no-steal flavour (a current-thread
+        // runtime) then saves the multi-thread scheduler's bookkeeping on every wake-up,
+        // ~10-15 % of the CPU per proxied request here (bench/RESULTS.md).
+        work_stealing: server_settings.work_stealing && threads > 1,
         grace_period_seconds: Some(grace.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: server_settings.upstream_keepalive_pool,

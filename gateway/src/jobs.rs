@@ -22,6 +22,7 @@
 //! with several instances, poll the instance that started the job (the Redis backplane does not
 //! carry jobs yet). Gauge: `holdfast_jobs{route,state}` with `running`, `done` and `failed`.
 
+pub mod shared;
 mod store;
 
 use crate::call::{self, answer, CallError, CallOptions, Held, OutboundRequest};
@@ -132,6 +133,9 @@ async fn start(
         return answer::problem(session, ctx, &problem).await;
     };
     let id = job.id.clone();
+    let owner = ctx.identity.as_ref().map(auth::Identity::key);
+    // Mirrored before the 202, so a poll on another instance finds the job at once.
+    shared::started(&id, &route, owner.as_deref(), MIRROR_RUNNING, spec.ttl).await;
     let (pool, options, max_result, ttl) = (
         spec.pool.clone(),
         spec.options.clone(),
@@ -160,6 +164,7 @@ async fn start(
             )),
             Err(error) => JobResult::Failed(error.problem()),
         };
+        shared::finished(&job.id, &route, owner.as_deref(), &result, ttl).await;
         STORE.finish(&job, result, ttl);
     });
     let poll = format!("{}/{id}", spec.prefix);
@@ -211,24 +216,38 @@ async fn poll(
         Err(problem) => return answer::problem(session, ctx, &problem).await,
     };
     let owner = ctx.identity.as_ref().map(auth::Identity::key);
-    let mut waiting = match STORE.lookup(ctx.route_name(), id, owner.as_deref()) {
-        Lookup::Unknown => return answer::problem(session, ctx, &not_found(id)).await,
-        Lookup::Expired => {
-            let problem = Problem::new(
-                410,
-                "job-expired",
-                "Gone",
-                format!("the result of job `{id}` has expired"),
-            );
-            return answer::problem(session, ctx, &problem).await;
-        }
-        Lookup::Found(waiting) => waiting,
+    let route = ctx.route_name().to_owned();
+    let expired = || {
+        Problem::new(
+            410,
+            "job-expired",
+            "Gone",
+            format!("the result of job `{id}` has expired"),
+        )
+    };
+    // A job started here is in the local table; one started on another instance (Redis
+    // backplane) is found in Redis.
+    let local = match STORE.lookup(&route, id, owner.as_deref()) {
+        Lookup::Expired => return answer::problem(session, ctx, &expired()).await,
+        Lookup::Found(waiting) => Some(waiting),
+        Lookup::Unknown => match shared::lookup(id, &route, owner.as_deref()).await {
+            shared::Remote::Unknown => return answer::problem(session, ctx, &not_found(id)).await,
+            shared::Remote::Expired => return answer::problem(session, ctx, &expired()).await,
+            shared::Remote::Done(result) => return send_result(session, ctx, &result).await,
+            shared::Remote::Running => None,
+        },
     };
     if !session.is_body_empty() {
         session.drain_request_body().await?;
     }
     let deadline = tokio::time::Instant::now() + hold;
     let wait = async {
+        let Some(mut waiting) = local else {
+            return match shared::wait(id, &route, owner.as_deref()).await {
+                shared::Remote::Done(result) => Some(Arc::new(result)),
+                _ => None,
+            };
+        };
         loop {
             if let Some(result) = waiting.borrow_and_update().clone() {
                 return Some(result);
@@ -239,23 +258,36 @@ async fn poll(
         }
     };
     match call::hold(runtime, session, deadline, wait).await {
-        Held::Done(Some(result)) => match &*result {
-            JobResult::Answer(upstream) => {
-                let status = upstream.status.to_string();
-                answer::body(
-                    session,
-                    ctx,
-                    200,
-                    upstream.content_type(),
-                    upstream.body.clone(),
-                    &[("holdfast-upstream-status", status)],
-                )
-                .await
-            }
-            JobResult::Failed(problem) => answer::problem(session, ctx, problem).await,
-        },
+        Held::Done(Some(result)) => send_result(session, ctx, &result).await,
         Held::Done(None) | Held::HoldEnded => answer::timeout(session, ctx, false).await,
         Held::Shutdown => answer::timeout(session, ctx, true).await,
         Held::ClientGone => Ok(0),
+    }
+}
+
+/// How long a running job's mirror in Redis lives before its result replaces it.
+const MIRROR_RUNNING: Duration = Duration::from_secs(3600);
+
+/// 200 with the upstream's answer (its status in `Holdfast-Upstream-Status`), or the stored
+/// problem of a failed job.
+async fn send_result(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    result: &JobResult,
+) -> pingora_error::Result<u16> {
+    match result {
+        JobResult::Answer(upstream) => {
+            let status = upstream.status.to_string();
+            answer::body(
+                session,
+                ctx,
+                200,
+                upstream.content_type(),
+                upstream.body.clone(),
+                &[("holdfast-upstream-status", status)],
+            )
+            .await
+        }
+        JobResult::Failed(problem) => answer::problem(session, ctx, problem).await,
     }
 }

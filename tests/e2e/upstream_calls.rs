@@ -787,3 +787,83 @@ routes:
     assert_eq!(&seen[0].body[..], br#"{"user_input":"Hello"}"#);
     assert_eq!(seen[0].header("x-mapped"), Some("yes"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_started_on_one_instance_is_polled_on_another_through_redis() {
+    let redis = holdfast_tests::RedisServer::start().await;
+    let ai = chat_completions(Duration::from_millis(700)).await;
+    let config = gateway_config(
+        &[("ai", &ai)],
+        r#"  - name: ai-jobs
+    match: { prefix: /ai/jobs }
+    auth: { provider: main, scopes: [ai:read] }
+    job: { upstream: ai, ttl: 2s, timeout: 5s }"#,
+    )
+    .replace(
+        "server: {",
+        &format!(
+            "backplane: {{ redis: {{ url: \"{}\" }} }}\nserver: {{",
+            redis.url()
+        ),
+    );
+    let a = Holdfast::start(&config).await;
+    let b = Holdfast::start(&config).await;
+    let client = reqwest::Client::new();
+    let alice = token("alice");
+    let response = client
+        .post(a.url("/ai/jobs"))
+        .bearer_auth(&alice)
+        .json(&json!({"query": "Get the most recent updates."}))
+        .send()
+        .await
+        .expect("start on A");
+    assert_eq!(response.status(), 202);
+    let poll = response.json::<Value>().await.expect("json")["poll"]
+        .as_str()
+        .expect("poll")
+        .to_owned();
+
+    // On B, while A still runs it: held, then 204 at the client's wait.
+    let response = client
+        .get(b.url(&format!("{poll}?wait=0.1")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("poll on B");
+    assert_eq!(response.status(), 204);
+    // Another identity does not see it on B either.
+    let (status, body) = problem(
+        client
+            .get(b.url(&poll))
+            .bearer_auth(token("bob"))
+            .send()
+            .await
+            .expect("bob"),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    // Held on B until A finishes: 200 with the upstream's answer.
+    let response = client
+        .get(b.url(&format!("{poll}?wait=5")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("poll on B");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["holdfast-upstream-status"], "200");
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "Updates for: Get the most recent updates."
+    );
+    // After the ttl (2 s), B says it expired.
+    let gone = async || {
+        client
+            .get(b.url(&poll))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 410)
+    };
+    holdfast_tests::eventually(Duration::from_secs(10), "the job to expire on B", gone).await;
+}
