@@ -19,6 +19,7 @@
 # Run:    bench/proxy.sh                  (from anywhere; ~2 min with the defaults)
 # Knobs:  DURATION=10 WARMUP=2 ROUNDS=2 CONNS=64 WRK_THREADS=2 PORT_BASE=28400
 #         HOLDFAST_BIN=path/to/holdfast   (default: target/release/holdfast, built if missing)
+#         METHOD=GET  drives a bodiless GET instead of the JSON POST
 #         PIN=1  pins the proxy under test to CPU 0 and wrk + origin to the other CPUs (taskset)
 #         RUST_LOG (default `warn` for Holdfast during the run)
 # Needs:  nginx, haproxy, wrk (Debian packages `nginx haproxy wrk`; installed with apt-get when
@@ -35,6 +36,7 @@ CONNS="${CONNS:-64}"
 WRK_THREADS="${WRK_THREADS:-2}"
 PORT_BASE="${PORT_BASE:-28400}"
 PIN="${PIN:-0}"
+METHOD="${METHOD:-POST}"
 ORIGIN_PORT=$PORT_BASE
 ORIGIN_STATUS_PORT=$((PORT_BASE + 1))
 HOLDFAST_PORT=$((PORT_BASE + 2))
@@ -202,11 +204,18 @@ RUST_LOG="${RUST_LOG:-warn}" "${pin_proxy[@]}" "$HOLDFAST_BIN" run -c "$TMP/hold
     2>"$TMP/holdfast.log" &
 PIDS+=($!)
 
-cat >"$TMP/post.lua" <<'EOF'
+if [ "$METHOD" = GET ]; then
+    cat >"$TMP/post.lua" <<'EOF'
+wrk.method = "GET"
+wrk.headers["Accept"] = "application/json"
+EOF
+else
+    cat >"$TMP/post.lua" <<'EOF'
 wrk.method = "POST"
 wrk.body = '{"model":"m","prompt":"hello"}'
 wrk.headers["Content-Type"] = "application/json"
 EOF
+fi
 
 wait_port() {
     local port=$1 i
@@ -259,7 +268,7 @@ run_wrk() { # name port -> "rps p50 p99 origin_conns errors"
 }
 
 echo "# bench/proxy.sh — $(date -u +%Y-%m-%dT%H:%M:%SZ) — $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s --latency (POST, 30-byte JSON body), warm-up ${WARMUP}s, pin=$PIN"
+echo "# wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s --latency ($METHOD; POST carries a 30-byte JSON body), warm-up ${WARMUP}s, pin=$PIN"
 printf '%-6s %-9s %12s %9s %9s %13s %7s\n' round proxy "req/s" "p50 ms" "p99 ms" "origin conns" errors
 declare -A SUM_RPS SUM_P99
 for name in holdfast nginx haproxy; do SUM_RPS[$name]=0; SUM_P99[$name]=0; done

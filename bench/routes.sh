@@ -9,6 +9,10 @@
 #   /es256   JWT ES256 (PEM public key)                            issue 3
 #   /mapped  five mapping rules: 2 header, 1 query, 2 JSON body    issue 4
 #   /both    JWT HS256 + the five rules                            design.md §7
+#   /limited two rate limits (per IP and per Authorization header, never exceeded) with the
+#            access log on (to a file)                             issue 9
+# The access log is process-wide, so /limited is served by a second Holdfast (one worker
+# thread, same origin, port PORT_BASE+3) with `access_log:` set; the first one logs nothing.
 # Every token is the same for the whole run, so the verified-token cache is what is measured
 # (a repeated token pays the signature check once; the criterion benches in auth/benches give
 # the uncached per-verification cost). It prints req/s and p99 per route and each route's
@@ -30,6 +34,8 @@ PORT_BASE="${PORT_BASE:-28500}"
 ORIGIN_PORT=$PORT_BASE
 HOLDFAST_PORT=$((PORT_BASE + 1))
 HOLDFAST_ADMIN_PORT=$((PORT_BASE + 2))
+LIMITED_PORT=$((PORT_BASE + 3))
+LIMITED_ADMIN_PORT=$((PORT_BASE + 4))
 SECRET="an-hmac-secret-of-at-least-32-bytes!"
 TESTDATA="$ROOT/auth/src/testdata"
 
@@ -50,7 +56,7 @@ if [ ! -x "$HOLDFAST_BIN" ]; then
     (cd "$ROOT" && cargo build --release -p holdfast >&2)
 fi
 
-for port in $ORIGIN_PORT $HOLDFAST_PORT $HOLDFAST_ADMIN_PORT; do
+for port in $ORIGIN_PORT $HOLDFAST_PORT $HOLDFAST_ADMIN_PORT $LIMITED_PORT $LIMITED_ADMIN_PORT; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         echo "127.0.0.1:$port is taken; pick other ports with PORT_BASE=…" >&2
         exit 1
@@ -115,16 +121,38 @@ JWT="issuer: https://id.bench, audiences: [holdfast]"
 "$HOLDFAST_BIN" check "$TMP/holdfast.yaml" >/dev/null
 RUST_LOG="${RUST_LOG:-warn}" "$HOLDFAST_BIN" run -c "$TMP/holdfast.yaml" 2>"$TMP/holdfast.log" &
 PIDS+=($!)
+{
+    echo "listen: 127.0.0.1:$LIMITED_PORT"
+    echo "admin: 127.0.0.1:$LIMITED_ADMIN_PORT"
+    echo "server: { threads: 1, shutdown_grace: 1s, watch_interval: 0s }"
+    echo "access_log: { path: $TMP/access.log }"
+    echo "upstreams:"
+    echo "  origin: { targets: [127.0.0.1:$ORIGIN_PORT], timeout: 10s }"
+    echo "routes:"
+    echo "  - name: limited"
+    echo "    match: { path: /limited }"
+    echo "    rate_limits:"
+    echo "      - { key: ip, rate: 1000000/s }"
+    echo "      - { key: header.authorization, rate: 1000000000/h }"
+    echo "    upstream: origin"
+} >"$TMP/limited.yaml"
+"$HOLDFAST_BIN" check "$TMP/limited.yaml" >/dev/null
+RUST_LOG="${RUST_LOG:-warn}" "$HOLDFAST_BIN" run -c "$TMP/limited.yaml" 2>"$TMP/limited.log" &
+PIDS+=($!)
 
 mapfile -t TOKENS < <(python3 "$ROOT/bench/mint_tokens.py" "$SECRET" "$TESTDATA/rsa.key" "$TESTDATA/p256.key")
 declare -A TOKEN=([plain]="${TOKENS[0]}" [hs256]="${TOKENS[0]}" [rs256]="${TOKENS[1]}"
-    [es256]="${TOKENS[2]}" [mapped]="${TOKENS[0]}" [both]="${TOKENS[0]}")
+    [es256]="${TOKENS[2]}" [mapped]="${TOKENS[0]}" [both]="${TOKENS[0]}" [limited]="${TOKENS[0]}")
+declare -A PORT=([limited]=$LIMITED_PORT)
+port_of() { echo "${PORT[$1]:-$HOLDFAST_PORT}"; }
 
 # A 1 KiB JSON body in the seed's shape.
 BODY="$(python3 -c 'import json; print(json.dumps({"inputText": "Hello", "requirement": "new data", "history": ["x" * 60] * 14}))')"
-for _ in $(seq 1 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$HOLDFAST_PORT/plain" && break
-    sleep 0.1
+for port in $HOLDFAST_PORT $LIMITED_PORT; do
+    for _ in $(seq 1 100); do
+        curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+        sleep 0.1
+    done
 done
 
 lua_for() { # route -> the path of its wrk script
@@ -142,13 +170,13 @@ to_ms() {
         else { sub(/s$/, "", v); printf "%.3f", v * 1000 } }'
 }
 
-ROUTES=(plain hs256 rs256 es256 mapped both)
+ROUTES=(plain hs256 rs256 es256 mapped both limited)
 for route in "${ROUTES[@]}"; do
     code="$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "authorization: Bearer ${TOKEN[$route]}" \
-        -H 'content-type: application/json' -d "$BODY" "http://127.0.0.1:$HOLDFAST_PORT/$route")"
+        -H 'content-type: application/json' -d "$BODY" "http://127.0.0.1:$(port_of "$route")/$route")"
     if [ "$code" != 200 ]; then
         echo "/$route answers $code, not 200" >&2
-        tail -5 "$TMP/holdfast.log" >&2
+        tail -5 "$TMP/holdfast.log" "$TMP/limited.log" >&2
         exit 1
     fi
 done
@@ -161,7 +189,7 @@ printf '%-6s %-8s %10s %9s %8s\n' round route "req/s" "p99 ms" errors
 for round in $(seq 1 "$ROUNDS"); do
     for route in "${ROUTES[@]}"; do
         lua="$(lua_for "$route")"
-        url="http://127.0.0.1:$HOLDFAST_PORT"
+        url="http://127.0.0.1:$(port_of "$route")"
         wrk -t"$WRK_THREADS" -c"$CONNS" -d"${WARMUP}s" -s "$lua" "$url" >/dev/null
         out="$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$lua" "$url")"
         rps="$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"

@@ -23,6 +23,10 @@ pub struct Config {
     pub server: Server,
     #[serde(default)]
     pub limits: Limits,
+    /// Peers whose `X-Forwarded-For` is believed (addresses or CIDRs such as `10.0.0.0/8`): a
+    /// rate limit keyed by `ip` uses the right-most address that is not one of them.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     #[serde(default)]
     pub backplane: Backplane,
     #[serde(default)]
@@ -77,8 +81,18 @@ pub struct Limits {
     pub max_header_bytes: ByteSize,
     /// Number of request headers; over it: 431.
     pub max_headers: usize,
-    /// Request bodies the gateway reads itself (publish, mapped JSON); over it: 413.
+    /// Request bodies, proxied or read by the gateway (publish, mapped JSON): refused by
+    /// `Content-Length` before reading and while streaming; over it: 413.
     pub max_body: ByteSize,
+    /// The request target (path and query); over it: 414.
+    pub max_url_bytes: ByteSize,
+    /// The time a client has to send the whole request head, from its first byte (from the
+    /// connection's start for a new connection); past it: 408 and the connection is closed.
+    pub header_timeout: Duration,
+    /// The time a client has to send the whole request body; past it: 408.
+    pub body_timeout: Duration,
+    /// How long an idle keep-alive connection waits for its next request.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -87,6 +101,10 @@ impl Default for Limits {
             max_header_bytes: ByteSize::kib(32),
             max_headers: 100,
             max_body: ByteSize::mib(1),
+            max_url_bytes: ByteSize::kib(8),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }

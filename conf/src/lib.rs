@@ -16,6 +16,7 @@ mod config;
 mod duration;
 mod env;
 mod error;
+pub mod limits;
 mod load;
 mod locate;
 pub mod mapping;
@@ -32,6 +33,7 @@ pub use config::{AccessLog, Backplane, Config, Cors, Limits, RedisBackplane, Ser
 pub use duration::Duration;
 pub use env::EnvString;
 pub use error::{ConfigError, ConfigErrors, FieldError};
+pub use limits::{parse_cidr, Concurrency, KeySource, Rate, RateLimit};
 pub use load::{load, load_str};
 pub use route::{Match, Route, RouteAction};
 pub use schema::schema;

@@ -129,7 +129,7 @@ fn refine_position(text: &str, at: (usize, usize), message: &str) -> (usize, usi
 fn merge(parts: Vec<Config>) -> Result<Config, ConfigErrors> {
     let mut merged = Config::default();
     let mut errors = Vec::new();
-    let mut setter: [Option<PathBuf>; 7] = Default::default();
+    let mut setter: [Option<PathBuf>; 8] = Default::default();
     for part in parts {
         let file_index = merged.origin.files.len();
         let (file, positions) = part.origin.files.into_iter().next().unwrap_or_default();
@@ -141,6 +141,7 @@ fn merge(parts: Vec<Config>) -> Result<Config, ConfigErrors> {
             "backplane",
             "channels",
             "access_log",
+            "trusted_proxies",
         ];
         for (slot, key) in scalar_keys.iter().enumerate() {
             if positions.find(key).is_none() {
@@ -164,6 +165,7 @@ fn merge(parts: Vec<Config>) -> Result<Config, ConfigErrors> {
                 "limits" => merged.limits = part.limits.clone(),
                 "backplane" => merged.backplane = part.backplane.clone(),
                 "access_log" => merged.access_log = part.access_log.clone(),
+                "trusted_proxies" => merged.trusted_proxies = part.trusted_proxies.clone(),
                 _ => merged.channels = part.channels.clone(),
             }
         }

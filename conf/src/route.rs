@@ -31,6 +31,12 @@ pub struct Route {
     pub max_body: Option<ByteSize>,
     #[serde(default)]
     pub cors: Option<Cors>,
+    /// Rate limits, all of which a request must pass (e.g. `10/s` per IP and `1000/h` per user).
+    #[serde(default)]
+    pub rate_limits: Vec<crate::RateLimit>,
+    /// Caps on requests in flight (held polls included), route-wide and per key.
+    #[serde(default)]
+    pub concurrency: Option<crate::Concurrency>,
     /// Call several upstreams concurrently and merge their answers.
     #[serde(default)]
     pub fanin: Option<Fanin>,

@@ -195,6 +195,85 @@ fn check_routes(config: &Config, errors: &mut Vec<FieldError>) {
             }
         }
         check_action(config, route, &at, &captures, errors);
+        check_limits(route, &at, errors);
+    }
+    for (i, proxy) in config.trusted_proxies.iter().enumerate() {
+        if let Err(message) = crate::parse_cidr(proxy) {
+            errors.push(FieldError::new(format!("trusted_proxies[{i}]"), message));
+        }
+    }
+    if config.limits.header_timeout.get().is_zero() {
+        errors.push(FieldError::new(
+            "limits.header_timeout",
+            "must be more than 0s",
+        ));
+    }
+}
+
+/// Rate and concurrency limits: parsable rates and keys, and keys that need auth on routes
+/// that have it.
+fn check_limits(route: &crate::Route, at: &str, errors: &mut Vec<FieldError>) {
+    let mut key_check = |key: &str, path: String| match crate::KeySource::parse(key) {
+        Ok(source) if source.needs_auth() && route.auth.is_none() => errors.push(FieldError::new(
+            path,
+            format!("key `{key}` needs the route's `auth`"),
+        )),
+        Ok(_) => {}
+        Err(message) => errors.push(FieldError::new(path, message)),
+    };
+    for (j, limit) in route.rate_limits.iter().enumerate() {
+        key_check(&limit.key, format!("{at}.rate_limits[{j}].key"));
+    }
+    if let Some(concurrency) = &route.concurrency {
+        key_check(&concurrency.key, format!("{at}.concurrency.key"));
+        for (field, value) in [
+            ("max_in_flight", concurrency.max_in_flight),
+            ("max_per_key", concurrency.max_per_key),
+        ] {
+            if value == Some(0) {
+                errors.push(FieldError::new(
+                    format!("{at}.concurrency.{field}"),
+                    "must be at least 1",
+                ));
+            }
+        }
+    }
+    if route.rate_limits.len() > 8 {
+        errors.push(FieldError::new(
+            format!("{at}.rate_limits"),
+            "a route takes at most 8 rate limits",
+        ));
+    }
+    let mut names = HashSet::new();
+    for (j, limit) in route.rate_limits.iter().enumerate() {
+        let path = format!("{at}.rate_limits[{j}]");
+        if let Err(message) = crate::Rate::parse(&limit.rate) {
+            errors.push(FieldError::new(format!("{path}.rate"), message));
+        }
+        if limit.burst == Some(0) {
+            errors.push(FieldError::new(
+                format!("{path}.burst"),
+                "must be at least 1",
+            ));
+        }
+        let name = limit.policy_name();
+        let plain = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
+        if !plain {
+            errors.push(FieldError::new(
+                format!("{path}.name"),
+                format!("`{name}` must be 1–64 printable characters without quotes or backslashes"),
+            ));
+        }
+        if !names.insert(name.clone()) {
+            errors.push(FieldError::new(
+                format!("{path}.name"),
+                format!("two rate limits of this route are named `{name}`; give one a `name`"),
+            ));
+        }
     }
 }
 

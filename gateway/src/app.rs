@@ -10,6 +10,7 @@ use crate::reload::{HealthChecks, Reloader};
 use crate::runtime::Runtime;
 use crate::state::State;
 use pingora_core::apps::http_app::HttpServer;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
@@ -53,6 +54,11 @@ fn start_hub(config: &conf::Config) -> Hub {
     hub
 }
 
+/// No L4 read buffer on the proxy listener (reads go straight into the HTTP session's
+/// buffers), and Pingora's default 1460-byte write buffer.
+const DOWNSTREAM_READ_BUFFER: usize = 0;
+const DOWNSTREAM_WRITE_BUFFER: usize = 1460;
+
 fn fail(message: &str) -> ! {
     tracing::error!("{message}");
     std::process::exit(2)
@@ -91,15 +97,31 @@ pub fn run(state: State, config_path: PathBuf) -> ! {
         })
     });
     let runtime = Arc::new(Runtime::new(state, config_path, hub, access_log));
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway {
+    // The proxy behind the slow-client guard (limits/slow_client.rs), which bounds the time to
+    // receive a request head — something Pingora's own HTTP/1 loop does not do.
+    let mut proxy = Service::new(
+        "holdfast".to_owned(),
+        crate::limits::slow_client::Guarded {
+            proxy: Arc::new(pingora_proxy::http_proxy(
+                &server.configuration,
+                Gateway {
+                    runtime: runtime.clone(),
+                },
+            )),
             runtime: runtime.clone(),
         },
-        "holdfast",
     );
     for address in &config.listen {
-        proxy.add_tcp(address);
+        // Pingora's default 64 KiB L4 read buffer per downstream connection is most of what a
+        // held long-poll costs in memory (it is allocated zeroed and stays resident while the
+        // poll is held), and on small requests it only adds a copy: the HTTP/1 session reads
+        // the head into its own buffer, and bodies into theirs. See bench/RESULTS.md.
+        proxy.add_listener(
+            ListenerConfig::tcp(address.as_str()).l4_buffer(L4BufferSettings::new(
+                DOWNSTREAM_READ_BUFFER,
+                DOWNSTREAM_WRITE_BUFFER,
+            )),
+        );
     }
     server.add_service(proxy);
 

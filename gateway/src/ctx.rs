@@ -30,6 +30,12 @@ pub struct RequestCtx {
     pub identity: Option<auth::Identity>,
     pub auth_upstream: crate::authn::Upstream,
     pub mapped: crate::mapped::MappedState,
+    /// The route's in-flight slots, released when the request ends.
+    pub in_flight: Option<crate::limits::InFlightGuard>,
+    /// Request body bytes streamed so far (proxied routes, for `max_body`).
+    pub body_bytes: u64,
+    /// A limit refused the request while its body streamed: the answer to give.
+    pub rejected: Option<crate::problem::Problem>,
     _in_flight: crate::runtime::InFlight,
 }
 
@@ -51,6 +57,9 @@ impl RequestCtx {
             identity: None,
             auth_upstream: Default::default(),
             mapped: Default::default(),
+            in_flight: None,
+            body_bytes: 0,
+            rejected: None,
             _in_flight: crate::runtime::InFlight::start(),
         }
     }

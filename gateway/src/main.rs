@@ -22,6 +22,7 @@ mod fanin;
 mod jobs;
 mod jwks;
 mod labels;
+mod limits;
 mod longpoll;
 mod mapped;
 mod metrics;

@@ -31,6 +31,10 @@ pub struct Metrics {
     pub fanin_responses: IntCounterVec,
     pub coalesced: IntCounterVec,
     pub jobs: IntGaugeVec,
+    pub ratelimit_rejections: IntCounterVec,
+    pub limit_rejections: IntCounterVec,
+    pub ratelimit_backend: IntGaugeVec,
+    pub ratelimit_fallbacks: prometheus::IntCounter,
 }
 
 /// The process-wide metrics.
@@ -113,6 +117,14 @@ impl Metrics {
             jobs: gauge(&r, "holdfast_jobs", "Jobs this instance keeps, by route and state (running, done, failed).", &["route", "state"]),
             upstream_healthy: gauge(&r, "holdfast_upstream_healthy_targets", "Targets of an upstream that pass their health check.", &["upstream"]),
             mapping_failures: counter(&r, "holdfast_mapping_failures_total", "Requests refused and upstream responses not delivered because the route's mapping rules failed, by route.", &["route"]),
+            ratelimit_rejections: counter(&r, "holdfast_ratelimit_rejections_total", "Requests refused with 429 by a rate limit, by route and limit (the limit's policy name).", &["route", "limit"]),
+            limit_rejections: counter(&r, "holdfast_limit_rejections_total", "Requests refused by a size, time or concurrency limit, by route and kind (header, body, url, slow_client, concurrency).", &["route", "kind"]),
+            ratelimit_backend: gauge(&r, "holdfast_ratelimit_backend", "1 for the store rate limits use right now: redis (shared) or local (this instance only).", &["backend"]),
+            ratelimit_fallbacks: {
+                let c = prometheus::IntCounter::new("holdfast_ratelimit_fallbacks_total", "Rate-limit checks done locally because Redis was unreachable.").unwrap_or_else(|e| panic!("{e}"));
+                r.register(Box::new(c.clone())).unwrap_or_else(|e| panic!("{e}"));
+                c
+            },
             registry: r,
         };
         metrics

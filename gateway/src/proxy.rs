@@ -8,7 +8,7 @@ use crate::problem::Problem;
 use crate::request_checks::check_head;
 use crate::routes::{Action, Lookup};
 use crate::runtime::Runtime;
-use crate::{authn, channels, cors, labels, mapped};
+use crate::{authn, channels, cors, labels, limits, mapped};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -34,7 +34,12 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let state = self.runtime.state.load_full();
         ctx.request_id = Some(request_id(session.req_header()));
-        if let Some(problem) = check_head(session, state.max_headers, state.max_header_bytes) {
+        if let Some(problem) = check_head(
+            session,
+            state.max_headers,
+            state.max_header_bytes,
+            state.max_url_bytes,
+        ) {
             return answer(session, ctx, &problem).await;
         }
         let header = session.req_header();
@@ -75,11 +80,23 @@ impl ProxyHttp for Gateway {
         };
         ctx.route = Some(route.clone());
         ctx.captures = captures;
-        ctx.state = Some(state);
+        ctx.state = Some(state.clone());
         if let Some(requirement) = &route.auth {
             if let Err(problem) = authn::authenticate(session, ctx, requirement) {
                 return answer(session, ctx, &problem).await;
             }
+        }
+        if let Some(limits) = &route.limits {
+            let (limiter, trusted) = (&self.runtime.limiter, &state.trusted_proxies);
+            if let Some(problem) = limits::admit(limiter, trusted, limits, session, ctx).await {
+                return answer(session, ctx, &problem).await;
+            }
+        }
+        if matches!(route.action, Action::Proxy(_))
+            && !limits::mapping_reads_body(&route)
+            && limits::declared_length(session).is_some_and(|length| length > route.max_body)
+        {
+            return answer(session, ctx, &limits::body_too_large(route.max_body)).await;
         }
         if let Some(mapping) = &route.mapping {
             let identity = ctx.identity.clone();
@@ -188,6 +205,14 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let (Some(chunk), Some(state)) = (body.as_ref(), &ctx.state) {
+            let body_timeout = state.config.limits.body_timeout.get();
+            if let Some(problem) = limits::count_body(ctx, chunk.len(), body_timeout) {
+                let status = problem.status;
+                ctx.rejected = Some(problem);
+                return Error::e_explain(ErrorType::HTTPStatus(status), "request body limit");
+            }
+        }
         mapped::request_body(body, end_of_stream, ctx)
     }
 
@@ -244,6 +269,7 @@ impl ProxyHttp for Gateway {
             .map_or("the upstream", |pool| &pool.name)
             .to_owned();
         let problem = match (e.esource(), e.etype()) {
+            _ if ctx.rejected.is_some() => ctx.rejected.take(),
             (_, ErrorType::HTTPStatus(code)) => Some(Problem::new(
                 *code,
                 "error",
@@ -318,6 +344,12 @@ impl ProxyHttp for Gateway {
             log.record(session, ctx, status);
         }
         let route = ctx.route_name();
+        if let Some(kind) = ctx.answered.and_then(limits::rejection_kind) {
+            METRICS
+                .limit_rejections
+                .with_label_values(&[route, kind])
+                .inc();
+        }
         let method = labels::method(&session.req_header().method);
         METRICS
             .requests

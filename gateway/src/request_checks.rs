@@ -1,4 +1,5 @@
-//! Checks on the request head that run before routing: header count and size (431), and
+//! Checks on the request head that run before routing: target length (414), header count and
+//! size (431), and
 //! ambiguous framing — `Content-Length` together with `Transfer-Encoding` is refused outright
 //! (RFC 9112 §6.1 allows it; a gateway that forwards it invites request smuggling).
 
@@ -10,8 +11,18 @@ pub fn check_head(
     session: &Session,
     max_headers: usize,
     max_header_bytes: usize,
+    max_url_bytes: usize,
 ) -> Option<Problem> {
     let header = session.req_header();
+    let target = header.raw_path().len();
+    if target > max_url_bytes {
+        return Some(Problem::new(
+            414,
+            "uri-too-long",
+            "URI Too Long",
+            format!("the request target is longer than {max_url_bytes} bytes"),
+        ));
+    }
     if header.headers.len() > max_headers {
         return Some(too_large(format!(
             "the request has more than {max_headers} headers"

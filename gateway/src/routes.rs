@@ -40,6 +40,8 @@ pub struct CompiledRoute {
     pub auth: Option<Arc<auth::RouteRequirement>>,
     /// The route's `map:` rules, compiled.
     pub mapping: Option<Arc<mapping::RouteMapping>>,
+    /// Rate and concurrency limits; `None` when the route has none.
+    pub limits: Option<Arc<crate::limits::RouteLimits>>,
 }
 
 impl CompiledRoute {
@@ -160,6 +162,7 @@ impl RouteTable {
                 max_body: route.max_body.unwrap_or(config.limits.max_body).get(),
                 has_captures,
                 cors: route.cors.clone(),
+                limits: crate::limits::RouteLimits::compile(route),
             }));
             let add = |tree: &mut PathTree| {
                 for pattern in patterns(&route.matcher) {

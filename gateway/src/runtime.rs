@@ -16,6 +16,8 @@ pub struct Runtime {
     pub access_log: Option<crate::access_log::AccessLog>,
     /// Channel settings fixed at start (the hub's buffers are sized by them).
     pub channels: conf::Channels,
+    /// Rate-limit counts, kept across reloads.
+    pub limiter: crate::limits::Limiter,
     held: AtomicUsize,
     /// Becomes true once on SIGTERM; held polls answer at once when it does.
     shutdown: watch::Sender<bool>,
@@ -33,6 +35,7 @@ impl Runtime {
         Self {
             access_log,
             channels: state.config.channels.clone(),
+            limiter: crate::limits::Limiter::start(&state.config),
             state: ArcSwap::from_pointee(state),
             config_path,
             hub,

@@ -17,6 +17,8 @@ pub struct State {
     pub pools: Vec<Arc<Pool>>,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    pub max_url_bytes: usize,
+    pub trusted_proxies: crate::limits::TrustedProxies,
 }
 
 /// Load, validate and compile the config at `path`: every step `holdfast check` runs too.
@@ -78,6 +80,8 @@ pub fn compile(config: Config, previous: Option<&State>) -> Result<State, Config
         (Some(routes), Some(auth)) if errors.is_empty() => Ok(State {
             max_header_bytes: config.limits.max_header_bytes.as_usize(),
             max_headers: config.limits.max_headers,
+            max_url_bytes: config.limits.max_url_bytes.as_usize(),
+            trusted_proxies: crate::limits::TrustedProxies::compile(&config.trusted_proxies),
             config: Arc::new(config),
             auth,
             routes,

@@ -5,6 +5,7 @@ mod access_log;
 mod auth;
 mod config;
 mod deploy;
+mod limits;
 mod longpoll;
 mod mapping;
 mod proxy;

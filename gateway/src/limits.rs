@@ -1,0 +1,418 @@
+//! Traffic protection on the request path (issue 9): per-route rate limits (GCRA, local or
+//! shared through Redis), in-flight caps (route-wide and per key), the body-size limit for
+//! proxied requests, and the slow-client guard that bounds the time to receive a request head.
+//!
+//! Everything decidable at load is compiled into [`RouteLimits`] (parsed rates, key sources,
+//! the `RateLimit-Policy` value); a route without limits has `None` there and pays one branch.
+//!
+//! Files: `gcra` (the algorithm and the local store), `redis` (the shared store), `client_ip`
+//! (trusted proxies), `concurrency` (in-flight caps), `slow_client` (the header timeout).
+
+mod client_ip;
+mod concurrency;
+mod gcra;
+mod redis;
+pub mod slow_client;
+
+pub use client_ip::TrustedProxies;
+pub use concurrency::InFlightGuard;
+
+use crate::ctx::RequestCtx;
+use crate::metrics::METRICS;
+use crate::problem::Problem;
+use concurrency::{InFlight, Refused};
+use conf::KeySource;
+use gcra::Decision;
+use pingora_proxy::Session;
+use std::borrow::Cow;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// One compiled rate limit.
+struct RateRule {
+    key: KeySource,
+    /// Nanoseconds between two requests at the steady rate.
+    emission: u64,
+    /// `emission × burst`.
+    tolerance: u64,
+    /// The policy name: header value and metric label.
+    name: Arc<str>,
+    /// Identifies the limit in the stores: route name, policy name and rate.
+    id: Arc<str>,
+}
+
+/// A route's compiled limits.
+pub struct RouteLimits {
+    rates: Vec<RateRule>,
+    /// `RateLimit-Policy`, rendered once.
+    policy: String,
+    in_flight: Option<(Arc<InFlight>, KeySource)>,
+}
+
+impl RouteLimits {
+    /// Compiles a validated route's limits; `None` when it has none.
+    pub fn compile(route: &conf::Route) -> Option<Arc<Self>> {
+        if route.rate_limits.is_empty() && route.concurrency.is_none() {
+            return None;
+        }
+        let mut rates = Vec::with_capacity(route.rate_limits.len());
+        let mut policy = Vec::with_capacity(route.rate_limits.len());
+        for limit in &route.rate_limits {
+            let (Ok(rate), Ok(key)) =
+                (conf::Rate::parse(&limit.rate), KeySource::parse(&limit.key))
+            else {
+                continue; // refused by conf::validate
+            };
+            let window = u64::try_from(rate.window.as_nanos()).unwrap_or(u64::MAX);
+            let emission = (window / rate.count).max(1);
+            let burst = limit.burst.unwrap_or(rate.count).max(1);
+            let name: Arc<str> = Arc::from(limit.policy_name());
+            policy.push(format!(
+                "\"{name}\";q={};w={}",
+                rate.count,
+                rate.window.as_secs_f64().ceil().max(1.0) as u64
+            ));
+            rates.push(RateRule {
+                key,
+                emission,
+                tolerance: emission.saturating_mul(burst),
+                id: Arc::from(format!("{}:{}:{}/{}", route.name, name, rate.count, window)),
+                name,
+            });
+        }
+        let in_flight = route.concurrency.as_ref().and_then(|c| {
+            let key = KeySource::parse(&c.key).ok()?;
+            Some((Arc::new(InFlight::new(c.max_in_flight, c.max_per_key)), key))
+        });
+        Some(Arc::new(Self {
+            rates,
+            policy: policy.join(", "),
+            in_flight,
+        }))
+    }
+}
+
+/// The process-wide rate-limit stores; kept across reloads so a reload does not reset counts.
+pub struct Limiter {
+    local: gcra::Store,
+    redis: Option<redis::RedisLimits>,
+    hasher: std::hash::RandomState,
+}
+
+impl Limiter {
+    /// Local limits, or Redis-shared ones with `backplane: redis`.
+    pub fn start(config: &conf::Config) -> Self {
+        METRICS
+            .ratelimit_backend
+            .with_label_values(&["local"])
+            .set(1);
+        let redis = match &config.backplane {
+            conf::Backplane::Redis(settings) => start_redis(settings),
+            conf::Backplane::Memory => None,
+        };
+        Self {
+            local: gcra::Store::default(),
+            redis,
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+}
+
+/// The Redis connection manager's driver needs a runtime that lives as long as the process.
+fn start_redis(settings: &conf::RedisBackplane) -> Option<redis::RedisLimits> {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("holdfast-ratelimit")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the rate-limit runtime: limits stay local");
+            return None;
+        }
+    };
+    let limits = {
+        let _entered = runtime.enter();
+        redis::RedisLimits::connect(settings)
+    };
+    // Deliberately leaked, like the hub's runtime: it lives as long as the process.
+    std::mem::forget(runtime);
+    match limits {
+        Ok(limits) => Some(limits),
+        Err(error) => {
+            tracing::error!(%error, "cannot use Redis for rate limits: limits stay local");
+            None
+        }
+    }
+}
+
+/// A key's value, borrowed from the request where possible.
+enum KeyValue<'a> {
+    Ip(IpAddr),
+    Text(Cow<'a, str>),
+    Bytes(&'a [u8]),
+}
+
+impl KeyValue<'_> {
+    fn hash_with(&self, hasher: &mut impl Hasher) {
+        match self {
+            Self::Ip(ip) => ip.hash(hasher),
+            Self::Text(text) => text.as_bytes().hash(hasher),
+            Self::Bytes(bytes) => bytes.hash(hasher),
+        }
+    }
+
+    fn append_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Ip(ip) => out.extend_from_slice(ip.to_string().as_bytes()),
+            Self::Text(text) => out.extend_from_slice(text.as_bytes()),
+            Self::Bytes(bytes) => out.extend_from_slice(bytes),
+        }
+    }
+}
+
+/// The client address after trusted proxies (the peer for a non-inet peer: `0.0.0.0`).
+pub fn client_ip(session: &Session, trusted: &TrustedProxies) -> IpAddr {
+    let peer = session
+        .client_addr()
+        .and_then(|addr| addr.as_inet())
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let forwarded = session
+        .req_header()
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(http::HeaderValue::as_bytes);
+    trusted.client(peer, forwarded)
+}
+
+/// The value of `source` for this request; a missing header, claim or identity falls back to
+/// the client address (so leaving the header out never escapes the limit).
+fn key_value<'a>(
+    source: &KeySource,
+    session: &'a Session,
+    ctx: &'a RequestCtx,
+    trusted: &TrustedProxies,
+) -> (u8, KeyValue<'a>) {
+    let found = match source {
+        KeySource::Ip => None,
+        KeySource::Identity => ctx
+            .identity
+            .as_ref()
+            .map(|identity| KeyValue::Text(Cow::Owned(identity.key()))),
+        KeySource::Claim(path) => ctx
+            .identity
+            .as_ref()
+            .and_then(|identity| identity.claims().text(path))
+            .map(KeyValue::Text),
+        KeySource::Header(name) => session
+            .req_header()
+            .headers
+            .get(name.as_str())
+            .map(|value| KeyValue::Bytes(value.as_bytes())),
+    };
+    match found {
+        Some(value) => (1, value),
+        None => (0, KeyValue::Ip(client_ip(session, trusted))),
+    }
+}
+
+/// Applies the route's limits; on success the in-flight guard goes into `ctx`.
+pub async fn admit(
+    limiter: &Limiter,
+    trusted: &TrustedProxies,
+    limits: &RouteLimits,
+    session: &Session,
+    ctx: &mut RequestCtx,
+) -> Option<Problem> {
+    let route = ctx.route_name().to_owned();
+    if let Some((in_flight, key)) = &limits.in_flight {
+        let key_hash = in_flight.max_per_key.map(|_| {
+            let mut hasher = limiter.hasher.build_hasher();
+            let (kind, value) = key_value(key, session, ctx, trusted);
+            kind.hash(&mut hasher);
+            value.hash_with(&mut hasher);
+            hasher.finish()
+        });
+        match in_flight.acquire(key_hash) {
+            Ok(guard) => ctx.in_flight = Some(guard),
+            Err(refused) => {
+                METRICS
+                    .limit_rejections
+                    .with_label_values(&[&route, "concurrency"])
+                    .inc();
+                return Some(
+                    match refused {
+                        Refused::Route(max) => Problem::new(
+                            503,
+                            "overloaded",
+                            "Service Unavailable",
+                            format!(
+                                "this route already serves its maximum of {max} requests at once"
+                            ),
+                        ),
+                        Refused::Key(max) => Problem::new(
+                            429,
+                            "too-many-in-flight",
+                            "Too Many Requests",
+                            format!(
+                                "this client already has {max} requests in flight on this route"
+                            ),
+                        ),
+                    }
+                    .with_header("retry-after", "1"),
+                );
+            }
+        }
+    }
+    if limits.rates.is_empty() {
+        return None;
+    }
+    let denied = check_rates(limiter, trusted, limits, session, ctx).await?;
+    let (rule, retry_nanos) = denied;
+    let retry = retry_nanos.div_ceil(1_000_000_000).max(1);
+    METRICS
+        .ratelimit_rejections
+        .with_label_values(&[route.as_str(), &*rule.name])
+        .inc();
+    Some(
+        Problem::new(
+            429,
+            "rate-limited",
+            "Too Many Requests",
+            format!("rate limit `{}` exceeded; retry in {retry}s", rule.name),
+        )
+        .with_header("retry-after", retry.to_string())
+        .with_header("ratelimit-policy", limits.policy.clone())
+        .with_header("ratelimit", format!("\"{}\";r=0;t={retry}", rule.name)),
+    )
+}
+
+/// Checks every rate limit; the refusing limit and nanoseconds until retry, if any.
+async fn check_rates<'l>(
+    limiter: &Limiter,
+    trusted: &TrustedProxies,
+    limits: &'l RouteLimits,
+    session: &Session,
+    ctx: &RequestCtx,
+) -> Option<(&'l RateRule, u64)> {
+    if let Some(redis) = &limiter.redis {
+        let mut keys = Vec::with_capacity(limits.rates.len());
+        let mut args = Vec::with_capacity(limits.rates.len() * 2);
+        for rule in &limits.rates {
+            let (kind, value) = key_value(&rule.key, session, ctx, trusted);
+            let mut key = Vec::with_capacity(64);
+            key.extend_from_slice(redis.prefix.as_bytes());
+            key.extend_from_slice(rule.id.as_bytes());
+            key.push(b':');
+            key.push(b'0' + kind);
+            key.push(b':');
+            value.append_to(&mut key);
+            keys.push(key);
+            args.push((rule.emission / 1000).max(1));
+            args.push((rule.tolerance / 1000).max(1));
+        }
+        if let Some(answers) = redis.check(&keys, &args).await {
+            return limits
+                .rates
+                .iter()
+                .zip(answers)
+                .find(|(_, answer)| !answer.allowed)
+                .map(|(rule, answer)| (rule, answer.micros.saturating_mul(1000)));
+        }
+    }
+    let now = limiter.local.now();
+    let mut counted: [u64; 8] = [0; 8];
+    for (index, rule) in limits.rates.iter().enumerate() {
+        let mut hasher = limiter.hasher.build_hasher();
+        rule.id.hash(&mut hasher);
+        let (kind, value) = key_value(&rule.key, session, ctx, trusted);
+        kind.hash(&mut hasher);
+        value.hash_with(&mut hasher);
+        let key = hasher.finish();
+        match limiter.local.check(key, now, rule.emission, rule.tolerance) {
+            Decision::Allow { .. } => {
+                if let Some(slot) = counted.get_mut(index) {
+                    *slot = key;
+                }
+            }
+            Decision::Deny { retry } => {
+                // The limits before this one counted a request that does not happen.
+                for (earlier, &key) in limits.rates.iter().zip(&counted).take(index) {
+                    limiter.local.refund(key, earlier.emission);
+                }
+                return Some((rule, retry));
+            }
+        }
+    }
+    None
+}
+
+/// 413 for a body over the route's limit.
+pub fn body_too_large(limit: u64) -> Problem {
+    Problem::new(
+        413,
+        "body-too-large",
+        "Content Too Large",
+        format!("the body is larger than this route's limit of {limit} bytes"),
+    )
+}
+
+/// A route whose request mapping reads the JSON body enforces `max_body` itself (`mapped.rs`).
+pub fn mapping_reads_body(route: &crate::routes::CompiledRoute) -> bool {
+    route
+        .mapping
+        .as_ref()
+        .is_some_and(|mapping| mapping.request.needs_body())
+}
+
+/// The declared `Content-Length`, when there is a valid one.
+pub fn declared_length(session: &Session) -> Option<u64> {
+    session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// Counts the streamed body of a proxied request; the problem to answer once it passes
+/// the route's limit or takes longer than `body_timeout`.
+pub fn count_body(
+    ctx: &mut RequestCtx,
+    chunk: usize,
+    body_timeout: std::time::Duration,
+) -> Option<Problem> {
+    let route = ctx.route.as_ref()?;
+    if mapping_reads_body(route) {
+        return None;
+    }
+    let limit = route.max_body;
+    ctx.body_bytes = ctx.body_bytes.saturating_add(chunk as u64);
+    if ctx.body_bytes > limit {
+        return Some(body_too_large(limit));
+    }
+    if ctx.started.elapsed() > body_timeout {
+        return Some(request_timeout("the request body did not arrive in time"));
+    }
+    None
+}
+
+/// 408 for a client too slow to send its request.
+pub fn request_timeout(detail: &str) -> Problem {
+    Problem::new(408, "request-timeout", "Request Timeout", detail)
+}
+
+/// The rejection kind of a status the gateway answered itself, for
+/// `holdfast_limit_rejections_total`.
+pub fn rejection_kind(status: u16) -> Option<&'static str> {
+    match status {
+        408 => Some("slow_client"),
+        413 => Some("body"),
+        414 => Some("url"),
+        431 => Some("header"),
+        _ => None,
+    }
+}

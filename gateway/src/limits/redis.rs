@@ -1,0 +1,173 @@
+//! Rate limits shared by every instance through Redis: the same GCRA as `gcra.rs`, one Lua
+//! script per request that checks every limit of the route and stores the new TATs only when
+//! all pass (one round trip, atomic, on Redis' clock so instance clocks do not matter).
+//!
+//! If Redis does not answer within `CALL_TIMEOUT`, the request is limited locally instead and
+//! Redis is not asked again for `RETRY_EVERY`, so an outage costs one timeout per second, not
+//! one per request. The switch is logged once each way and shown by
+//! `holdfast_ratelimit_backend{backend}` and `holdfast_ratelimit_fallbacks_total`.
+
+use crate::metrics::METRICS;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The longest a rate-limit check waits for Redis before limiting locally.
+const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long the local fallback lasts before Redis is tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// KEYS: one per limit. ARGV: per limit, emission and tolerance in µs.
+/// Returns per limit: 1 and µs until the bucket is full again, or 0 and µs until retry.
+const SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local out, tats, ok = {}, {}, true
+for i, key in ipairs(KEYS) do
+  local emission = tonumber(ARGV[2 * i - 1])
+  local tolerance = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local new_tat = tat + emission
+  local allow_at = new_tat - tolerance
+  if now < allow_at then
+    ok = false
+    out[2 * i - 1] = 0
+    out[2 * i] = allow_at - now
+  else
+    tats[i] = new_tat
+    out[2 * i - 1] = 1
+    out[2 * i] = new_tat - now
+  end
+end
+if ok then
+  for i, key in ipairs(KEYS) do
+    redis.call('SET', key, string.format('%d', tats[i]), 'PX', math.ceil((tats[i] - now) / 1000) + 1)
+  end
+end
+return out
+"#;
+
+/// One limit's answer from Redis, in µs.
+#[derive(Clone, Copy, Debug)]
+pub struct Answer {
+    pub allowed: bool,
+    pub micros: u64,
+}
+
+pub struct RedisLimits {
+    conn: ConnectionManager,
+    script: redis::Script,
+    pub prefix: String,
+    /// Local fallback until this time (ns since `epoch`); 0 when Redis is in use.
+    fallback_until: AtomicU64,
+    down: AtomicBool,
+    epoch: std::time::Instant,
+}
+
+impl RedisLimits {
+    /// A lazy connection: nothing is dialled until the first check. Must run inside a runtime
+    /// that lives as long as the process (the manager's driver runs there).
+    pub fn connect(redis: &conf::RedisBackplane) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(redis.url.as_str())?;
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500))
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        METRICS
+            .ratelimit_backend
+            .with_label_values(&["redis"])
+            .set(1);
+        METRICS
+            .ratelimit_backend
+            .with_label_values(&["local"])
+            .set(0);
+        Ok(Self {
+            conn,
+            script: redis::Script::new(SCRIPT),
+            prefix: format!("{}rl:", redis.prefix),
+            fallback_until: AtomicU64::new(0),
+            down: AtomicBool::new(false),
+            epoch: std::time::Instant::now(),
+        })
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Checks every limit in one round trip; `None` means "limit locally" (Redis unreachable).
+    pub async fn check(&self, keys: &[Vec<u8>], args: &[u64]) -> Option<Vec<Answer>> {
+        let until = self.fallback_until.load(Ordering::Relaxed);
+        if until != 0 && self.now() < until {
+            METRICS.ratelimit_fallbacks.inc();
+            return None;
+        }
+        let mut invocation = self.script.prepare_invoke();
+        for key in keys {
+            invocation.key(key.as_slice());
+        }
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let mut conn = self.conn.clone();
+        let result =
+            tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async::<Vec<i64>>(&mut conn))
+                .await;
+        let error = match result {
+            Ok(Ok(values)) if values.len() == keys.len() * 2 => {
+                self.mark_up();
+                return Some(
+                    values
+                        .chunks_exact(2)
+                        .map(|pair| Answer {
+                            allowed: pair[0] == 1,
+                            micros: u64::try_from(pair[1]).unwrap_or(0),
+                        })
+                        .collect(),
+                );
+            }
+            Ok(Ok(values)) => format!("unexpected answer of {} values", values.len()),
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no answer within {CALL_TIMEOUT:?}"),
+        };
+        self.mark_down(&error);
+        METRICS.ratelimit_fallbacks.inc();
+        None
+    }
+
+    fn mark_up(&self) {
+        self.fallback_until.store(0, Ordering::Relaxed);
+        if self.down.swap(false, Ordering::AcqRel) {
+            tracing::info!("Redis is back: rate limits are shared again");
+            METRICS
+                .ratelimit_backend
+                .with_label_values(&["redis"])
+                .set(1);
+            METRICS
+                .ratelimit_backend
+                .with_label_values(&["local"])
+                .set(0);
+        }
+    }
+
+    fn mark_down(&self, error: &str) {
+        let retry = u64::try_from(RETRY_EVERY.as_nanos()).unwrap_or(u64::MAX);
+        self.fallback_until
+            .store(self.now().saturating_add(retry).max(1), Ordering::Relaxed);
+        if !self.down.swap(true, Ordering::AcqRel) {
+            tracing::warn!(%error, "Redis is unreachable: rate limits fall back to this instance's own counts");
+            METRICS
+                .ratelimit_backend
+                .with_label_values(&["redis"])
+                .set(0);
+            METRICS
+                .ratelimit_backend
+                .with_label_values(&["local"])
+                .set(1);
+        }
+    }
+}
