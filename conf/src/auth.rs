@@ -273,17 +273,7 @@ pub(crate) fn check(config: &Config, errors: &mut Vec<FieldError>) {
 
 fn check_provider(name: &str, provider: &Provider, errors: &mut Vec<FieldError>) {
     let at = format!("auth.{name}");
-    let plain = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !plain {
-        errors.push(FieldError::new(
-            &at,
-            format!("name `{name}` must be 1–64 letters, digits, `-` or `_`"),
-        ));
-    }
+    crate::validate::check_name(name, &at, errors);
     match (&provider.jwt, &provider.api_keys) {
         (Some(jwt), None) => check_jwt(&format!("{at}.jwt"), jwt, errors),
         (None, Some(keys)) => {

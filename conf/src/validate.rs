@@ -123,7 +123,7 @@ fn check_target(target: &str) -> Result<(), String> {
 }
 
 /// Names appear in metric labels and paths: keep them plain.
-fn check_name(name: &str, at: &str, errors: &mut Vec<FieldError>) {
+pub(crate) fn check_name(name: &str, at: &str, errors: &mut Vec<FieldError>) {
     let plain = !name.is_empty()
         && name.len() <= 64
         && name

@@ -32,7 +32,7 @@ use crate::metrics::METRICS;
 use crate::problem::Problem;
 use crate::runtime::Runtime;
 use crate::upstream::Pool;
-use crate::{authn, labels, mapped};
+use crate::{labels, mapped};
 use bytes::{Bytes, BytesMut};
 use pingora_core::connectors::http::Connector;
 use pingora_error::ErrorType;
@@ -142,7 +142,7 @@ impl OutboundRequest {
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<Result<Self, Problem>> {
         let max_body = ctx.route.as_ref().map_or(1 << 20, |route| route.max_body);
-        let body = match read_body(session, max_body).await? {
+        let body = match crate::body::read_whole(session, max_body).await? {
             Ok(body) => body,
             Err(problem) => return Ok(Err(problem)),
         };
@@ -150,24 +150,7 @@ impl OutboundRequest {
         for name in HOP_BY_HOP {
             header.remove_header(*name);
         }
-        if let Some(client) = session.client_addr().and_then(|addr| addr.as_inet()) {
-            let ip = client.ip().to_string();
-            let forwarded = match header
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(previous) => format!("{previous}, {ip}"),
-                None => ip,
-            };
-            header.insert_header("x-forwarded-for", forwarded)?;
-        }
-        header.insert_header("x-forwarded-proto", "http")?;
-        if let Some(id) = &ctx.request_id {
-            header.insert_header("x-request-id", id.clone())?;
-        }
-        authn::upstream_request(&mut header, ctx)?;
-        mapped::upstream_request(&mut header, ctx)?;
+        crate::proxy::prepare_upstream_request(session, &mut header, ctx)?;
         let mut body = Some(body);
         mapped::request_body(&mut body, true, ctx)?;
         let body = body.unwrap_or_default();
@@ -189,39 +172,6 @@ impl OutboundRequest {
         }
         request
     }
-}
-
-fn too_large(limit: u64) -> Problem {
-    Problem::new(
-        413,
-        "body-too-large",
-        "Content Too Large",
-        format!("the body is larger than this route's limit of {limit} bytes"),
-    )
-}
-
-/// Reads the whole request body up to `limit` bytes.
-async fn read_body(
-    session: &mut Session,
-    limit: u64,
-) -> pingora_error::Result<Result<Bytes, Problem>> {
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit) {
-        return Ok(Err(too_large(limit)));
-    }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit) as usize);
-    while let Some(chunk) = session.read_request_body().await? {
-        if (body.len() + chunk.len()) as u64 > limit {
-            return Ok(Err(too_large(limit)));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Ok(body.freeze()))
 }
 
 /// One call to `pool`: a target by round robin (the next one when connecting fails), the

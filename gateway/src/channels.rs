@@ -15,7 +15,6 @@ use crate::problem::Problem;
 use crate::proxy::answer as answer_problem;
 use crate::runtime::Runtime;
 use answer::{send_messages, send_timeout, Ending};
-use bytes::{Bytes, BytesMut};
 use pingora_error::Result;
 use pingora_proxy::Session;
 use std::sync::atomic::Ordering;
@@ -260,7 +259,7 @@ pub async fn publish(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body = match read_body(session, max_body).await? {
+    let body = match crate::body::read_whole(session, max_body).await? {
         Ok(body) => body,
         Err(problem) => {
             return answer_problem(session, ctx, &problem)
@@ -290,38 +289,4 @@ pub async fn publish(
                 .map(|_| problem.status)
         }
     }
-}
-
-fn too_large(limit: u64) -> Problem {
-    Problem::new(
-        413,
-        "body-too-large",
-        "Content Too Large",
-        format!("the body is larger than this route's limit of {limit} bytes"),
-    )
-}
-
-/// Reads the whole request body up to `limit` bytes: refused at once when `Content-Length` says
-/// more, and as soon as the streamed bytes pass the limit.
-async fn read_body(
-    session: &mut Session,
-    limit: u64,
-) -> Result<std::result::Result<Bytes, Problem>> {
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit) {
-        return Ok(Err(too_large(limit)));
-    }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit) as usize);
-    while let Some(chunk) = session.read_request_body().await? {
-        if (body.len() + chunk.len()) as u64 > limit {
-            return Ok(Err(too_large(limit)));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Ok(body.freeze()))
 }

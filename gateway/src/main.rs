@@ -13,6 +13,7 @@ mod access_log;
 mod admin;
 mod app;
 mod authn;
+mod body;
 mod call;
 mod channels;
 mod coalesce;

@@ -178,24 +178,7 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(client) = session.client_addr().and_then(|addr| addr.as_inet()) {
-            let ip = client.ip().to_string();
-            let forwarded = match upstream
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(previous) => format!("{previous}, {ip}"),
-                None => ip,
-            };
-            upstream.insert_header("x-forwarded-for", forwarded)?;
-        }
-        upstream.insert_header("x-forwarded-proto", "http")?;
-        if let Some(id) = &ctx.request_id {
-            upstream.insert_header("x-request-id", id.clone())?;
-        }
-        authn::upstream_request(upstream, ctx)?;
-        mapped::upstream_request(upstream, ctx)
+        prepare_upstream_request(session, upstream, ctx)
     }
 
     async fn request_body_filter(
@@ -369,6 +352,34 @@ impl ProxyHttp for Gateway {
             }
         }
     }
+}
+
+/// What every request sent upstream carries, proxied or called by the gateway itself:
+/// `X-Forwarded-For` (appended to), `X-Forwarded-Proto`, `X-Request-Id`, the credential
+/// stripped with the claims in headers, and the mapped method, path, query and headers.
+pub fn prepare_upstream_request(
+    session: &Session,
+    upstream: &mut RequestHeader,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    if let Some(client) = session.client_addr().and_then(|addr| addr.as_inet()) {
+        let ip = client.ip().to_string();
+        let forwarded = match upstream
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(previous) => format!("{previous}, {ip}"),
+            None => ip,
+        };
+        upstream.insert_header("x-forwarded-for", forwarded)?;
+    }
+    upstream.insert_header("x-forwarded-proto", "http")?;
+    if let Some(id) = &ctx.request_id {
+        upstream.insert_header("x-request-id", id.clone())?;
+    }
+    authn::upstream_request(upstream, ctx)?;
+    mapped::upstream_request(upstream, ctx)
 }
 
 /// Writes a problem answer, remembering its status for the metrics.
