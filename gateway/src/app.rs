@@ -130,6 +130,7 @@ pub fn run(state: State, config_path: PathBuf) -> ! {
             "holdfast admin".to_owned(),
             HttpServer::new_app(Admin {
                 runtime: runtime.clone(),
+                listening: Default::default(),
             }),
         );
         admin.add_tcp(address);

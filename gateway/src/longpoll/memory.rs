@@ -14,6 +14,7 @@ mod queue;
 
 use super::cursor::Cursor;
 use super::message::{Message, PollOutcome, PollRequest, Published};
+use super::queue_waiters::{wait_in_line, Delivery, InLine};
 use super::shards::{lock, Shards};
 use super::{ChannelKey, HubError, Settings};
 use buffer::{Buffer, Read};
@@ -194,7 +195,7 @@ async fn poll_broadcast(
             buffer.read_after(from, request.limit)
         };
         match read {
-            Read::Messages(messages) => return Ok(outcome(messages)),
+            Read::Messages(messages) => return Ok(PollOutcome::of(messages)),
             Read::Gone { oldest } => return Ok(PollOutcome::Gone { oldest }),
             Read::Empty => {}
         }
@@ -232,7 +233,7 @@ async fn poll_queue(
             ));
         };
         if !queue.messages.is_empty() {
-            return Ok(outcome(queue.take(request.limit)));
+            return Ok(PollOutcome::of(queue.take(request.limit)));
         }
         queue.waiters.push(request.limit)
     };
@@ -241,25 +242,7 @@ async fn poll_queue(
         id,
         delivery: Some(delivery),
     };
-    let Some(delivery) = wait.delivery.as_mut() else {
-        return Ok(PollOutcome::Timeout {
-            cursor: request.cursor,
-        });
-    };
-    tokio::select! {
-        handed = delivery => {
-            wait.delivery = None;
-            match handed {
-                Ok(messages) if !messages.is_empty() => Ok(outcome(messages)),
-                _ => Ok(PollOutcome::Timeout { cursor: request.cursor }),
-            }
-        }
-        _ = tokio::time::sleep_until(deadline) => Ok(match wait.leave() {
-            // Handed a message in the same instant the deadline passed: deliver it.
-            Some(messages) => outcome(messages),
-            None => PollOutcome::Timeout { cursor: request.cursor },
-        }),
-    }
+    Ok(wait_in_line(&mut wait, deadline, request.cursor).await)
 }
 
 /// A queue poll's place in line. Dropping it (client gone, shutdown) leaves the line and puts
@@ -267,22 +250,18 @@ async fn poll_queue(
 struct QueueWait {
     channel: Arc<Channel>,
     id: u64,
-    delivery: Option<super::queue_waiters::Delivery>,
+    delivery: Option<Delivery>,
 }
 
-impl QueueWait {
-    /// Leaves the line; returns the messages handed over before it left, if any.
-    fn leave(&mut self) -> Option<Vec<Message>> {
-        let mut delivery = self.delivery.take()?;
-        let mut state = lock(&self.channel.state);
-        if let Kind::Queue(queue) = &mut state.kind {
+impl InLine for QueueWait {
+    fn delivery(&mut self) -> &mut Option<Delivery> {
+        &mut self.delivery
+    }
+
+    fn remove_from_line(&mut self) {
+        if let Kind::Queue(queue) = &mut lock(&self.channel.state).kind {
             queue.waiters.remove(self.id);
         }
-        // Under the lock nothing more can be sent to us; take what was.
-        delivery
-            .try_recv()
-            .ok()
-            .filter(|messages| !messages.is_empty())
     }
 }
 
@@ -295,9 +274,4 @@ impl Drop for QueueWait {
             }
         }
     }
-}
-
-fn outcome(messages: Vec<Message>) -> PollOutcome {
-    let cursor = messages.last().map(|m| m.id).unwrap_or_default();
-    PollOutcome::Messages { messages, cursor }
 }

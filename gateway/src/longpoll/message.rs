@@ -55,6 +55,14 @@ pub enum PollOutcome {
     Gone { oldest: Cursor },
 }
 
+impl PollOutcome {
+    /// Messages handed to a poll: the cursor is the last one's id.
+    pub(crate) fn of(messages: Vec<Message>) -> Self {
+        let cursor = messages.last().map(|m| m.id).unwrap_or_default();
+        PollOutcome::Messages { messages, cursor }
+    }
+}
+
 /// What a publish returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Published {

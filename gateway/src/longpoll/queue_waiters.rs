@@ -6,9 +6,11 @@
 //! nothing more can arrive for it, and whatever did arrive before is still in its receiver to be
 //! taken back (`try_recv`) and returned to the head of the queue.
 
-use super::message::Message;
+use super::cursor::Cursor;
+use super::message::{Message, PollOutcome};
 use std::collections::VecDeque;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 pub(crate) type Delivery = oneshot::Receiver<Vec<Message>>;
 
@@ -76,5 +78,51 @@ impl QueueWaiters {
             }
         }
         Ok(())
+    }
+}
+
+/// A queue poll's place in a line of waiters, on either backplane.
+pub(crate) trait InLine {
+    /// The receiver messages are handed to; `None` once the poll has left the line.
+    fn delivery(&mut self) -> &mut Option<Delivery>;
+
+    /// Takes this waiter out of its list, under the list's lock: its sender is dropped, so
+    /// nothing more can be handed to it.
+    fn remove_from_line(&mut self);
+
+    /// Leaves the line; returns the messages handed over before it left, if any.
+    fn leave(&mut self) -> Option<Vec<Message>> {
+        let mut delivery = self.delivery().take()?;
+        self.remove_from_line();
+        delivery
+            .try_recv()
+            .ok()
+            .filter(|messages| !messages.is_empty())
+    }
+}
+
+/// Waits in line until messages are handed over or `deadline` passes. Cancel-safe: dropping the
+/// future leaves `wait` in line, and its owner's `Drop` gives back anything handed meanwhile.
+pub(crate) async fn wait_in_line(
+    wait: &mut impl InLine,
+    deadline: Instant,
+    cursor: Option<Cursor>,
+) -> PollOutcome {
+    let Some(delivery) = wait.delivery().as_mut() else {
+        return PollOutcome::Timeout { cursor };
+    };
+    tokio::select! {
+        handed = delivery => {
+            *wait.delivery() = None;
+            match handed {
+                Ok(messages) if !messages.is_empty() => PollOutcome::of(messages),
+                _ => PollOutcome::Timeout { cursor },
+            }
+        }
+        _ = tokio::time::sleep_until(deadline) => match wait.leave() {
+            // Handed a message in the same instant the deadline passed: deliver it.
+            Some(messages) => PollOutcome::of(messages),
+            None => PollOutcome::Timeout { cursor },
+        },
     }
 }

@@ -61,7 +61,7 @@ mod subscriber;
 mod tests;
 
 use super::cursor::Cursor;
-use super::message::{Message, PollOutcome, PollRequest, Published};
+use super::message::{PollOutcome, PollRequest, Published};
 use super::queue_waiters::QueueWaiters;
 use super::shards::Shards;
 use super::{ChannelKey, HubError, Settings, StartError};
@@ -468,11 +468,6 @@ fn is_connection_error(error: &RedisError) -> bool {
         || error.is_connection_dropped()
         || error.is_connection_refusal()
         || error.is_timeout()
-}
-
-fn outcome(messages: Vec<Message>) -> PollOutcome {
-    let cursor = messages.last().map(|m| m.id).unwrap_or_default();
-    PollOutcome::Messages { messages, cursor }
 }
 
 fn unix_ms(time: SystemTime) -> u64 {

@@ -2,10 +2,10 @@
 //! for them. See the `redis` module doc for the design.
 
 use super::super::message::{Message, PollOutcome, PollRequest};
-use super::super::queue_waiters::Delivery;
+use super::super::queue_waiters::{wait_in_line, Delivery, InLine};
 use super::super::shards::lock;
 use super::super::ChannelKey;
-use super::{outcome, scripts, unix_ms, HubError, Local, RedisHub};
+use super::{scripts, unix_ms, HubError, Local, RedisHub};
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -26,24 +26,7 @@ impl RedisHub {
             delivery: Some(delivery),
         };
         self.kick(key, &wait.local);
-        let Some(delivery) = wait.delivery.as_mut() else {
-            return Ok(PollOutcome::Timeout {
-                cursor: request.cursor,
-            });
-        };
-        tokio::select! {
-            handed = delivery => {
-                wait.delivery = None;
-                match handed {
-                    Ok(messages) if !messages.is_empty() => Ok(outcome(messages)),
-                    _ => Ok(PollOutcome::Timeout { cursor: request.cursor }),
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => Ok(match wait.leave() {
-                Some(messages) => outcome(messages),
-                None => PollOutcome::Timeout { cursor: request.cursor },
-            }),
-        }
+        Ok(wait_in_line(&mut wait, deadline, request.cursor).await)
     }
 
     /// Notes that the queue may have messages and starts its dispatcher if it has waiters and
@@ -160,14 +143,13 @@ struct QueueWait {
     delivery: Option<Delivery>,
 }
 
-impl QueueWait {
-    fn leave(&mut self) -> Option<Vec<Message>> {
-        let mut delivery = self.delivery.take()?;
+impl InLine for QueueWait {
+    fn delivery(&mut self) -> &mut Option<Delivery> {
+        &mut self.delivery
+    }
+
+    fn remove_from_line(&mut self) {
         lock(&self.local.queue).waiters.remove(self.id);
-        delivery
-            .try_recv()
-            .ok()
-            .filter(|messages| !messages.is_empty())
     }
 }
 
