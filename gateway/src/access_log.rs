@@ -33,7 +33,8 @@ const ALWAYS_REDACTED: &[&str] = &[
 pub struct AccessLog {
     lines: SyncSender<Vec<u8>>,
     query: bool,
-    headers: Vec<(http::HeaderName, bool)>,
+    /// Headers to log: the name, its field in the line (`header_user_agent`), whether redacted.
+    headers: Vec<(http::HeaderName, String, bool)>,
 }
 
 impl AccessLog {
@@ -56,7 +57,8 @@ impl AccessLog {
             })
             .map(|name| {
                 let redact = redacted(name.as_str());
-                (name, redact)
+                let field = format!("header_{}", name.as_str().replace('-', "_"));
+                (name, field, redact)
             })
             .collect();
         Ok(Self {
@@ -66,7 +68,8 @@ impl AccessLog {
         })
     }
 
-    /// Formats and queues the line for one finished request.
+    /// Formats and queues the line for one finished request. The JSON is written straight into
+    /// the line's buffer (no intermediate map): this runs once per request.
     pub fn record(&self, session: &Session, ctx: &RequestCtx, status: u16) {
         let request = session.req_header();
         let path = if self.query {
@@ -77,56 +80,94 @@ impl AccessLog {
         } else {
             request.uri.path()
         };
-        let mut line = serde_json::json!({
-            "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            "request_id": ctx.request_id.as_ref().and_then(|id| id.to_str().ok()),
-            "route": ctx.route.as_ref().map(|route| &*route.name),
-            "method": request.method.as_str(),
-            "path": path,
-            "status": status,
-            "bytes": session.body_bytes_sent(),
-            "duration_ms": millis(ctx.started.elapsed()),
-            "client": session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()),
-        });
-        if let Some(fields) = line.as_object_mut() {
-            if let Some(target) = ctx.tried.last() {
-                fields.insert(
-                    "upstream".to_owned(),
-                    ctx.pool.as_ref().map(|p| &*p.name).into(),
-                );
-                fields.insert("upstream_target".to_owned(), target.to_string().into());
-                fields.insert("upstream_status".to_owned(), ctx.upstream_status.into());
-                fields.insert(
-                    "upstream_ms".to_owned(),
-                    ctx.upstream_elapsed.map(millis).into(),
-                );
+        let mut line = Line(Vec::with_capacity(384));
+        line.0.extend_from_slice(b"{\"time\":\"");
+        let _ = write!(
+            line.0,
+            "{}",
+            humantime::format_rfc3339_millis(SystemTime::now())
+        );
+        line.0.push(b'"');
+        line.text(
+            "request_id",
+            ctx.request_id.as_ref().and_then(|id| id.to_str().ok()),
+        );
+        line.text("route", ctx.route.as_ref().map(|route| &*route.name));
+        line.text("method", Some(request.method.as_str()));
+        line.text("path", Some(path));
+        line.number("status", status);
+        line.number("bytes", session.body_bytes_sent());
+        line.number("duration_ms", millis(ctx.started.elapsed()));
+        match session.client_addr().and_then(|a| a.as_inet()) {
+            Some(client) => line.display("client", client.ip()),
+            None => line.text("client", None),
+        }
+        if let Some(target) = ctx.tried.last() {
+            line.text("upstream", ctx.pool.as_ref().map(|p| &*p.name));
+            line.display("upstream_target", target);
+            match ctx.upstream_status {
+                Some(code) => line.number("upstream_status", code),
+                None => line.text("upstream_status", None),
             }
-            if let Some(outcome) = ctx.outcome {
-                fields.insert("outcome".to_owned(), outcome.into());
-            }
-            if let Some(identity) = &ctx.identity {
-                fields.insert("auth_provider".to_owned(), identity.provider().into());
-                fields.insert("auth_subject".to_owned(), identity.subject().into());
-            }
-            for (name, redact) in &self.headers {
-                if let Some(value) = request.headers.get(name) {
-                    let value = if *redact {
-                        "[redacted]".into()
-                    } else {
-                        String::from_utf8_lossy(value.as_bytes()).into_owned()
-                    };
-                    fields.insert(
-                        format!("header_{}", name.as_str().replace('-', "_")),
-                        value.into(),
-                    );
-                }
+            match ctx.upstream_elapsed {
+                Some(elapsed) => line.number("upstream_ms", millis(elapsed)),
+                None => line.text("upstream_ms", None),
             }
         }
-        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
-        bytes.push(b'\n');
-        if let Err(TrySendError::Full(_)) = self.lines.try_send(bytes) {
+        if let Some(outcome) = ctx.outcome {
+            line.text("outcome", Some(outcome));
+        }
+        if let Some(identity) = &ctx.identity {
+            line.text("auth_provider", Some(identity.provider()));
+            line.text("auth_subject", Some(identity.subject()));
+        }
+        for (name, field, redact) in &self.headers {
+            if let Some(value) = request.headers.get(name) {
+                let value = if *redact {
+                    std::borrow::Cow::Borrowed("[redacted]")
+                } else {
+                    String::from_utf8_lossy(value.as_bytes())
+                };
+                line.text(field, Some(&value));
+            }
+        }
+        line.0.extend_from_slice(b"}\n");
+        if let Err(TrySendError::Full(_)) = self.lines.try_send(line.0) {
             DROPPED.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// One JSON object being written, its fields after the first.
+struct Line(Vec<u8>);
+
+impl Line {
+    fn key(&mut self, name: &str) {
+        self.0.extend_from_slice(b",\"");
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.extend_from_slice(b"\":");
+    }
+
+    /// A string field (escaped by serde_json), or `null`.
+    fn text(&mut self, name: &str, value: Option<&str>) {
+        self.key(name);
+        match value {
+            Some(value) => {
+                let _ = serde_json::to_writer(&mut self.0, value);
+            }
+            None => self.0.extend_from_slice(b"null"),
+        }
+    }
+
+    fn number(&mut self, name: &str, value: impl std::fmt::Display) {
+        self.key(name);
+        let _ = write!(self.0, "{value}");
+    }
+
+    /// A field whose `Display` needs no escaping (addresses), quoted.
+    fn display(&mut self, name: &str, value: impl std::fmt::Display) {
+        self.key(name);
+        let _ = write!(self.0, "\"{value}\"");
     }
 }
 
