@@ -12,7 +12,9 @@
 #
 # Run:    bench/upstream_calls.sh             (~1.5 min)
 # Knobs:  DURATION=10 PORT_BASE=28600 HOLDFAST_BIN=… CLIENTS="1000 10000"
-# Needs:  wrk, curl, python3 (Debian packages; installed with apt-get when root). The 10,000-client
+#    The same figure against an origin that answers at once (nginx `return 200`, so the origin
+#    adds no queueing of its own): the fan-in's p50/p99 minus the direct call's.
+# Needs:  wrk, curl, python3, nginx (Debian packages; installed with apt-get when root). The 10,000-client
 #         run needs 10,000+ file descriptors in wrk and in Holdfast (`ulimit -n`, 20,000 here).
 #         Loopback only; everything started is stopped on exit.
 set -euo pipefail
@@ -25,17 +27,19 @@ ORIGIN_PORT=$PORT_BASE
 HOLDFAST_PORT=$((PORT_BASE + 1))
 HOLDFAST_ADMIN_PORT=$((PORT_BASE + 2))
 
-for tool in wrk curl python3; do
+export PATH="$PATH:/usr/sbin"
+for tool in wrk curl python3 nginx; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         if [ "$(id -u)" = 0 ]; then
-            DEBIAN_FRONTEND=noninteractive apt-get install -y wrk curl python3 >&2
+            DEBIAN_FRONTEND=noninteractive apt-get install -y wrk curl python3 nginx >&2
         else
-            echo "missing $tool; run: sudo apt-get install -y wrk curl python3" >&2
+            echo "missing $tool; run: sudo apt-get install -y wrk curl python3 nginx" >&2
             exit 1
         fi
     fi
 done
-for port in $ORIGIN_PORT $HOLDFAST_PORT $HOLDFAST_ADMIN_PORT; do
+FAST_PORT=$((PORT_BASE + 3))
+for port in $ORIGIN_PORT $HOLDFAST_PORT $HOLDFAST_ADMIN_PORT $FAST_PORT; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         echo "127.0.0.1:$port is taken; pick other ports with PORT_BASE=…" >&2
         exit 1
@@ -60,6 +64,14 @@ trap cleanup EXIT INT TERM
 
 python3 "$ROOT/bench/slow_origin.py" "$ORIGIN_PORT" &
 PIDS+=($!)
+printf '%s\n' "daemon off;" "master_process off;" "worker_processes 1;" "pid $TMP/fast.pid;" \
+    "error_log $TMP/fast-error.log warn;" "events { worker_connections 4096; }" \
+    "http { access_log off; client_body_temp_path $TMP; proxy_temp_path $TMP; fastcgi_temp_path $TMP;" \
+    "  uwsgi_temp_path $TMP; scgi_temp_path $TMP; keepalive_requests 1000000;" \
+    "  server { listen 127.0.0.1:$FAST_PORT; location / { default_type application/json; return 200 '{\"ok\":true}'; } } }" \
+    >"$TMP/fast.conf"
+nginx -e "$TMP/fast-error.log" -c "$TMP/fast.conf" -p "$TMP" &
+PIDS+=($!)
 
 O="127.0.0.1:$ORIGIN_PORT"
 {
@@ -70,6 +82,9 @@ O="127.0.0.1:$ORIGIN_PORT"
     for name in origin news ai weather; do
         echo "  $name: { targets: [$O], timeout: 30s }"
     done
+    for name in fast1 fast2 fast3; do
+        echo "  $name: { targets: [127.0.0.1:$FAST_PORT], timeout: 30s }"
+    done
     echo "routes:"
     echo "  - { name: direct, match: { path: /resource }, upstream: origin }"
     echo "  - { name: coalesced, match: { path: /coalesced }, upstream: origin, coalesce: { shared: true }, hold: 30s }"
@@ -79,6 +94,9 @@ O="127.0.0.1:$ORIGIN_PORT"
     echo "      upstreams: [{ name: news, path: /news }, { name: ai, path: /ai }, { name: weather, path: /weather }]"
     echo "      until: all"
     echo "      merge: by_name"
+    echo "  - name: fast"
+    echo "    match: { path: /fast }"
+    echo "    fanin: { upstreams: [fast1, fast2, fast3], until: all, merge: by_name }"
 } >"$TMP/holdfast.yaml"
 "$HOLDFAST_BIN" check "$TMP/holdfast.yaml" >/dev/null
 RUST_LOG="${RUST_LOG:-warn}" "$HOLDFAST_BIN" run -c "$TMP/holdfast.yaml" 2>"$TMP/holdfast.log" &
@@ -127,3 +145,14 @@ for pct in 50% 99%; do
 done
 errors="$(awk '/Non-2xx/ { n += $NF } END { print n + 0 }' <<<"$fanin")"
 echo "fan-in non-2xx answers: $errors"
+
+echo
+echo "## fan-in of 3 upstreams vs one direct call, origin answering at once (nginx, 16 connections)"
+direct="$(wrk -t2 -c16 -d"${DURATION}s" --latency "http://127.0.0.1:$FAST_PORT/")"
+fanin="$(wrk -t2 -c16 -d"${DURATION}s" --latency "http://127.0.0.1:$HOLDFAST_PORT/fast")"
+for pct in 50% 99%; do
+    d="$(to_ms "$(awk -v p="$pct" '$1 == p { print $2 }' <<<"$direct")")"
+    f="$(to_ms "$(awk -v p="$pct" '$1 == p { print $2 }' <<<"$fanin")")"
+    awk -v p="$pct" -v d="$d" -v f="$f" \
+        'BEGIN { printf "p%-3s  direct %8.3f ms   fan-in %8.3f ms   added %7.3f ms\n", substr(p, 1, length(p) - 1), d, f, f - d }'
+done
