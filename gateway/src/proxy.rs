@@ -107,37 +107,20 @@ impl ProxyHttp for Gateway {
                 return answer(session, ctx, &problem).await;
             }
         }
-        match &route.action {
+        // Every action but proxying answers here; the status is kept for the metrics.
+        let status = match &route.action {
             Action::Proxy(pool) => {
                 ctx.pool = Some(pool.clone());
-                Ok(false)
+                return Ok(false);
             }
-            Action::LongPoll(spec) => {
-                let status = channels::poll(&self.runtime, session, ctx, spec).await?;
-                ctx.answered = Some(status);
-                Ok(true)
-            }
-            Action::Publish(spec) => {
-                let status = channels::publish(&self.runtime, session, ctx, spec).await?;
-                ctx.answered = Some(status);
-                Ok(true)
-            }
-            Action::Call(spec) => {
-                let status = crate::call::serve(&self.runtime, session, ctx, spec).await?;
-                ctx.answered = Some(status);
-                Ok(true)
-            }
-            Action::Fanin(spec) => {
-                let status = crate::fanin::serve(&self.runtime, session, ctx, spec).await?;
-                ctx.answered = Some(status);
-                Ok(true)
-            }
-            Action::Job(spec) => {
-                let status = crate::jobs::serve(&self.runtime, session, ctx, spec).await?;
-                ctx.answered = Some(status);
-                Ok(true)
-            }
-        }
+            Action::LongPoll(spec) => channels::poll(&self.runtime, session, ctx, spec).await?,
+            Action::Publish(spec) => channels::publish(&self.runtime, session, ctx, spec).await?,
+            Action::Call(spec) => crate::call::serve(&self.runtime, session, ctx, spec).await?,
+            Action::Fanin(spec) => crate::fanin::serve(&self.runtime, session, ctx, spec).await?,
+            Action::Job(spec) => crate::jobs::serve(&self.runtime, session, ctx, spec).await?,
+        };
+        ctx.answered = Some(status);
+        Ok(true)
     }
 
     async fn upstream_peer(
