@@ -8,7 +8,7 @@ use super::super::tests::{after, bodies, config, in_ms, last_cursor, queue_exact
 use super::super::*;
 use conf::{ChannelMode, StartAt};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -20,11 +20,7 @@ struct RedisServer {
 
 impl RedisServer {
     fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|addr| addr.port())
-            .expect("no free loopback port");
-        Self::start_on(port)
+        Self::start_on(holdfast_tests::free_port())
     }
 
     fn start_on(port: u16) -> Self {
@@ -394,11 +390,7 @@ async fn redis_down_fails_fast_and_recovers_by_itself() {
 
 #[tokio::test]
 async fn a_hub_starts_while_redis_is_down() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = holdfast_tests::free_port();
     let hub = {
         let config = config(|c| {
             c.backplane = conf::Backplane::Redis(conf::RedisBackplane {
