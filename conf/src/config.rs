@@ -59,6 +59,8 @@ pub struct Server {
     pub upstream_keepalive_pool: usize,
     /// How often the config files are checked for changes (0s turns file watching off).
     pub watch_interval: Duration,
+    /// Extra CA certificates (PEM) trusted for upstream TLS, besides the system roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Server {
@@ -69,6 +71,7 @@ impl Default for Server {
             shutdown_grace: Duration::from_secs(5),
             upstream_keepalive_pool: 1024,
             watch_interval: Duration::from_secs(1),
+            ca_file: None,
         }
     }
 }

@@ -38,6 +38,6 @@ pub use load::{load, load_str};
 pub use route::{Match, Route, RouteAction};
 pub use schema::schema;
 pub use size::ByteSize;
-pub use upstream::{HealthCheck, Upstream};
+pub use upstream::{split_scheme, HealthCheck, Upstream};
 pub use upstream_call::{Backoff, Coalesce, Fanin, FaninUpstream, Job, Merge, Until};
 pub use validate::{validate, validate_channel_template, Template, TemplatePart};

@@ -7,8 +7,21 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// `host:port` of each target; requests go round robin to the healthy ones.
+    /// `host:port` of each target; requests go round robin to the healthy ones. `https://host:port`
+    /// turns TLS on for the pool.
     pub targets: Vec<String>,
+    /// Speak TLS to the targets (also implied by `https://` targets). Certificates are verified
+    /// against the system roots and `server.ca_file`.
+    #[serde(default)]
+    pub tls: bool,
+    /// The name sent in SNI and checked against the certificate (default: the first target's
+    /// host, when it is a name).
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Verify the upstream's certificate and host name. `false` is for tests only: Holdfast warns
+    /// loudly at load.
+    #[serde(default = "verify_by_default")]
+    pub verify: bool,
     /// Shorthand for `read_timeout` and `write_timeout` together.
     #[serde(default)]
     pub timeout: Option<Duration>,
@@ -34,6 +47,19 @@ pub struct Upstream {
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+fn verify_by_default() -> bool {
+    true
+}
+
+/// A target without its scheme, and whether the scheme asked for TLS.
+pub fn split_scheme(target: &str) -> (&str, bool) {
+    match target.split_once("://") {
+        Some(("https", rest)) => (rest, true),
+        Some((_, rest)) => (rest, false),
+        None => (target, false),
+    }
+}
+
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(2)
 }
@@ -49,6 +75,29 @@ impl Upstream {
         self.write_timeout
             .or(self.timeout)
             .unwrap_or(DEFAULT_TIMEOUT)
+    }
+
+    /// Whether the pool speaks TLS: `tls: true` or any `https://` target.
+    pub fn uses_tls(&self) -> bool {
+        self.tls || self.targets.iter().any(|target| split_scheme(target).1)
+    }
+
+    /// The SNI name: `sni`, else the first target's host when it is a name, not an address.
+    pub fn sni_name(&self) -> String {
+        if let Some(sni) = &self.sni {
+            return sni.clone();
+        }
+        let host = self
+            .targets
+            .first()
+            .map(|target| split_scheme(target).0)
+            .and_then(|target| target.rsplit_once(':').map(|(host, _)| host))
+            .unwrap_or_default();
+        if host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
+            String::new()
+        } else {
+            host.to_owned()
+        }
     }
 
     pub fn effective_retries(&self) -> usize {
@@ -82,4 +131,28 @@ fn default_check_timeout() -> Duration {
 
 fn default_threshold() -> usize {
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(yaml: &str) -> Upstream {
+        serde_yaml::from_str(yaml).expect("upstream")
+    }
+
+    #[test]
+    fn https_targets_turn_tls_on_and_name_the_sni() {
+        let secure = upstream("targets: [https://api.example.com:443]");
+        assert!(secure.uses_tls());
+        assert_eq!(secure.sni_name(), "api.example.com");
+        assert!(secure.verify);
+        let by_address = upstream("{ targets: [10.0.0.1:8443], tls: true }");
+        assert!(by_address.uses_tls());
+        assert_eq!(by_address.sni_name(), "", "no SNI for an address");
+        let named = upstream("{ targets: [10.0.0.1:8443], tls: true, sni: internal.example }");
+        assert_eq!(named.sni_name(), "internal.example");
+        assert!(!upstream("targets: [http://127.0.0.1:80]").uses_tls());
+        assert_eq!(split_scheme("https://h:1"), ("h:1", true));
+    }
 }

@@ -61,6 +61,14 @@ fn check_server(config: &Config, errors: &mut Vec<FieldError>) {
             ));
         }
     }
+    if let Some(ca_file) = &config.server.ca_file {
+        if let Err(error) = std::fs::metadata(ca_file) {
+            errors.push(FieldError::new(
+                "server.ca_file",
+                format!("cannot read `{}`: {error}", ca_file.display()),
+            ));
+        }
+    }
     if config.channels.buffer_messages == 0 {
         errors.push(FieldError::new(
             "channels.buffer_messages",
@@ -105,6 +113,14 @@ fn check_upstreams(config: &Config, errors: &mut Vec<FieldError>) {
 
 /// `host:port` with a numeric port and a host made of name or address characters.
 fn check_target(target: &str) -> Result<(), String> {
+    if let Some((scheme, _)) = target.split_once("://") {
+        if !matches!(scheme, "http" | "https") {
+            return Err(format!(
+                "`{scheme}://` is not a scheme Holdfast speaks: use http:// or https://"
+            ));
+        }
+    }
+    let (target, _) = crate::upstream::split_scheme(target);
     let Some((host, port)) = target.rsplit_once(':') else {
         return Err(format!("`{target}` needs a port, e.g. `{target}:80`"));
     };
@@ -525,6 +541,16 @@ mod tests {
     fn every_error_is_collected() {
         let errors = check("listen: nowhere\nroutes:\n  - name: a\n    upstream: x\n  - name: a\n    match: { path: 'users/{id' }\n    upstream: y\n");
         assert_eq!(errors.len(), 5, "{errors:#?}");
+    }
+
+    #[test]
+    fn upstream_schemes_other_than_http_and_https_are_refused() {
+        let errors = check("listen: 127.0.0.1:8080\nupstreams:\n  u: { targets: [\"ftp://h:21\", \"https://h:443\"] }\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("`ftp://` is not a scheme Holdfast speaks"),
+            "{errors:?}"
+        );
     }
 
     #[test]

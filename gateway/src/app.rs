@@ -82,10 +82,18 @@ pub fn run(state: State, config_path: PathBuf) -> ! {
         grace_period_seconds: Some(grace.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: server_settings.upstream_keepalive_pool,
+        // Extra CAs for upstream TLS, besides the system roots.
+        ca_file: server_settings
+            .ca_file
+            .as_ref()
+            .map(|path| path.display().to_string()),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, server_conf);
     server.bootstrap();
+    crate::outbound::init(
+        pingora_core::connectors::ConnectorOptions::from_server_conf(&server.configuration),
+    );
 
     let hub = start_hub(&config);
     let access_log = config.access_log.as_ref().map(|settings| {

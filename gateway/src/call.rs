@@ -34,11 +34,10 @@ use crate::runtime::Runtime;
 use crate::upstream::Pool;
 use crate::{labels, mapped};
 use bytes::{Bytes, BytesMut};
-use pingora_core::connectors::http::Connector;
 use pingora_error::ErrorType;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The largest upstream answer a directly answered route buffers.
@@ -46,9 +45,6 @@ pub const MAX_BUFFERED: usize = 10 << 20;
 
 /// The default hold of a re-polling or fan-in route.
 pub const DEFAULT_HOLD: Duration = Duration::from_secs(30);
-
-/// The pooled connector every gateway-made upstream call shares.
-static CONNECTOR: LazyLock<Connector> = LazyLock::new(|| Connector::new(None));
 
 /// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1), plus framing the gateway sets itself.
 const HOP_BY_HOP: &[&str] = &[
@@ -201,7 +197,8 @@ async fn exchange(
             return Err(CallError::NoTarget(name.clone()));
         };
         let peer = pool.peer(addr);
-        let (mut session, reused) = match CONNECTOR.get_http_session(&peer).await {
+        let (mut session, reused) = match crate::outbound::connector().get_http_session(&peer).await
+        {
             Ok(session) => session,
             Err(error) => {
                 tried.push(addr);
@@ -255,7 +252,9 @@ async fn exchange(
             }
         }
         let idle = peer.options.idle_timeout;
-        CONNECTOR.release_http_session(session, &peer, idle).await;
+        crate::outbound::connector()
+            .release_http_session(session, &peer, idle)
+            .await;
         return Ok(Answer {
             status,
             headers,

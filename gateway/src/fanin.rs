@@ -392,6 +392,9 @@ mod tests {
     fn spec(until: conf::Until, required: &[bool]) -> FaninSpec {
         let upstream = conf::Upstream {
             targets: vec!["127.0.0.1:9".to_owned()],
+            tls: false,
+            sni: None,
+            verify: true,
             timeout: None,
             connect_timeout: conf::Duration::from_secs(1),
             read_timeout: None,

@@ -3,13 +3,25 @@
 
 use bytes::{Bytes, BytesMut};
 use pingora_core::connectors::http::Connector;
+use pingora_core::connectors::ConnectorOptions;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::RequestHeader;
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-/// One connector for the process: it pools connections per peer.
-static CONNECTOR: LazyLock<Connector> = LazyLock::new(|| Connector::new(None));
+/// One connector for the process (JWKS, upstream calls, fan-in, jobs): it pools connections
+/// per peer, and trusts what the server's TLS settings trust (`server.ca_file`).
+static CONNECTOR: OnceLock<Connector> = OnceLock::new();
+
+/// Builds the shared connector from the server's settings; call once before serving.
+pub fn init(options: ConnectorOptions) {
+    let _ = CONNECTOR.set(Connector::new(Some(options)));
+}
+
+/// The shared connector (with default settings if `init` was not called).
+pub fn connector() -> &'static Connector {
+    CONNECTOR.get_or_init(|| Connector::new(None))
+}
 
 /// An upstream's answer.
 pub struct Answer {
@@ -61,7 +73,7 @@ async fn exchange(url: &str, timeout: Duration, max_body: usize) -> Result<Answe
     request
         .insert_header("accept", "application/json")
         .map_err(|e| e.to_string())?;
-    let (mut session, _reused) = CONNECTOR
+    let (mut session, _reused) = connector()
         .get_http_session(&peer)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
@@ -92,7 +104,7 @@ async fn exchange(url: &str, timeout: Duration, max_body: usize) -> Result<Answe
         }
         body.extend_from_slice(&chunk);
     }
-    CONNECTOR
+    connector()
         .release_http_session(session, &peer, Some(Duration::from_secs(60)))
         .await;
     Ok(Answer {

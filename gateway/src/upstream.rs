@@ -22,16 +22,29 @@ pub struct Pool {
     /// Connect failures retried on another target.
     pub retries: usize,
     targets: usize,
+    tls: bool,
+    sni: String,
+    verify: bool,
 }
 
 impl Pool {
     /// Builds the pool; target names are resolved here (the only I/O).
     pub fn build(name: &str, upstream: &conf::Upstream) -> Result<Self, String> {
-        let mut balancer =
-            LoadBalancer::<RoundRobin>::try_from_iter(upstream.targets.iter().map(String::as_str))
-                .map_err(|error| format!("cannot resolve targets: {error}"))?;
+        let targets = upstream
+            .targets
+            .iter()
+            .map(|target| conf::split_scheme(target).0);
+        let mut balancer = LoadBalancer::<RoundRobin>::try_from_iter(targets)
+            .map_err(|error| format!("cannot resolve targets: {error}"))?;
+        let (tls, sni) = (upstream.uses_tls(), upstream.sni_name());
+        if tls && !upstream.verify {
+            tracing::warn!(
+                upstream = name,
+                "TLS certificate verification is OFF for this upstream: anyone on the path can impersonate it"
+            );
+        }
         let health_interval = upstream.health_check.as_ref().map(|check| {
-            balancer.set_health_check(health_check(check));
+            balancer.set_health_check(health_check(check, tls, &sni));
             check.interval.get()
         });
         balancer.parallel_health_check = true;
@@ -45,6 +58,9 @@ impl Pool {
             idle_timeout: upstream.idle_timeout.map(conf::Duration::get),
             retries: upstream.effective_retries(),
             targets: upstream.targets.len(),
+            tls,
+            sni,
+            verify: upstream.verify,
         })
     }
 
@@ -68,8 +84,10 @@ impl Pool {
 
     /// The peer for one attempt, with this upstream's timeouts.
     pub fn peer(&self, addr: SocketAddr) -> HttpPeer {
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = HttpPeer::new(addr, self.tls, self.sni.clone());
         let options = &mut peer.options;
+        options.verify_cert = self.verify;
+        options.verify_hostname = self.verify && !self.sni.is_empty();
         options.connection_timeout = Some(self.connect_timeout);
         options.read_timeout = Some(self.read_timeout);
         options.write_timeout = Some(self.write_timeout);
@@ -91,10 +109,15 @@ impl Pool {
     }
 }
 
-fn health_check(check: &conf::HealthCheck) -> Box<dyn HealthCheck + Send + Sync> {
+fn health_check(
+    check: &conf::HealthCheck,
+    tls: bool,
+    sni: &str,
+) -> Box<dyn HealthCheck + Send + Sync> {
     match &check.path {
         Some(path) => {
-            let mut http = HttpHealthCheck::new("localhost", false);
+            let host = if sni.is_empty() { "localhost" } else { sni };
+            let mut http = HttpHealthCheck::new(host, tls);
             if let Ok(uri) = path.parse() {
                 http.req.set_uri(uri);
             }
@@ -105,7 +128,11 @@ fn health_check(check: &conf::HealthCheck) -> Box<dyn HealthCheck + Send + Sync>
             Box::new(http)
         }
         None => {
-            let mut tcp = TcpHealthCheck::new();
+            let mut tcp = if tls {
+                TcpHealthCheck::new_tls(sni)
+            } else {
+                TcpHealthCheck::new()
+            };
             tcp.consecutive_success = check.threshold;
             tcp.consecutive_failure = check.threshold;
             tcp.peer_template.options.connection_timeout = Some(check.timeout.get());

@@ -10,3 +10,4 @@ mod longpoll;
 mod mapping;
 mod proxy;
 mod upstream_calls;
+mod upstream_tls;

@@ -322,6 +322,30 @@ async fn redis_queue_basics() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     drop(held);
+    // The give-back runs on a spawned task (`Drop` cannot wait): let it land in Redis before
+    // publishing the next message, or the two race for the list.
+    let list = redis.keys.data(&key);
+    let mut conn = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let queued: usize = ::redis::cmd("LLEN")
+            .arg(&list)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if queued == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the dropped poll's message never went back"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     publish(&a, &key, "second").await;
     let next = a.poll(&key, after(None, 10), in_ms(1_000)).await.unwrap();
     assert_eq!(bodies(&next), ["first", "second"]);
