@@ -39,39 +39,11 @@ LIMITED_ADMIN_PORT=$((PORT_BASE + 4))
 SECRET="an-hmac-secret-of-at-least-32-bytes!"
 TESTDATA="$ROOT/auth/src/testdata"
 
-for tool in nginx wrk curl openssl python3; do
-    if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
-        if [ "$(id -u)" = 0 ]; then
-            DEBIAN_FRONTEND=noninteractive apt-get install -y nginx wrk curl openssl python3 >&2
-        else
-            echo "missing $tool; run: sudo apt-get install -y nginx wrk curl openssl python3" >&2
-            exit 1
-        fi
-    fi
-done
-export PATH="$PATH:/usr/sbin"
-
-HOLDFAST_BIN="${HOLDFAST_BIN:-$ROOT/target/release/holdfast}"
-if [ ! -x "$HOLDFAST_BIN" ]; then
-    (cd "$ROOT" && cargo build --release -p holdfast >&2)
-fi
-
-for port in $ORIGIN_PORT $HOLDFAST_PORT $HOLDFAST_ADMIN_PORT $LIMITED_PORT $LIMITED_ADMIN_PORT; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "127.0.0.1:$port is taken; pick other ports with PORT_BASE=…" >&2
-        exit 1
-    fi
-done
-
-TMP="$(mktemp -d /tmp/holdfast-bench-routes.XXXXXX)"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
+. "$ROOT/bench/lib.sh"
+require nginx wrk curl openssl python3 -- nginx wrk curl openssl python3
+ports_free "$ORIGIN_PORT" "$HOLDFAST_PORT" "$HOLDFAST_ADMIN_PORT" "$LIMITED_PORT" "$LIMITED_ADMIN_PORT"
+HOLDFAST_BIN="$(holdfast_bin)"
+bench_tmp routes
 
 printf '%s\n' \
     "daemon off;" "master_process off;" "worker_processes 1;" "pid $TMP/origin.pid;" \
@@ -163,12 +135,6 @@ lua_for() { # route -> the path of its wrk script
     echo "$TMP/$1.lua"
 }
 
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
-        else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
-        else { sub(/s$/, "", v); printf "%.3f", v * 1000 } }'
-}
 
 ROUTES=(plain hs256 rs256 es256 mapped both limited)
 for route in "${ROUTES[@]}"; do

@@ -27,40 +27,13 @@ ORIGIN_PORT=$PORT_BASE
 HOLDFAST_PORT=$((PORT_BASE + 1))
 HOLDFAST_ADMIN_PORT=$((PORT_BASE + 2))
 
-export PATH="$PATH:/usr/sbin"
-for tool in wrk curl python3 nginx; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        if [ "$(id -u)" = 0 ]; then
-            DEBIAN_FRONTEND=noninteractive apt-get install -y wrk curl python3 nginx >&2
-        else
-            echo "missing $tool; run: sudo apt-get install -y wrk curl python3 nginx" >&2
-            exit 1
-        fi
-    fi
-done
+. "$ROOT/bench/lib.sh"
+require wrk curl python3 nginx -- wrk curl python3 nginx
 FAST_PORT=$((PORT_BASE + 3))
-for port in $ORIGIN_PORT $HOLDFAST_PORT $HOLDFAST_ADMIN_PORT $FAST_PORT; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "127.0.0.1:$port is taken; pick other ports with PORT_BASE=…" >&2
-        exit 1
-    fi
-done
+ports_free "$ORIGIN_PORT" "$HOLDFAST_PORT" "$HOLDFAST_ADMIN_PORT" "$FAST_PORT"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
-HOLDFAST_BIN="${HOLDFAST_BIN:-$ROOT/target/release/holdfast}"
-if [ ! -x "$HOLDFAST_BIN" ]; then
-    (cd "$ROOT" && cargo build --release -p holdfast >&2)
-fi
-
-TMP="$(mktemp -d /tmp/holdfast-bench-calls.XXXXXX)"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
+HOLDFAST_BIN="$(holdfast_bin)"
+bench_tmp calls
 
 python3 "$ROOT/bench/slow_origin.py" "$ORIGIN_PORT" &
 PIDS+=($!)
@@ -109,12 +82,6 @@ done
 
 resource_count() { curl -s "http://$O/count" | python3 -c 'import json,sys; print(json.load(sys.stdin)["resource"])'; }
 
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
-        else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
-        else { sub(/s$/, "", v); printf "%.3f", v * 1000 } }'
-}
 
 echo "# bench/upstream_calls.sh — $(date -u +%Y-%m-%dT%H:%M:%SZ) — $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo

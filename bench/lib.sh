@@ -1,0 +1,70 @@
+# bench/lib.sh — what the benchmark scripts share; sourced, not run.
+#
+#   require TOOL… -- PACKAGE…   tools that must be on PATH; as root the packages are installed
+#                                with apt-get, otherwise the exact command is printed and we exit
+#   ports_free PORT…             exits when one of the loopback ports is taken
+#   bench_tmp NAME               makes $TMP, and stops every pid in $PIDS and removes $TMP on exit
+#   holdfast_bin                 prints the Holdfast binary: $HOLDFAST_BIN, else the release build
+#                                (built if missing)
+#   to_ms VALUE                  wrk's latency ("850.00us", "1.23ms", "1.02s") in milliseconds
+
+ROOT="${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+export PATH="$PATH:/usr/sbin"
+
+require() {
+    local tools=() packages=() seen=0 missing=()
+    for arg in "$@"; do
+        if [ "$arg" = "--" ]; then seen=1; elif [ "$seen" = 0 ]; then tools+=("$arg"); else packages+=("$arg"); fi
+    done
+    for tool in "${tools[@]}"; do
+        command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    if [ "$(id -u)" = 0 ]; then
+        echo "installing: ${packages[*]}" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y "${packages[@]}" >&2
+    else
+        echo "missing ${missing[*]}; run: sudo apt-get install -y ${packages[*]}" >&2
+        exit 1
+    fi
+}
+
+ports_free() {
+    local port
+    for port in "$@"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "127.0.0.1:$port is taken; pick other ports with PORT_BASE=…" >&2
+            exit 1
+        fi
+    done
+}
+
+PIDS=()
+bench_cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    [ -n "${TMP:-}" ] && rm -rf "$TMP"
+}
+
+bench_tmp() {
+    TMP="$(mktemp -d "/tmp/holdfast-bench-$1.XXXXXX")"
+    trap bench_cleanup EXIT INT TERM
+}
+
+holdfast_bin() {
+    local bin="${HOLDFAST_BIN:-$ROOT/target/release/holdfast}"
+    if [ ! -x "$bin" ]; then
+        echo "building holdfast (release)…" >&2
+        (cd "$ROOT" && cargo build --release -p holdfast >&2)
+    fi
+    echo "$bin"
+}
+
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+        else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+        else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.3f", v * 60000 }
+        else { sub(/s$/, "", v); printf "%.3f", v * 1000 } }'
+}
