@@ -227,7 +227,11 @@ pub async fn admit(
     session: &Session,
     ctx: &mut RequestCtx,
 ) -> Option<Problem> {
-    let route = ctx.route_name().to_owned();
+    // The route's name is shared: no copy per request.
+    let route: std::sync::Arc<str> = ctx
+        .route
+        .as_ref()
+        .map_or_else(|| "none".into(), |r| r.name.clone());
     if let Some((in_flight, key)) = &limits.in_flight {
         let key_hash = in_flight.max_per_key.map(|_| {
             let mut hasher = limiter.hasher.build_hasher();
@@ -241,7 +245,7 @@ pub async fn admit(
             Err(refused) => {
                 METRICS
                     .limit_rejections
-                    .with_label_values(&[&route, "concurrency"])
+                    .with_label_values(&[&*route, "concurrency"])
                     .inc();
                 return Some(
                     match refused {
@@ -275,7 +279,7 @@ pub async fn admit(
     let retry = retry_nanos.div_ceil(1_000_000_000).max(1);
     METRICS
         .ratelimit_rejections
-        .with_label_values(&[route.as_str(), &*rule.name])
+        .with_label_values(&[&*route, &*rule.name])
         .inc();
     Some(
         Problem::new(

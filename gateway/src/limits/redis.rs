@@ -77,14 +77,7 @@ impl RedisLimits {
             .set_connection_timeout(Some(CALL_TIMEOUT))
             .set_response_timeout(Some(CALL_TIMEOUT));
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        METRICS
-            .ratelimit_backend
-            .with_label_values(&["redis"])
-            .set(1);
-        METRICS
-            .ratelimit_backend
-            .with_label_values(&["local"])
-            .set(0);
+        show_backend(true);
         Ok(Self {
             conn,
             script: redis::Script::new(SCRIPT),
@@ -143,14 +136,7 @@ impl RedisLimits {
         self.fallback_until.store(0, Ordering::Relaxed);
         if self.down.swap(false, Ordering::AcqRel) {
             tracing::info!("Redis is back: rate limits are shared again");
-            METRICS
-                .ratelimit_backend
-                .with_label_values(&["redis"])
-                .set(1);
-            METRICS
-                .ratelimit_backend
-                .with_label_values(&["local"])
-                .set(0);
+            show_backend(true);
         }
     }
 
@@ -160,14 +146,14 @@ impl RedisLimits {
             .store(self.now().saturating_add(retry).max(1), Ordering::Relaxed);
         if !self.down.swap(true, Ordering::AcqRel) {
             tracing::warn!(%error, "Redis is unreachable: rate limits fall back to this instance's own counts");
-            METRICS
-                .ratelimit_backend
-                .with_label_values(&["redis"])
-                .set(0);
-            METRICS
-                .ratelimit_backend
-                .with_label_values(&["local"])
-                .set(1);
+            show_backend(false);
         }
     }
+}
+
+/// `holdfast_ratelimit_backend`: 1 for the backend that counts now, 0 for the other.
+fn show_backend(redis: bool) {
+    let gauge = &METRICS.ratelimit_backend;
+    gauge.with_label_values(&["redis"]).set(i64::from(redis));
+    gauge.with_label_values(&["local"]).set(i64::from(!redis));
 }
