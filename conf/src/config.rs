@@ -12,10 +12,11 @@ use std::path::PathBuf;
 #[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The addresses the gateway serves on (`0.0.0.0:8080`, or a list).
+    /// The addresses the gateway serves on: `0.0.0.0:8080`, or a list of addresses and
+    /// `{ address, tls, h2c, http2 }` maps.
     #[serde(default, deserialize_with = "one_or_many")]
-    #[schemars(with = "crate::schema::OneOrMany<String>")]
-    pub listen: Vec<String>,
+    #[schemars(with = "crate::schema::OneOrMany<crate::schema::ListenerSchema>")]
+    pub listen: Vec<crate::Listener>,
     /// The admin listener: `/metrics`, `/healthz`, `/readyz`. Keep it off public interfaces.
     #[serde(default)]
     pub admin: Option<String>,
@@ -61,6 +62,12 @@ pub struct Server {
     pub watch_interval: Duration,
     /// Extra CA certificates (PEM) trusted for upstream TLS, besides the system roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// HTTP/2 streams one client connection may have open at once. Every held long-poll is an
+    /// open stream, and a browser puts all its requests to one origin on one HTTP/2
+    /// connection, so the default (1000) is ten times Pingora's 100: a dashboard holding many
+    /// polls must not starve its other requests. Held polls per client are capped separately
+    /// (`concurrency` limits).
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Server {
@@ -72,6 +79,7 @@ impl Default for Server {
             upstream_keepalive_pool: 1024,
             watch_interval: Duration::from_secs(1),
             ca_file: None,
+            max_concurrent_streams: 1000,
         }
     }
 }

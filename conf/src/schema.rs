@@ -31,6 +31,15 @@ pub(crate) enum OneOrMany<T> {
     Many(Vec<T>),
 }
 
+/// A listener: a bare address or the settings map.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub(crate) enum ListenerSchema {
+    Address(String),
+    Settings(crate::listener::ListenerMap),
+}
+
 /// `true`/`false` or the settings map.
 #[derive(JsonSchema)]
 #[serde(untagged)]

@@ -2,6 +2,7 @@
 
 use crate::Duration;
 use serde::Deserialize;
+use std::path::PathBuf;
 
 /// A named pool of targets that routes proxy to.
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
@@ -22,6 +23,20 @@ pub struct Upstream {
     /// loudly at load.
     #[serde(default = "verify_by_default")]
     pub verify: bool,
+    /// CA certificates (PEM) that this upstream's certificate must chain to, instead of the
+    /// system roots and `server.ca_file`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate chain (PEM) presented to the upstream (mTLS); needs `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// The private key (PEM) of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// Speak HTTP/2 to the targets: offered by ALPN over TLS (HTTP/1.1 stays the fallback),
+    /// prior knowledge (h2c) on cleartext. Requests then share connections as streams.
+    #[serde(default)]
+    pub http2: bool,
     /// Shorthand for `read_timeout` and `write_timeout` together.
     #[serde(default)]
     pub timeout: Option<Duration>,

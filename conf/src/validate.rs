@@ -33,14 +33,7 @@ fn check_server(config: &Config, errors: &mut Vec<FieldError>) {
             "at least one listen address is required, e.g. `listen: 0.0.0.0:8080`",
         ));
     }
-    for (i, address) in config.listen.iter().enumerate() {
-        if address.parse::<SocketAddr>().is_err() {
-            errors.push(FieldError::new(
-                format!("listen[{i}]"),
-                format!("`{address}` is not an address such as 0.0.0.0:8080"),
-            ));
-        }
-    }
+    check_listeners(config, errors);
     if let Some(admin) = &config.admin {
         if admin.parse::<SocketAddr>().is_err() {
             errors.push(FieldError::new(
@@ -77,6 +70,89 @@ fn check_server(config: &Config, errors: &mut Vec<FieldError>) {
     }
 }
 
+fn check_listeners(config: &Config, errors: &mut Vec<FieldError>) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, listener) in config.listen.iter().enumerate() {
+        let at = format!("listen[{i}]");
+        let address = &listener.address;
+        match address.parse::<SocketAddr>() {
+            Err(_) => errors.push(FieldError::new(
+                &at,
+                format!("`{address}` is not an address such as 0.0.0.0:8080"),
+            )),
+            Ok(parsed) if !seen.insert(parsed) => {
+                errors.push(FieldError::new(&at, format!("`{address}` is listed twice")))
+            }
+            Ok(_) => {}
+        }
+        let Some(tls) = &listener.tls else { continue };
+        if listener.h2c {
+            errors.push(FieldError::new(
+                format!("{at}.h2c"),
+                "h2c is HTTP/2 on a plain listener; a TLS listener offers HTTP/2 by ALPN (`http2`)",
+            ));
+        }
+        if tls.certificates.is_empty() {
+            errors.push(FieldError::new(
+                format!("{at}.tls.certificates"),
+                "at least one certificate is required: `- { cert: server.pem, key: server.key }`",
+            ));
+        }
+        for (c, certificate) in tls.certificates.iter().enumerate() {
+            for (n, name) in certificate.names.iter().enumerate() {
+                if !is_sni_name(name) {
+                    errors.push(FieldError::new(
+                        format!("{at}.tls.certificates[{c}].names[{n}]"),
+                        format!(
+                            "`{name}` is not a DNS name such as api.example.com or *.example.com"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// A DNS name a client may send in SNI, or a wildcard over one label (`*.example.com`).
+pub fn is_sni_name(name: &str) -> bool {
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn check_upstream_tls(at: &str, upstream: &crate::Upstream, errors: &mut Vec<FieldError>) {
+    let tls = upstream.uses_tls();
+    for (field, set) in [
+        ("ca_file", upstream.ca_file.is_some()),
+        ("client_cert", upstream.client_cert.is_some()),
+    ] {
+        if set && !tls {
+            errors.push(FieldError::new(
+                format!("{at}.{field}"),
+                "applies to TLS upstreams only: add `tls: true` or use https:// targets",
+            ));
+        }
+    }
+    match (&upstream.client_cert, &upstream.client_key) {
+        (Some(_), None) => errors.push(FieldError::new(
+            format!("{at}.client_cert"),
+            "needs `client_key`, the certificate's private key",
+        )),
+        (None, Some(_)) => errors.push(FieldError::new(
+            format!("{at}.client_key"),
+            "needs `client_cert`, the certificate the key belongs to",
+        )),
+        _ => {}
+    }
+}
+
 fn check_upstreams(config: &Config, errors: &mut Vec<FieldError>) {
     for (name, upstream) in &config.upstreams {
         let at = format!("upstreams.{name}");
@@ -92,6 +168,7 @@ fn check_upstreams(config: &Config, errors: &mut Vec<FieldError>) {
                 errors.push(FieldError::new(format!("{at}.targets[{i}]"), message));
             }
         }
+        check_upstream_tls(&at, upstream, errors);
         if let Some(check) = &upstream.health_check {
             if let Some(path) = &check.path {
                 if !path.starts_with('/') {

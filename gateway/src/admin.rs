@@ -28,7 +28,7 @@ impl Admin {
         }
         let listen = self.runtime.state.load().config.listen.clone();
         for address in listen {
-            let Ok(mut address) = address.parse::<SocketAddr>() else {
+            let Ok(mut address) = address.address.parse::<SocketAddr>() else {
                 return false;
             };
             // A wildcard address is reachable on loopback.

@@ -10,11 +10,15 @@ use crate::reload::{HealthChecks, Reloader};
 use crate::runtime::Runtime;
 use crate::state::State;
 use pingora_core::apps::http_app::HttpServer;
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::tls::Acceptor;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
+use pingora_core::protocols::http::v2::server::default_h2_options;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
+use pingora_proxy::HttpProxy;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -64,6 +68,58 @@ fn fail(message: &str) -> ! {
     std::process::exit(2)
 }
 
+/// The proxy with its HTTP/2 settings: h2c accepted (connection.rs sends only connections that
+/// begin with the HTTP/2 preface, or chose `h2` by ALPN), `server.max_concurrent_streams`, and
+/// the request-head size limit applied to HTTP/2 header lists too.
+fn http_proxy(server: &Arc<ServerConf>, runtime: &Arc<Runtime>) -> HttpProxy<Gateway> {
+    let state = runtime.state.load();
+    let mut proxy = pingora_proxy::http_proxy(
+        server,
+        Gateway {
+            runtime: runtime.clone(),
+        },
+    );
+    let mut options = HttpServerOptions::default();
+    options.h2c = true;
+    proxy.server_options = Some(options);
+    let mut h2 = default_h2_options();
+    h2.max_concurrent_streams(state.config.server.max_concurrent_streams);
+    h2.max_header_list_size(u32::try_from(state.max_header_bytes).unwrap_or(u32::MAX));
+    proxy.h2_options = Some(h2);
+    proxy
+}
+
+/// What connection.rs needs of one listener: its address, and for TLS its acceptor, whose
+/// certificates come from the running state at every handshake.
+fn connection_listener(
+    listener: &conf::Listener,
+    runtime: &Arc<Runtime>,
+) -> crate::connection::Listener {
+    let address = listener
+        .address
+        .parse()
+        .unwrap_or_else(|_| fail(&format!("`{}` is not an address", listener.address)));
+    let certificates = runtime
+        .state
+        .load()
+        .certificates
+        .get(&listener.address)
+        .cloned();
+    let tls = certificates.map(|initial| {
+        let resolver = Arc::new(crate::tls::sni::SniResolver {
+            runtime: runtime.clone(),
+            address: listener.address.clone(),
+            initial,
+        });
+        Acceptor::from_server_config(crate::tls::server_config(resolver, listener.http2))
+    });
+    crate::connection::Listener {
+        address,
+        tls,
+        h2c: listener.h2c,
+    }
+}
+
 /// Starts serving `state` (loaded from `config_path`) and never returns.
 pub fn run(state: State, config_path: PathBuf) -> ! {
     let config = state.config.clone();
@@ -105,31 +161,27 @@ pub fn run(state: State, config_path: PathBuf) -> ! {
         })
     });
     let runtime = Arc::new(Runtime::new(state, config_path, hub, access_log));
-    // The proxy behind the slow-client guard (limits/slow_client.rs), which bounds the time to
-    // receive a request head — something Pingora's own HTTP/1 loop does not do.
     let mut proxy = Service::new(
         "holdfast".to_owned(),
-        crate::limits::slow_client::Guarded {
-            proxy: Arc::new(pingora_proxy::http_proxy(
-                &server.configuration,
-                Gateway {
-                    runtime: runtime.clone(),
-                },
-            )),
+        crate::connection::Connections {
+            proxy: Arc::new(http_proxy(&server.configuration, &runtime)),
+            listeners: config
+                .listen
+                .iter()
+                .map(|listener| connection_listener(listener, &runtime))
+                .collect(),
             runtime: runtime.clone(),
         },
     );
-    for address in &config.listen {
+    for listener in &config.listen {
         // Pingora's default 64 KiB L4 read buffer per downstream connection is most of what a
         // held long-poll costs in memory (it is allocated zeroed and stays resident while the
         // poll is held), and on small requests it only adds a copy: the HTTP/1 session reads
         // the head into its own buffer, and bodies into theirs. See bench/RESULTS.md.
-        proxy.add_listener(
-            ListenerConfig::tcp(address.as_str()).l4_buffer(L4BufferSettings::new(
-                DOWNSTREAM_READ_BUFFER,
-                DOWNSTREAM_WRITE_BUFFER,
-            )),
-        );
+        // Every listener is plain TCP to Pingora: connection.rs does the TLS handshakes.
+        proxy.add_listener(ListenerConfig::tcp(listener.address.as_str()).l4_buffer(
+            L4BufferSettings::new(DOWNSTREAM_READ_BUFFER, DOWNSTREAM_WRITE_BUFFER),
+        ));
     }
     server.add_service(proxy);
 

@@ -390,19 +390,9 @@ mod tests {
     use super::*;
 
     fn spec(until: conf::Until, required: &[bool]) -> FaninSpec {
-        let upstream = conf::Upstream {
-            targets: vec!["127.0.0.1:9".to_owned()],
-            tls: false,
-            sni: None,
-            verify: true,
-            timeout: None,
-            connect_timeout: conf::Duration::from_secs(1),
-            read_timeout: None,
-            write_timeout: None,
-            retries: None,
-            idle_timeout: None,
-            health_check: None,
-        };
+        let upstream: conf::Upstream =
+            serde_yaml::from_str("{ targets: [127.0.0.1:9], connect_timeout: 1s }")
+                .expect("upstream");
         let pool = Arc::new(Pool::build("u", &upstream).expect("pool"));
         FaninSpec {
             members: required

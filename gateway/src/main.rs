@@ -17,6 +17,7 @@ mod body;
 mod call;
 mod channels;
 mod coalesce;
+mod connection;
 mod cors;
 mod ctx;
 mod fanin;
@@ -35,6 +36,7 @@ mod request_checks;
 mod routes;
 mod runtime;
 mod state;
+mod tls;
 mod upstream;
 
 // mimalloc: +25–35 % requests/s over the system allocator on the proxy path (pingora-notes.md).

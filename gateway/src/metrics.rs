@@ -35,6 +35,8 @@ pub struct Metrics {
     pub limit_rejections: IntCounterVec,
     pub ratelimit_backend: IntGaugeVec,
     pub ratelimit_fallbacks: prometheus::IntCounter,
+    pub connections: IntCounterVec,
+    pub tls_handshake_failures: IntCounterVec,
 }
 
 /// The process-wide metrics.
@@ -125,6 +127,8 @@ impl Metrics {
                 r.register(Box::new(c.clone())).unwrap_or_else(|e| panic!("{e}"));
                 c
             },
+            connections: counter(&r, "holdfast_connections_total", "Client connections accepted, by protocol (http1 over TLS or in clear, h2 by ALPN, h2c by prior knowledge); HTTP/1 connections count at their first request.", &["protocol"]),
+            tls_handshake_failures: counter(&r, "holdfast_tls_handshake_failures_total", "TLS handshakes that failed, by reason (protocol_version, incompatible, bad_message, certificate_rejected, client_alert, misbehaved, closed, timeout, other).", &["reason"]),
             registry: r,
         };
         metrics

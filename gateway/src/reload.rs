@@ -22,14 +22,26 @@ pub struct Reloader {
 /// What identifies the config files' content cheaply: each file's name, size and mtime.
 type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
 
-fn fingerprint(path: &Path) -> Fingerprint {
-    let files: Vec<PathBuf> = if path.is_dir() {
+/// The config files, and the certificate and key files the running config names (a renewed
+/// certificate is picked up like an edited route).
+fn fingerprint(path: &Path, config: &conf::Config) -> Fingerprint {
+    let mut files: Vec<PathBuf> = if path.is_dir() {
         std::fs::read_dir(path)
             .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
             .unwrap_or_default()
     } else {
         vec![path.to_owned()]
     };
+    for tls in config
+        .listen
+        .iter()
+        .filter_map(|listener| listener.tls.as_ref())
+    {
+        for certificate in &tls.certificates {
+            files.push(certificate.cert.clone());
+            files.push(certificate.key.clone());
+        }
+    }
     let mut prints: Fingerprint = files
         .into_iter()
         .filter_map(|file| {
@@ -50,10 +62,18 @@ impl Reloader {
         match loaded {
             Ok(Ok(new_state)) => {
                 let old = self.runtime.state.load();
-                if old.config.listen != new_state.config.listen
+                // Certificates may change; what each address speaks may not.
+                let shape = |config: &conf::Config| -> Vec<_> {
+                    config
+                        .listen
+                        .iter()
+                        .map(|l| (l.address.clone(), l.tls.is_some(), l.h2c, l.http2))
+                        .collect()
+                };
+                if shape(&old.config) != shape(&new_state.config)
                     || old.config.admin != new_state.config.admin
                 {
-                    tracing::warn!("listen and admin addresses change only on restart; the new routes apply now");
+                    tracing::warn!("listeners (addresses, TLS on or off, h2c) and the admin address change only on restart; the new routes and certificates apply now");
                 }
                 self.runtime.state.store(Arc::new(new_state));
                 METRICS.config_reloads.with_label_values(&["ok"]).inc();
@@ -102,19 +122,19 @@ impl BackgroundService for Reloader {
         } else {
             interval
         });
-        let mut last = fingerprint(&self.runtime.config_path);
+        let print = || fingerprint(&self.runtime.config_path, &self.runtime.state.load().config);
+        let mut last = print();
         loop {
             tokio::select! {
                 _ = received(&mut hangup) => {
-                    last = fingerprint(&self.runtime.config_path);
                     self.reload("SIGHUP").await;
+                    last = print();
                 }
                 _ = received(&mut user1) => crate::access_log::reopen(),
                 _ = ticker.tick(), if !interval.is_zero() => {
-                    let now = fingerprint(&self.runtime.config_path);
-                    if now != last {
-                        last = now;
+                    if print() != last {
                         self.reload("file change").await;
+                        last = print();
                     }
                 }
                 _ = shutdown.changed() => {

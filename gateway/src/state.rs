@@ -19,6 +19,8 @@ pub struct State {
     pub max_headers: usize,
     pub max_url_bytes: usize,
     pub trusted_proxies: crate::limits::TrustedProxies,
+    /// Each TLS listener's certificates, by listen address.
+    pub certificates: HashMap<String, Arc<crate::tls::sni::CertSet>>,
 }
 
 /// Load, validate and compile the config at `path`: every step `holdfast check` runs too.
@@ -37,14 +39,28 @@ fn collect<T>(result: Result<T, Vec<FieldError>>, errors: &mut Vec<FieldError>) 
 /// Compiles a validated config; resolving target names and reading key files are the only I/O.
 pub fn compile(config: Config, previous: Option<&State>) -> Result<State, ConfigErrors> {
     let mut errors = Vec::new();
+    let mut certificates = HashMap::new();
+    let mut warnings = Vec::new();
+    for (index, listener) in config.listen.iter().enumerate() {
+        let Some(tls) = &listener.tls else { continue };
+        let at = format!("listen[{index}]");
+        let loaded = crate::tls::load_certificates(&at, tls, &mut warnings);
+        if let Some(set) = collect(loaded, &mut errors) {
+            certificates.insert(listener.address.clone(), Arc::new(set));
+        }
+    }
+    // Placed like errors (file:line: field: …), but they do not stop the config.
+    for warning in config.place(warnings).0 {
+        tracing::warn!("{warning}");
+    }
     let mut pools = HashMap::new();
     for (name, upstream) in &config.upstreams {
         match Pool::build(name, upstream) {
             Ok(pool) => {
                 pools.insert(name.clone(), Arc::new(pool));
             }
-            Err(message) => errors.push(FieldError::new(
-                format!("upstreams.{name}.targets"),
+            Err((field, message)) => errors.push(FieldError::new(
+                format!("upstreams.{name}.{field}"),
                 message,
             )),
         }
@@ -82,6 +98,7 @@ pub fn compile(config: Config, previous: Option<&State>) -> Result<State, Config
             max_headers: config.limits.max_headers,
             max_url_bytes: config.limits.max_url_bytes.as_usize(),
             trusted_proxies: crate::limits::TrustedProxies::compile(&config.trusted_proxies),
+            certificates,
             config: Arc::new(config),
             auth,
             routes,

@@ -2,7 +2,8 @@
 //! health checks, the peer options that carry each upstream's timeouts, and target choice that
 //! skips targets a request already failed to connect to.
 
-use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::protocols::ALPN;
+use pingora_core::upstreams::peer::{HttpPeer, PeerOptions};
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::LoadBalancer;
@@ -22,29 +23,69 @@ pub struct Pool {
     /// Connect failures retried on another target.
     pub retries: usize,
     targets: usize,
-    tls: bool,
-    sni: String,
-    verify: bool,
+    tls: TlsTo,
+    http2: bool,
 }
 
+/// How a pool speaks TLS to its targets, shared by requests and health checks.
+struct TlsTo {
+    enabled: bool,
+    sni: String,
+    verify: bool,
+    /// Trusted instead of the system roots, when the upstream names its own CA file.
+    ca: Option<Arc<pingora_core::protocols::tls::CaType>>,
+    client_cert: Option<Arc<pingora_core::utils::tls::CertKey>>,
+}
+
+impl TlsTo {
+    fn apply(&self, options: &mut PeerOptions) {
+        options.verify_cert = self.verify;
+        options.verify_hostname = self.verify && !self.sni.is_empty();
+        options.ca = self.ca.clone();
+    }
+}
+
+/// HTTP/2 streams one upstream connection carries at once before another is opened.
+const UPSTREAM_H2_STREAMS: usize = 100;
+
 impl Pool {
-    /// Builds the pool; target names are resolved here (the only I/O).
-    pub fn build(name: &str, upstream: &conf::Upstream) -> Result<Self, String> {
+    /// Builds the pool; resolving target names and reading certificate files are the only I/O.
+    /// An error names the field at fault.
+    pub fn build(name: &str, upstream: &conf::Upstream) -> Result<Self, (&'static str, String)> {
         let targets = upstream
             .targets
             .iter()
             .map(|target| conf::split_scheme(target).0);
         let mut balancer = LoadBalancer::<RoundRobin>::try_from_iter(targets)
-            .map_err(|error| format!("cannot resolve targets: {error}"))?;
-        let (tls, sni) = (upstream.uses_tls(), upstream.sni_name());
-        if tls && !upstream.verify {
+            .map_err(|error| ("targets", format!("cannot resolve targets: {error}")))?;
+        let ca = upstream
+            .ca_file
+            .as_deref()
+            .map(crate::tls::ca_bundle)
+            .transpose()
+            .map_err(|message| ("ca_file", message))?;
+        let client_cert = match (&upstream.client_cert, &upstream.client_key) {
+            (Some(cert), Some(key)) => Some(
+                crate::tls::client_cert_key(cert, key)
+                    .map_err(|message| ("client_cert", message))?,
+            ),
+            _ => None,
+        };
+        let tls = TlsTo {
+            enabled: upstream.uses_tls(),
+            sni: upstream.sni_name(),
+            verify: upstream.verify,
+            ca,
+            client_cert,
+        };
+        if tls.enabled && !upstream.verify {
             tracing::warn!(
                 upstream = name,
                 "TLS certificate verification is OFF for this upstream: anyone on the path can impersonate it"
             );
         }
         let health_interval = upstream.health_check.as_ref().map(|check| {
-            balancer.set_health_check(health_check(check, tls, &sni));
+            balancer.set_health_check(health_check(check, &tls));
             check.interval.get()
         });
         balancer.parallel_health_check = true;
@@ -59,8 +100,7 @@ impl Pool {
             retries: upstream.effective_retries(),
             targets: upstream.targets.len(),
             tls,
-            sni,
-            verify: upstream.verify,
+            http2: upstream.http2,
         })
     }
 
@@ -84,14 +124,24 @@ impl Pool {
 
     /// The peer for one attempt, with this upstream's timeouts.
     pub fn peer(&self, addr: SocketAddr) -> HttpPeer {
-        let mut peer = HttpPeer::new(addr, self.tls, self.sni.clone());
+        let mut peer = HttpPeer::new(addr, self.tls.enabled, self.tls.sni.clone());
         let options = &mut peer.options;
-        options.verify_cert = self.verify;
-        options.verify_hostname = self.verify && !self.sni.is_empty();
+        self.tls.apply(options);
         options.connection_timeout = Some(self.connect_timeout);
         options.read_timeout = Some(self.read_timeout);
         options.write_timeout = Some(self.write_timeout);
         options.idle_timeout = self.idle_timeout;
+        if self.http2 {
+            // Over TLS, ALPN lets the target fall back to HTTP/1.1; cleartext means h2c by prior
+            // knowledge, as Pingora speaks it to a plaintext peer whose only version is 2.
+            options.alpn = if self.tls.enabled {
+                ALPN::H2H1
+            } else {
+                ALPN::H2
+            };
+            options.max_h2_streams = UPSTREAM_H2_STREAMS;
+        }
+        peer.client_cert_key = self.tls.client_cert.clone();
         peer
     }
 
@@ -109,15 +159,14 @@ impl Pool {
     }
 }
 
-fn health_check(
-    check: &conf::HealthCheck,
-    tls: bool,
-    sni: &str,
-) -> Box<dyn HealthCheck + Send + Sync> {
+fn health_check(check: &conf::HealthCheck, tls: &TlsTo) -> Box<dyn HealthCheck + Send + Sync> {
+    let sni = tls.sni.as_str();
     match &check.path {
         Some(path) => {
             let host = if sni.is_empty() { "localhost" } else { sni };
-            let mut http = HttpHealthCheck::new(host, tls);
+            let mut http = HttpHealthCheck::new(host, tls.enabled);
+            tls.apply(&mut http.peer_template.options);
+            http.peer_template.client_cert_key = tls.client_cert.clone();
             if let Ok(uri) = path.parse() {
                 http.req.set_uri(uri);
             }
@@ -128,11 +177,12 @@ fn health_check(
             Box::new(http)
         }
         None => {
-            let mut tcp = if tls {
+            let mut tcp = if tls.enabled {
                 TcpHealthCheck::new_tls(sni)
             } else {
                 TcpHealthCheck::new()
             };
+            tls.apply(&mut tcp.peer_template.options);
             tcp.consecutive_success = check.threshold;
             tcp.consecutive_failure = check.threshold;
             tcp.peer_template.options.connection_timeout = Some(check.timeout.get());

@@ -4,8 +4,8 @@
 //! `read()` call (`read_timeout`, 60 s by default; the keep-alive timeout on a reused
 //! connection), never on the whole head, and no `ProxyHttp` hook runs before the head is
 //! parsed. A client trickling one byte per second therefore keeps a connection (and a task)
-//! for as long as it likes. So the proxy service is wrapped in [`Guarded`], a `ServerApp` that
-//! does what Pingora's own HTTP/1 loop does (`impl ServerApp for HttpServerApp`), except that it
+//! for as long as it likes. So HTTP/1 connections are served by [`serve_http1`], which does
+//! what Pingora's own HTTP/1 loop does (`impl ServerApp for HttpServerApp`), except that it
 //! first reads the request head itself under `limits.header_timeout`:
 //! - a new connection must deliver its whole head within `header_timeout` of being accepted;
 //!   a kept-alive one may idle up to `limits.idle_timeout`, then must deliver its head within
@@ -18,15 +18,15 @@
 //! The bytes read are handed to Pingora's parser as the session's pipelined prefix, so Pingora
 //! parses exactly what it would have read itself. Request bodies are bounded separately:
 //! `body_timeout` is the per-read timeout and the total (checked per chunk in
-//! `request_body_filter`). Serves cleartext HTTP/1, the only kind the listeners accept.
+//! `request_body_filter`). Serves HTTP/1.x, in clear or over TLS; connection.rs decides which
+//! connections come here and which go to Pingora's HTTP/2 server.
 
 use crate::metrics::METRICS;
 use crate::problem::Problem;
 use crate::proxy::Gateway;
 use crate::runtime::Runtime;
-use async_trait::async_trait;
 use bytes::BytesMut;
-use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::apps::HttpServerApp;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
@@ -36,15 +36,11 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-/// The proxy service behind the header timeout.
-pub struct Guarded {
-    pub proxy: Arc<HttpProxy<Gateway>>,
-    pub runtime: Arc<Runtime>,
-}
-
 /// How reading a request head ended.
 enum Head {
     Complete(BytesMut),
+    /// The HTTP/2 connection preface, on a listener that accepts h2c: what was read so far.
+    H2cPreface(BytesMut),
     /// The client closed, idled out or the server is shutting down: close quietly.
     Closed,
     TimedOut,
@@ -58,9 +54,9 @@ struct Settings {
     max_header_bytes: usize,
 }
 
-impl Guarded {
-    fn settings(&self) -> Settings {
-        let state = self.runtime.state.load();
+impl Settings {
+    fn now(runtime: &Runtime) -> Self {
+        let state = runtime.state.load();
         let limits = &state.config.limits;
         Settings {
             header_timeout: limits.header_timeout.get(),
@@ -79,9 +75,13 @@ fn head_complete(buf: &[u8], from: usize) -> bool {
     })
 }
 
+/// What an HTTP/2 client sends first (RFC 9113 §3.4).
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 async fn read_head(
     stream: &mut Stream,
     reused: bool,
+    h2c: bool,
     settings: &Settings,
     shutdown: &mut ShutdownWatch,
 ) -> Head {
@@ -100,23 +100,48 @@ async fn read_head(
         }
     }
     loop {
+        // The preface holds an empty line too: look for it before looking for a head's end.
+        if h2c && !reused && !buf.is_empty() {
+            if buf.starts_with(H2_PREFACE) {
+                return Head::H2cPreface(buf);
+            }
+            let partial = buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf);
+            if partial {
+                match read_more(stream, &mut buf, deadline, shutdown).await {
+                    Some(head) => return head,
+                    None => continue,
+                }
+            }
+        }
         if head_complete(&buf, 0) {
             return Head::Complete(buf);
         }
         if buf.len() > settings.max_header_bytes {
             return Head::TooLarge(settings.max_header_bytes);
         }
-        let before = buf.len();
-        tokio::select! {
-            read = stream.read_buf(&mut buf) => match read {
-                Ok(n) if n > 0 => {}
-                _ => return Head::Closed,
-            },
-            _ = tokio::time::sleep_until(deadline) => {
-                return if before == 0 { Head::Closed } else { Head::TimedOut };
-            }
-            _ = shutdown.changed(), if before == 0 => return Head::Closed,
+        if let Some(head) = read_more(stream, &mut buf, deadline, shutdown).await {
+            return head;
         }
+    }
+}
+
+/// Reads what is there into `buf`; `Some` when reading must stop there.
+async fn read_more(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    deadline: Instant,
+    shutdown: &mut ShutdownWatch,
+) -> Option<Head> {
+    let before = buf.len();
+    tokio::select! {
+        read = stream.read_buf(buf) => match read {
+            Ok(n) if n > 0 => None,
+            _ => Some(Head::Closed),
+        },
+        _ = tokio::time::sleep_until(deadline) => {
+            Some(if before == 0 { Head::Closed } else { Head::TimedOut })
+        }
+        _ = shutdown.changed(), if before == 0 => Some(Head::Closed),
     }
 }
 
@@ -140,75 +165,86 @@ async fn refuse(stream: &mut Stream, problem: &Problem) {
     }
 }
 
-#[async_trait]
-impl ServerApp for Guarded {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let mut shutdown = shutdown.clone();
-        let mut stream = stream;
-        let mut persistent = None;
-        let mut reused = false;
-        loop {
-            let settings = self.settings();
-            let head = read_head(&mut stream, reused, &settings, &mut shutdown).await;
-            let prefix = match head {
-                Head::Complete(prefix) => prefix,
-                Head::Closed => return None,
-                Head::TimedOut => {
-                    METRICS
-                        .limit_rejections
-                        .with_label_values(&["none", "slow_client"])
-                        .inc();
-                    let problem = super::request_timeout(&format!(
-                        "the request head did not arrive within {:?}",
-                        settings.header_timeout
-                    ));
-                    refuse(&mut stream, &problem).await;
-                    return None;
-                }
-                Head::TooLarge(max) => {
-                    METRICS
-                        .limit_rejections
-                        .with_label_values(&["none", "header"])
-                        .inc();
-                    let problem = Problem::new(
-                        431,
-                        "header-too-large",
-                        "Request Header Fields Too Large",
-                        format!("the request head is larger than {max} bytes"),
-                    );
-                    refuse(&mut stream, &problem).await;
-                    return None;
-                }
-            };
-            let mut session = ServerSession::new_http1(stream);
-            if let Some(settings) = persistent.take() {
-                pingora_core::apps::HttpPersistentSettings::apply_to_session(
-                    settings,
-                    &mut session,
-                );
-            }
-            let idle = settings.idle_timeout.as_secs();
-            if *shutdown.borrow() || idle == 0 {
-                session.set_keepalive(None);
-            } else {
-                session.set_keepalive(Some(idle));
-            }
-            session.set_read_timeout(Some(settings.body_timeout));
-            session.set_pipelined_prefix(prefix);
-            let reusable = self.proxy.process_new_http(session, &shutdown).await?;
-            let (next, settings) = reusable.consume();
-            stream = next;
-            persistent = settings;
-            reused = true;
-        }
-    }
+/// How an HTTP/1 connection ended.
+pub enum Served {
+    Done,
+    /// An h2c listener received the HTTP/2 preface first: the connection and the bytes read.
+    H2cPreface(Stream, BytesMut),
+}
 
-    async fn cleanup(&self) {
-        self.proxy.http_cleanup().await;
+/// Serves HTTP/1.x requests on `stream` until the connection closes, reading each request head
+/// under the header timeout, as Pingora's own HTTP/1 loop (`impl ServerApp for
+/// HttpServerApp`) would otherwise do without one.
+pub async fn serve_http1(
+    proxy: &Arc<HttpProxy<Gateway>>,
+    runtime: &Runtime,
+    stream: Stream,
+    h2c: bool,
+    shutdown: &ShutdownWatch,
+) -> Served {
+    let mut shutdown = shutdown.clone();
+    let mut stream = stream;
+    let mut persistent = None;
+    let mut reused = false;
+    loop {
+        let settings = Settings::now(runtime);
+        let head = read_head(&mut stream, reused, h2c, &settings, &mut shutdown).await;
+        let prefix = match head {
+            Head::Complete(prefix) => {
+                if !reused {
+                    // Counted at its first request: an h2c connection starts here too.
+                    METRICS.connections.with_label_values(&["http1"]).inc();
+                }
+                prefix
+            }
+            Head::H2cPreface(read) => return Served::H2cPreface(stream, read),
+            Head::Closed => return Served::Done,
+            Head::TimedOut => {
+                METRICS
+                    .limit_rejections
+                    .with_label_values(&["none", "slow_client"])
+                    .inc();
+                let problem = super::request_timeout(&format!(
+                    "the request head did not arrive within {:?}",
+                    settings.header_timeout
+                ));
+                refuse(&mut stream, &problem).await;
+                return Served::Done;
+            }
+            Head::TooLarge(max) => {
+                METRICS
+                    .limit_rejections
+                    .with_label_values(&["none", "header"])
+                    .inc();
+                let problem = Problem::new(
+                    431,
+                    "header-too-large",
+                    "Request Header Fields Too Large",
+                    format!("the request head is larger than {max} bytes"),
+                );
+                refuse(&mut stream, &problem).await;
+                return Served::Done;
+            }
+        };
+        let mut session = ServerSession::new_http1(stream);
+        if let Some(settings) = persistent.take() {
+            pingora_core::apps::HttpPersistentSettings::apply_to_session(settings, &mut session);
+        }
+        let idle = settings.idle_timeout.as_secs();
+        if *shutdown.borrow() || idle == 0 {
+            session.set_keepalive(None);
+        } else {
+            session.set_keepalive(Some(idle));
+        }
+        session.set_read_timeout(Some(settings.body_timeout));
+        session.set_pipelined_prefix(prefix);
+        let Some(reusable) = proxy.process_new_http(session, &shutdown).await else {
+            return Served::Done;
+        };
+        let (next, settings) = reusable.consume();
+        stream = next;
+        persistent = settings;
+        reused = true;
     }
 }
 
