@@ -216,6 +216,15 @@ pub fn run(state: State, config_path: PathBuf) -> ! {
             runtime: runtime.clone(),
         },
     ));
-    tracing::info!(listen = ?config.listen, admin = ?config.admin, threads, "holdfast is starting");
+    let listen: Vec<String> = config
+        .listen
+        .iter()
+        .map(|listener| match (&listener.tls, listener.h2c) {
+            (Some(_), _) => format!("https://{}", listener.address),
+            (None, true) => format!("http://{} (h2c)", listener.address),
+            (None, false) => format!("http://{}", listener.address),
+        })
+        .collect();
+    tracing::info!(?listen, admin = ?config.admin, threads, "holdfast is starting");
     server.run_forever()
 }

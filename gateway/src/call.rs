@@ -129,6 +129,26 @@ pub struct OutboundRequest {
     pub body: Bytes,
 }
 
+/// A request that arrived over HTTP/2 is written upstream as HTTP/1.1 (Pingora's HTTP/2
+/// client sets its own version when the pool speaks HTTP/2), its `:authority` becoming the
+/// `Host` header, as Pingora's proxy does for proxied requests.
+fn as_http1(header: &mut RequestHeader) -> pingora_error::Result<()> {
+    if header.version != http::Version::HTTP_2 {
+        return Ok(());
+    }
+    header.set_version(http::Version::HTTP_11);
+    if header.headers.contains_key(http::header::HOST) {
+        return Ok(());
+    }
+    let authority = header.uri.authority().map(|a| a.as_str().to_owned());
+    match authority {
+        Some(authority) if !authority.contains('@') => {
+            header.insert_header(http::header::HOST, authority)
+        }
+        _ => Ok(()),
+    }
+}
+
 impl OutboundRequest {
     /// Builds the upstream request from the client's: reads the body (up to the route's
     /// `max_body`; more is a 413), drops hop-by-hop headers, sets the forwarding headers, strips
@@ -146,6 +166,7 @@ impl OutboundRequest {
         for name in HOP_BY_HOP {
             header.remove_header(*name);
         }
+        as_http1(&mut header)?;
         crate::proxy::prepare_upstream_request(session, &mut header, ctx)?;
         let mut body = Some(body);
         mapped::request_body(&mut body, true, ctx)?;

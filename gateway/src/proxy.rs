@@ -357,7 +357,10 @@ pub fn prepare_upstream_request(
         };
         upstream.insert_header("x-forwarded-for", forwarded)?;
     }
-    upstream.insert_header("x-forwarded-proto", "http")?;
+    let tls = session
+        .digest()
+        .is_some_and(|digest| digest.ssl_digest.is_some());
+    upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
     if let Some(id) = &ctx.request_id {
         upstream.insert_header("x-request-id", id.clone())?;
     }

@@ -9,5 +9,6 @@ mod limits;
 mod longpoll;
 mod mapping;
 mod proxy;
+mod tls;
 mod upstream_calls;
 mod upstream_tls;
