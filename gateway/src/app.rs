@@ -69,8 +69,9 @@ fn fail(message: &str) -> ! {
 }
 
 /// The proxy with its HTTP/2 settings: h2c accepted (connection.rs sends only connections that
-/// begin with the HTTP/2 preface, or chose `h2` by ALPN), `server.max_concurrent_streams`, and
-/// the request-head size limit applied to HTTP/2 header lists too.
+/// begin with the HTTP/2 preface, or chose `h2` by ALPN), `server.max_concurrent_streams`, the
+/// request-head size limit applied to HTTP/2 header lists too, and `limits.idle_timeout` for
+/// connections with no open stream. All fixed at start.
 fn http_proxy(server: &Arc<ServerConf>, runtime: &Arc<Runtime>) -> HttpProxy<Gateway> {
     let state = runtime.state.load();
     let mut proxy = pingora_proxy::http_proxy(
@@ -81,6 +82,10 @@ fn http_proxy(server: &Arc<ServerConf>, runtime: &Arc<Runtime>) -> HttpProxy<Gat
     );
     let mut options = HttpServerOptions::default();
     options.h2c = true;
+    // An HTTP/2 connection with no stream open is closed like an idle HTTP/1 keep-alive one.
+    // (Zero would close it before its first stream: then HTTP/2 connections have no idle limit.)
+    let idle = state.config.limits.idle_timeout.get();
+    options.h2_idle_timeout = (!idle.is_zero()).then_some(idle);
     proxy.server_options = Some(options);
     let mut h2 = default_h2_options();
     h2.max_concurrent_streams(state.config.server.max_concurrent_streams);
