@@ -140,11 +140,9 @@ impl<'de> Deserialize<'de> for Backplane {
         }
         match serde_yaml::Value::deserialize(deserializer)? {
             serde_yaml::Value::String(name) if name == "memory" => Ok(Backplane::Memory),
-            value @ serde_yaml::Value::Mapping(_) => serde_yaml::from_value::<Map>(value)
-                .map(|map| Backplane::Redis(map.redis))
-                .map_err(|e| {
-                    D::Error::custom(crate::suggest::improve_serde_message(&e.to_string()))
-                }),
+            value @ serde_yaml::Value::Mapping(_) => {
+                crate::suggest::from_map::<Map, _>(value).map(|map| Backplane::Redis(map.redis))
+            }
             _ => Err(D::Error::custom(
                 "backplane must be `memory` or `{ redis: { url: redis://host:port } }`",
             )),

@@ -79,16 +79,14 @@ impl<'de> Deserialize<'de> for Listener {
         use serde::de::Error;
         match serde_yaml::Value::deserialize(deserializer)? {
             serde_yaml::Value::String(address) => Ok(Listener::plain(address)),
-            value @ serde_yaml::Value::Mapping(_) => serde_yaml::from_value::<ListenerMap>(value)
-                .map(|map| Listener {
+            value @ serde_yaml::Value::Mapping(_) => {
+                crate::suggest::from_map::<ListenerMap, _>(value).map(|map| Listener {
                     address: map.address,
                     tls: map.tls,
                     h2c: map.h2c,
                     http2: map.http2,
                 })
-                .map_err(|e| {
-                    D::Error::custom(crate::suggest::improve_serde_message(&e.to_string()))
-                }),
+            }
             _ => Err(D::Error::custom(
                 "a listener is an address (`0.0.0.0:8080`) or a map `{ address, tls, h2c }`",
             )),

@@ -10,6 +10,17 @@ pub fn nearest<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -
         .map(|(_, candidate)| candidate)
 }
 
+/// Deserializes the map form of a setting that may also be written as a scalar (`listen`,
+/// `backplane`, a fan-in upstream…), with the same "did you mean" messages as the rest of the
+/// config: serde_yaml 0.9 reads enums from YAML tags, so these forms go through a `Value`.
+pub(crate) fn from_map<T, E>(value: serde_yaml::Value) -> Result<T, E>
+where
+    T: serde::de::DeserializeOwned,
+    E: serde::de::Error,
+{
+    serde_yaml::from_value(value).map_err(|e| E::custom(improve_serde_message(&e.to_string())))
+}
+
 /// Rewrites serde's "unknown field `x`, expected one of `a`, `b`" (and the same for variants)
 /// into a shorter message with the nearest valid key.
 pub fn improve_serde_message(message: &str) -> String {

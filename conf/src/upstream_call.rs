@@ -65,9 +65,7 @@ impl<'de> Deserialize<'de> for Backoff {
                 })
             }
             value @ serde_yaml::Value::Mapping(_) => {
-                let map: Map = serde_yaml::from_value(value).map_err(|e| {
-                    D::Error::custom(crate::suggest::improve_serde_message(&e.to_string()))
-                })?;
+                let map: Map = crate::suggest::from_map(value)?;
                 let default = Self::default();
                 let initial = map.initial.unwrap_or(default.initial);
                 Ok(Self {
@@ -102,9 +100,8 @@ pub(crate) fn coalesce<'de, D: Deserializer<'de>>(
     }
     match serde_yaml::Value::deserialize(deserializer)? {
         serde_yaml::Value::Bool(on) => Ok(on.then_some(Coalesce::default())),
-        value @ serde_yaml::Value::Mapping(_) => serde_yaml::from_value::<Map>(value)
-            .map(|map| Some(Coalesce { shared: map.shared }))
-            .map_err(|e| D::Error::custom(crate::suggest::improve_serde_message(&e.to_string()))),
+        value @ serde_yaml::Value::Mapping(_) => crate::suggest::from_map::<Map, _>(value)
+            .map(|map| Some(Coalesce { shared: map.shared })),
         _ => Err(D::Error::custom(
             "coalesce must be `true`, `false` or `{ shared: true }`",
         )),
@@ -172,16 +169,14 @@ impl<'de> Deserialize<'de> for FaninUpstream {
                 required: false,
                 path: None,
             }),
-            value @ serde_yaml::Value::Mapping(_) => serde_yaml::from_value::<Map>(value)
-                .map(|map| Self {
+            value @ serde_yaml::Value::Mapping(_) => {
+                crate::suggest::from_map::<Map, _>(value).map(|map| Self {
                     name: map.name,
                     timeout: map.timeout,
                     required: map.required,
                     path: map.path,
                 })
-                .map_err(|e| {
-                    D::Error::custom(crate::suggest::improve_serde_message(&e.to_string()))
-                }),
+            }
             _ => Err(D::Error::custom(
                 "a fan-in upstream is a name or `{ name: …, timeout: 2s, required: true }`",
             )),
