@@ -108,6 +108,9 @@ impl ProxyHttp for Gateway {
             }
         }
         // Every action but proxying answers here; the status is kept for the metrics.
+        // The upstream-call actions are boxed: inline, their futures (~43 KB for `call::serve`)
+        // would size this whole hook's future, which every held long-poll keeps allocated
+        // (bench/RESULTS.md §2).
         let status = match &route.action {
             Action::Proxy(pool) => {
                 ctx.pool = Some(pool.clone());
@@ -115,9 +118,15 @@ impl ProxyHttp for Gateway {
             }
             Action::LongPoll(spec) => channels::poll(&self.runtime, session, ctx, spec).await?,
             Action::Publish(spec) => channels::publish(&self.runtime, session, ctx, spec).await?,
-            Action::Call(spec) => crate::call::serve(&self.runtime, session, ctx, spec).await?,
-            Action::Fanin(spec) => crate::fanin::serve(&self.runtime, session, ctx, spec).await?,
-            Action::Job(spec) => crate::jobs::serve(&self.runtime, session, ctx, spec).await?,
+            Action::Call(spec) => {
+                Box::pin(crate::call::serve(&self.runtime, session, ctx, spec)).await?
+            }
+            Action::Fanin(spec) => {
+                Box::pin(crate::fanin::serve(&self.runtime, session, ctx, spec)).await?
+            }
+            Action::Job(spec) => {
+                Box::pin(crate::jobs::serve(&self.runtime, session, ctx, spec)).await?
+            }
         };
         ctx.answered = Some(status);
         Ok(true)
