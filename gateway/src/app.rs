@@ -170,6 +170,9 @@ pub fn run(state: State, config_path: PathBuf) -> ! {
         "holdfast".to_owned(),
         crate::connection::Connections {
             proxy: Arc::new(http_proxy(&server.configuration, &runtime)),
+            gateway: Gateway {
+                runtime: runtime.clone(),
+            },
             listeners: config
                 .listen
                 .iter()

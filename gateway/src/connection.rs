@@ -24,6 +24,8 @@ use std::sync::Arc;
 /// The proxy service's `ServerApp`: every listener's connections start here.
 pub struct Connections {
     pub proxy: Arc<HttpProxy<Gateway>>,
+    /// The same hooks as the proxy's, for the routes served without it (answered.rs).
+    pub gateway: Gateway,
     pub runtime: Arc<Runtime>,
     pub listeners: Vec<Listener>,
 }
@@ -104,7 +106,9 @@ impl ServerApp for Connections {
     ) -> Option<Stream> {
         let listener = self.listener_of(&stream)?;
         let stream = match &listener.tls {
-            Some(acceptor) => self.handshake(acceptor, stream).await?,
+            // Boxed: inline, rustls's handshake state (~6.5 KB) would stay allocated in this
+            // future for the whole life of every connection, TLS or not (bench/RESULTS.md §2).
+            Some(acceptor) => Box::pin(self.handshake(acceptor, stream)).await?,
             None => stream,
         };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
@@ -112,7 +116,16 @@ impl ServerApp for Connections {
             return None;
         }
         let h2c = listener.h2c && listener.tls.is_none();
-        match serve_http1(&self.proxy, &self.runtime, stream, h2c, shutdown).await {
+        match serve_http1(
+            &self.proxy,
+            &self.gateway,
+            &self.runtime,
+            stream,
+            h2c,
+            shutdown,
+        )
+        .await
+        {
             Served::Done => {}
             Served::H2cPreface(stream, read) => {
                 let mut tcp = stream.into_any().downcast::<TcpStream>().ok()?;

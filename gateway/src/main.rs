@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 mod access_log;
 mod admin;
+mod answered;
 mod app;
 mod authn;
 mod body;

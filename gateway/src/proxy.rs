@@ -419,13 +419,18 @@ fn host_of(header: &RequestHeader) -> Option<std::borrow::Cow<'_, str>> {
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
     })?;
+    Some(normalized_host(raw))
+}
+
+/// A Host value as routes name hosts: lower case, without the port or IPv6 brackets.
+pub fn normalized_host(raw: &str) -> std::borrow::Cow<'_, str> {
     let host = match raw.strip_prefix('[') {
         Some(bracketed) => bracketed.split(']').next().unwrap_or(bracketed),
         None => raw.split(':').next().unwrap_or(raw),
     };
-    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
         std::borrow::Cow::Owned(host.to_ascii_lowercase())
     } else {
         std::borrow::Cow::Borrowed(host)
-    })
+    }
 }

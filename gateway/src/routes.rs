@@ -100,6 +100,8 @@ pub struct RouteTable {
     /// `*.example.com` routes, by suffix (`.example.com`).
     by_wildcard: Vec<(String, PathTree)>,
     any_host: PathTree,
+    /// Whether any route's action is answered by the gateway rather than proxied.
+    answers_any: bool,
 }
 
 /// The matchit patterns that implement a route's `match`.
@@ -198,11 +200,15 @@ impl RouteTable {
         by_host.values_mut().for_each(&mut build);
         by_wildcard.iter_mut().for_each(|(_, tree)| build(tree));
         if errors.is_empty() {
+            let answers_any = routes
+                .iter()
+                .any(|route| !matches!(route.action, Action::Proxy(_)));
             Ok(Self {
                 routes,
                 by_host,
                 by_wildcard,
                 any_host,
+                answers_any,
             })
         } else {
             Err(errors)
@@ -247,6 +253,11 @@ impl RouteTable {
             return Lookup::MethodNotAllowed(allow.join(", "));
         }
         Lookup::NotFound
+    }
+
+    /// Whether any route is answered by the gateway (long-poll, publish, calls, fan-in, jobs).
+    pub fn answers_any(&self) -> bool {
+        self.answers_any
     }
 
     pub fn routes(&self) -> &[Arc<CompiledRoute>] {

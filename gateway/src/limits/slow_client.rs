@@ -26,7 +26,7 @@ use crate::problem::Problem;
 use crate::proxy::Gateway;
 use crate::runtime::Runtime;
 use bytes::BytesMut;
-use pingora_core::apps::HttpServerApp;
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
@@ -85,7 +85,9 @@ async fn read_head(
     settings: &Settings,
     shutdown: &mut ShutdownWatch,
 ) -> Head {
-    let mut buf = BytesMut::with_capacity(4096);
+    // Most heads fit in 1 KiB; this buffer becomes the session's and lives as long as the
+    // request (a held poll), so it starts small and grows as [`make_room`] finds it full.
+    let mut buf = BytesMut::with_capacity(1024);
     let mut deadline = Instant::now() + settings.header_timeout;
     if reused {
         // Idle until the next request's first byte, then the head timeout starts.
@@ -125,6 +127,14 @@ async fn read_head(
     }
 }
 
+/// Doubles `buf` when little room is left: a full `BytesMut` would otherwise be read into 64
+/// bytes at a time.
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 256 {
+        buf.reserve(buf.capacity().max(1024));
+    }
+}
+
 /// Reads what is there into `buf`; `Some` when reading must stop there.
 async fn read_more(
     stream: &mut Stream,
@@ -133,6 +143,7 @@ async fn read_more(
     shutdown: &mut ShutdownWatch,
 ) -> Option<Head> {
     let before = buf.len();
+    make_room(buf);
     tokio::select! {
         read = stream.read_buf(buf) => match read {
             Ok(n) if n > 0 => None,
@@ -177,6 +188,7 @@ pub enum Served {
 /// HttpServerApp`) would otherwise do without one.
 pub async fn serve_http1(
     proxy: &Arc<HttpProxy<Gateway>>,
+    gateway: &Gateway,
     runtime: &Runtime,
     stream: Stream,
     h2c: bool,
@@ -226,19 +238,31 @@ pub async fn serve_http1(
                 return Served::Done;
             }
         };
-        let mut session = ServerSession::new_http1(stream);
-        if let Some(settings) = persistent.take() {
-            pingora_core::apps::HttpPersistentSettings::apply_to_session(settings, &mut session);
-        }
-        let idle = settings.idle_timeout.as_secs();
-        if *shutdown.borrow() || idle == 0 {
-            session.set_keepalive(None);
+        let answered = crate::answered::answered_here(&runtime.state.load(), &prefix);
+        let prepare = |session: &mut ServerSession| {
+            if let Some(settings) = persistent.take() {
+                HttpPersistentSettings::apply_to_session(settings, session);
+            }
+            let idle = settings.idle_timeout.as_secs();
+            if *shutdown.borrow() || idle == 0 {
+                session.set_keepalive(None);
+            } else {
+                session.set_keepalive(Some(idle));
+            }
+            session.set_read_timeout(Some(settings.body_timeout));
+            session.set_pipelined_prefix(prefix);
+        };
+        let reusable = if answered {
+            let mut session = crate::answered::session(stream);
+            prepare(&mut session.downstream_session);
+            // Boxed: this connection's task stays small while it idles between requests.
+            Box::pin(crate::answered::serve(gateway, session)).await
         } else {
-            session.set_keepalive(Some(idle));
-        }
-        session.set_read_timeout(Some(settings.body_timeout));
-        session.set_pipelined_prefix(prefix);
-        let Some(reusable) = proxy.process_new_http(session, &shutdown).await else {
+            let mut session = ServerSession::new_http1(stream);
+            prepare(&mut session);
+            Box::pin(proxy.process_new_http(session, &shutdown)).await
+        };
+        let Some(reusable) = reusable else {
             return Served::Done;
         };
         let (next, settings) = reusable.consume();

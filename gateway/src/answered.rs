@@ -1,0 +1,184 @@
+//! Requests for routes the gateway answers itself (long-poll, publish, upstream calls, fan-in,
+//! jobs), served without Pingora's proxy state machine.
+//!
+//! Pingora runs every request inside `HttpProxy::process_new_http`, one future sized for its
+//! largest state: proxying with its cache, retries and upstream session, tens of KiB. A held
+//! long-poll sits in `request_filter` for up to its whole wait, and kept all of that allocated
+//! (bench/RESULTS.md §2). These routes only ever reach `request_filter`, which writes the
+//! answer and returns `true`, so here they run exactly the part of Pingora's
+//! `process_request` that such a request takes — `request_filter`, then `logging`, then
+//! finishing the session for reuse, or `fail_to_proxy` on an error — with the same `Gateway`
+//! hooks, and nothing else is held.
+//!
+//! Which requests come here is decided from the raw head (slow_client.rs read it already) with
+//! the same route lookup `request_filter` makes; anything unusual (an absolute-form target,
+//! more headers than the parser's array, `CONNECT`) goes to Pingora, which serves every request.
+
+use crate::problem::Problem;
+use crate::proxy::{answer, normalized_host, Gateway};
+use crate::routes::{Action, Lookup};
+use crate::state::State;
+use pingora_core::apps::{HttpPersistentSettings, ReusedHttpStream};
+use pingora_core::protocols::Stream;
+use pingora_proxy::{ProxyHttp, Session};
+
+/// Header slots for the decision; a head with more goes to Pingora (which applies the limit).
+const MAX_HEADERS: usize = 128;
+
+/// Whether the request whose complete head is `head` is for a route the gateway answers
+/// itself.
+pub fn answered_here(state: &State, head: &[u8]) -> bool {
+    if !state.routes.answers_any() {
+        return false;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
+        return false;
+    }
+    let (Some(method), Some(target)) = (request.method, request.path) else {
+        return false;
+    };
+    // Origin form only (`/path?query`): Pingora resolves the other forms.
+    if !target.starts_with('/') {
+        return false;
+    }
+    let Ok(method) = http::Method::from_bytes(method.as_bytes()) else {
+        return false;
+    };
+    if method == http::Method::CONNECT {
+        return false;
+    }
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    let host = request
+        .headers
+        .iter()
+        .find(|header| header.name.eq_ignore_ascii_case("host"))
+        .and_then(|header| std::str::from_utf8(header.value).ok())
+        .map(normalized_host);
+    matches!(
+        state.routes.find(host.as_deref(), &method, path),
+        Lookup::Found(route, _) if !matches!(route.action, Action::Proxy(_))
+    )
+}
+
+/// Serves the one request whose head `session` holds (as its pipelined prefix), as Pingora's
+/// `process_request` would when `request_filter` answers it. Returns the connection when it may
+/// serve another request.
+pub async fn serve(gateway: &Gateway, mut session: Session) -> Option<ReusedHttpStream> {
+    // Reading the head and finishing the session are boxed, so that while the request is held
+    // this future keeps only the session, the context and the hook's own (boxed) future.
+    match Box::pin(session.downstream_session.read_request()).await {
+        Ok(true) => {}
+        Ok(false) => return None,
+        Err(_) => {
+            // The head was complete but does not parse: what Pingora answers too.
+            if let Err(error) = session.downstream_session.respond_error(400).await {
+                tracing::debug!(%error, "cannot answer a malformed request");
+            }
+            session.downstream_session.shutdown().await;
+            return None;
+        }
+    }
+    let mut ctx = gateway.new_ctx();
+    let error = match gateway.request_filter(&mut session, &mut ctx).await {
+        Ok(true) => {
+            gateway.logging(&mut session, None, &mut ctx).await;
+            return finish(session).await;
+        }
+        // A reload between the decision and `request_filter` made the route a proxied one.
+        Ok(false) => match answer(&mut session, &mut ctx, &route_changed()).await {
+            Ok(_) => {
+                gateway.logging(&mut session, None, &mut ctx).await;
+                return finish(session).await;
+            }
+            Err(error) => error,
+        },
+        Err(error) => error,
+    };
+    let failed = gateway.fail_to_proxy(&mut session, &error, &mut ctx).await;
+    if !gateway.suppress_error_log(&session, &ctx, &error) {
+        tracing::error!(%error, status = failed.error_code, "cannot serve the request");
+    }
+    gateway.logging(&mut session, Some(&error), &mut ctx).await;
+    session.downstream_session.on_proxy_failure(error);
+    if failed.can_reuse_downstream {
+        finish(session).await
+    } else {
+        None
+    }
+}
+
+/// Ends the request; the connection when it may be reused.
+async fn finish(session: Session) -> Option<ReusedHttpStream> {
+    let settings = HttpPersistentSettings::for_session(&session.downstream_session);
+    let reusable = Box::pin(session.downstream_session.finish())
+        .await
+        .ok()
+        .flatten()?;
+    Some(ReusedHttpStream::from_reusable_stream(reusable, settings))
+}
+
+fn route_changed() -> Problem {
+    Problem::new(
+        503,
+        "reloading",
+        "Service Unavailable",
+        "the configuration changed while the request arrived; retry it",
+    )
+    .with_header("retry-after", "0")
+}
+
+/// A connection's stream as Pingora's HTTP/1 session wants it, for [`serve`].
+pub fn session(stream: Stream) -> Session {
+    Session::new_h1_with_modules(stream, &pingora_core::modules::http::HttpModules::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answered_here;
+    use std::path::Path;
+
+    const CONFIG: &str = r#"
+upstreams:
+  api: { targets: ["127.0.0.1:9"] }
+routes:
+  - { name: api, match: { prefix: /api }, upstream: api }
+  - { name: sub, match: { path: "/sub/{ch}", methods: [GET] }, longpoll: { channel: "{ch}" } }
+  - { name: hosted, match: { path: /h, host: poll.example.com }, longpoll: { channel: h } }
+  - { name: proxied, match: { path: /h }, upstream: api }
+"#;
+
+    fn state(yaml: &str) -> crate::state::State {
+        let config = conf::load_str(Path::new("t.yaml"), yaml).expect("parses");
+        crate::state::compile(config, None).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn only_heads_for_answered_routes_are_answered_here() {
+        let state = state(CONFIG);
+        let here = |head: &str| answered_here(&state, head.as_bytes());
+        assert!(here("GET /sub/a HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(here("GET /sub/a?cursor=1 HTTP/1.1\r\n\r\n"));
+        assert!(here(
+            "GET /h HTTP/1.1\r\nhost: POLL.example.com:8080\r\n\r\n"
+        ));
+        assert!(!here("GET /h HTTP/1.1\r\nHost: other.example.com\r\n\r\n"));
+        assert!(!here("GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n"));
+        // Not found or not allowed: Pingora's path answers those.
+        assert!(!here("GET /nowhere HTTP/1.1\r\n\r\n"));
+        assert!(!here("POST /sub/a HTTP/1.1\r\n\r\n"));
+        // Unusual forms go to Pingora, which serves everything.
+        assert!(!here("GET http://x/sub/a HTTP/1.1\r\n\r\n"));
+        assert!(!here("CONNECT /sub/a HTTP/1.1\r\n\r\n"));
+        assert!(!here("GET /sub/a HTTP/1.1\r\nHost: x\r\n"));
+        assert!(!here("\u{1}\u{2} garbage\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_proxy_only_config_skips_the_decision() {
+        let state = state("upstreams: { a: { targets: [\"127.0.0.1:9\"] } }\nroutes: [{ name: a, upstream: a }]\n");
+        assert!(!state.routes.answers_any());
+        assert!(!answered_here(&state, b"GET / HTTP/1.1\r\n\r\n"));
+    }
+}
