@@ -177,7 +177,7 @@ async fn rewrite_request(
     }
     let before = request.headers.clone();
     let sources = Sources { captures, claims };
-    let changed = match mapping.request.apply(&mut request, &sources) {
+    let changed = match mapping.request.apply_lazily(&mut request, &sources) {
         Ok(changed) => changed,
         Err(error) => return Ok(Err(refusal(&error))),
     };
@@ -234,6 +234,7 @@ async fn rewrite_request(
     }
     rewrite.body = match (changed.body, request.body) {
         (true, Body::Json(value)) => Some(mapping::to_bytes(&value)),
+        (true, Body::Shallow(body)) => Some(body.to_bytes()),
         (true, Body::Bytes(bytes)) => Some(bytes),
         // Read but left as it was: the bytes are consumed and must be sent again.
         _ => read,

@@ -9,6 +9,7 @@ use crate::view::{raw_capture, Failure, View};
 use crate::Sources;
 use conf::mapping::{Cast, Place, Source};
 use serde_json::Value;
+use std::fmt::Display;
 
 /// Applies `rules` in order.
 pub(crate) fn apply_all(
@@ -105,11 +106,11 @@ fn write(
             .read(source, sources)?
             .ok_or_else(|| Failure::Missing(source.to_string()))?,
     };
-    let label = match value {
-        Expr::From(source) => source.to_string(),
-        _ => "value".to_owned(),
+    let label: &dyn Display = match value {
+        Expr::From(source) => source,
+        _ => &"value",
     };
-    put_value(view, to, produced, cast, append, &label)
+    put_value(view, to, produced, cast, append, label)
 }
 
 fn put(
@@ -128,7 +129,7 @@ fn put(
         };
         return view.write_path(to, &encoded);
     }
-    put_value(view, to, value, cast, append, &from.to_string())
+    put_value(view, to, value, cast, append, from)
 }
 
 fn put_value(
@@ -137,12 +138,13 @@ fn put_value(
     value: Value,
     to_type: Option<Cast>,
     append: bool,
-    label: &str,
+    // Only formatted when the cast fails.
+    label: &dyn Display,
 ) -> Result<(), Failure> {
     let value = match to_type {
         Some(to_type) => cast(value, to_type).map_err(|why| {
             Failure::Rule(Reason::Cast {
-                place: label.to_owned(),
+                place: label.to_string(),
                 to: to_type.name(),
                 why,
             })

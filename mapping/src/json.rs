@@ -6,7 +6,12 @@ use serde_json::{Map, Value};
 
 /// The value at `path`, if there is one.
 pub(crate) fn get<'a>(root: &'a Value, path: &JsonPath) -> Option<&'a Value> {
-    path.0.iter().try_fold(root, |value, step| match step {
+    get_steps(root, &path.0)
+}
+
+/// The value at the end of `steps` from `root`.
+pub(crate) fn get_steps<'a>(root: &'a Value, steps: &[JsonStep]) -> Option<&'a Value> {
+    steps.iter().try_fold(root, |value, step| match step {
         JsonStep::Key(key) => value.as_object()?.get(key),
         JsonStep::Index(index) => value.as_array()?.get(*index),
     })
@@ -14,7 +19,12 @@ pub(crate) fn get<'a>(root: &'a Value, path: &JsonPath) -> Option<&'a Value> {
 
 /// Removes and returns the value at `path`; the root itself cannot be taken.
 pub(crate) fn take(root: &mut Value, path: &JsonPath) -> Option<Value> {
-    let (last, parents) = path.0.split_last()?;
+    take_steps(root, &path.0)
+}
+
+/// Removes and returns the value at the end of `steps` from `root` (none when empty).
+pub(crate) fn take_steps(root: &mut Value, steps: &[JsonStep]) -> Option<Value> {
+    let (last, parents) = steps.split_last()?;
     let parent = parents.iter().try_fold(root, |value, step| match step {
         JsonStep::Key(key) => value.as_object_mut()?.get_mut(key),
         JsonStep::Index(index) => value.as_array_mut()?.get_mut(*index),
@@ -32,8 +42,18 @@ pub(crate) fn take(root: &mut Value, path: &JsonPath) -> Option<Value> {
 /// index may name an existing element or the one just past the end (which is appended). A
 /// `null` on the way is replaced by a container; any other scalar in the way is an error.
 pub(crate) fn slot<'a>(root: &'a mut Value, path: &JsonPath) -> Result<&'a mut Value, String> {
+    slot_from(root, path, 0)
+}
+
+/// [`slot`] for the steps of `path` from `start` on, `root` being the value the steps before
+/// `start` lead to (errors name the whole path).
+pub(crate) fn slot_from<'a>(
+    root: &'a mut Value,
+    path: &JsonPath,
+    start: usize,
+) -> Result<&'a mut Value, String> {
     let mut value = root;
-    for (i, step) in path.0.iter().enumerate() {
+    for (i, step) in path.0.iter().enumerate().skip(start) {
         if value.is_null() {
             *value = match step {
                 JsonStep::Key(_) => Value::Object(Map::new()),

@@ -28,6 +28,7 @@ mod path;
 mod query;
 mod rule;
 mod ruleset;
+mod shallow;
 mod value;
 mod view;
 
@@ -39,3 +40,4 @@ pub use error::{MappingError, Reason};
 pub use model::{Body, Changed, Request, Response, Sources};
 pub use query::{encode_query, parse_query};
 pub use ruleset::{RouteMapping, RuleSet};
+pub use shallow::Shallow;

@@ -43,6 +43,9 @@ pub enum Body {
     /// Parsed JSON. After `apply`, serialise it with [`crate::body::to_bytes`] when
     /// [`Changed::body`] says so.
     Json(Value),
+    /// A JSON object parsed one level deep, only after [`RuleSet::apply_lazily`]
+    /// (crate::RuleSet::apply_lazily): serialise it with [`Shallow::to_bytes`].
+    Shallow(crate::Shallow),
 }
 
 /// What the rules may read besides the message itself.

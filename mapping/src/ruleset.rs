@@ -111,7 +111,29 @@ impl RuleSet {
         request: &mut Request,
         sources: &Sources<'_>,
     ) -> Result<Changed, MappingError> {
-        let mut view = crate::view::View::request(request, self.non_json == NonJsonBody::Refuse);
+        self.apply_request(request, sources, false)
+    }
+
+    /// [`apply`](Self::apply), except that a JSON object body is parsed one level deep: the
+    /// members no rule reaches keep the client's bytes, and the body may be left as
+    /// [`Body::Shallow`](crate::Body::Shallow). For a caller that only sends the body on (the
+    /// gateway): the result, serialised, is the same JSON as `apply`'s.
+    pub fn apply_lazily(
+        &self,
+        request: &mut Request,
+        sources: &Sources<'_>,
+    ) -> Result<Changed, MappingError> {
+        self.apply_request(request, sources, true)
+    }
+
+    fn apply_request(
+        &self,
+        request: &mut Request,
+        sources: &Sources<'_>,
+        lazy: bool,
+    ) -> Result<Changed, MappingError> {
+        let refuse_non_json = self.non_json == NonJsonBody::Refuse;
+        let mut view = crate::view::View::request(request, refuse_non_json, lazy);
         apply_all(&self.rules, &mut view, sources)?;
         Ok(view.changed)
     }

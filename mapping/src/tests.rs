@@ -835,5 +835,36 @@ mod properties {
                 let _ = set.apply_response(&mut response, &sources);
             }
         }
+
+        /// The gateway's lazy application (a JSON object parsed one level deep) sends the same
+        /// JSON, and fails the same way, as the reference one, on compact and pretty bodies.
+        #[test]
+        fn lazy_application_gives_the_same_json(list in prop::collection::vec(rule(), 0..6), members in prop::collection::vec(("[a-c]", json_value()), 0..5), claims in json_value(), pretty in any::<bool>()) {
+            let yaml = format!("[{}]", list.join(", "));
+            let Ok(parsed) = serde_yaml::from_str::<Vec<conf::mapping::Rule>>(&yaml) else { return Ok(()) };
+            let parsed: Vec<conf::mapping::Rule> = parsed
+                .into_iter()
+                .filter(|rule| RuleSet::compile_for_pattern(std::slice::from_ref(rule), Some(PATTERN), "r").is_ok())
+                .collect();
+            let Ok(set) = RuleSet::compile_for_pattern(&parsed, Some(PATTERN), "routes[0].map.request") else { return Ok(()) };
+            let captures = [("id".to_owned(), "7".to_owned()), ("rest".to_owned(), "a/b".to_owned())];
+            let sources = Sources { captures: &captures, claims: Some(&claims) };
+            let body = Value::Object(members.into_iter().collect());
+            let text = if pretty { serde_json::to_vec_pretty(&body) } else { serde_json::to_vec(&body) };
+            let bytes = Bytes::from(text.expect("serialises"));
+            let run = |lazy: bool| {
+                let mut req = Request::new("POST", "/users/7/files/a/b?a=1", [("content-type", "application/json")]).expect("request");
+                req.body = Body::Bytes(bytes.clone());
+                let result = if lazy { set.apply_lazily(&mut req, &sources) } else { set.apply(&mut req, &sources) };
+                let sent = match (&result, req.body) {
+                    (Ok(changed), Body::Json(value)) if changed.body => crate::to_bytes(&value),
+                    (Ok(changed), Body::Shallow(shallow)) if changed.body => shallow.to_bytes(),
+                    _ => bytes.clone(),
+                };
+                let sent: Value = serde_json::from_slice(&sent).expect("valid JSON");
+                (result.map(|changed| (changed.method, changed.path, changed.query, changed.headers, changed.body)).map_err(|e| e.to_string()), sent, req.headers)
+            };
+            prop_assert_eq!(run(true), run(false));
+        }
     }
 }

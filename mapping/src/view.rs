@@ -4,12 +4,13 @@
 use crate::body::{is_json, parse_unbounded};
 use crate::error::{MappingError, Reason};
 use crate::headers::{always_kept, is_safe_value};
-use crate::json::{get, slot, take};
+use crate::json::{get, get_steps, slot, slot_from, take, take_steps};
 use crate::model::{header, Body, Changed, Request, Response, Sources};
 use crate::path;
 use crate::rule::{Keep, Target};
+use crate::shallow::{Parsed, Shallow};
 use crate::value::text;
-use conf::mapping::{Place, Source};
+use conf::mapping::{JsonPath, JsonStep, Place, Source};
 use serde_json::{Map, Value};
 
 /// Why writing failed: a missing value (skipped unless the rule is required), a rule failure,
@@ -36,11 +37,13 @@ pub(crate) struct View<'a> {
     /// A request without a body gets a JSON object when a rule writes into the body.
     create_body: bool,
     refuse_non_json: bool,
+    /// A JSON object body is parsed one level deep (shallow.rs) rather than whole.
+    lazy: bool,
     pub changed: Changed,
 }
 
 impl<'a> View<'a> {
-    pub fn request(request: &'a mut Request, refuse_non_json: bool) -> Self {
+    pub fn request(request: &'a mut Request, refuse_non_json: bool, lazy: bool) -> Self {
         View {
             method: Some(&mut request.method),
             path: Some(&mut request.path),
@@ -49,6 +52,7 @@ impl<'a> View<'a> {
             body: &mut request.body,
             create_body: true,
             refuse_non_json,
+            lazy,
             changed: Changed::default(),
         }
     }
@@ -62,6 +66,7 @@ impl<'a> View<'a> {
             body: &mut response.body,
             create_body: false,
             refuse_non_json: false,
+            lazy: false,
             changed: Changed::default(),
         }
     }
@@ -85,16 +90,35 @@ impl<'a> View<'a> {
         }
     }
 
-    /// The JSON body, parsed on first use; `None` when there is none or it is not JSON.
-    pub fn json(&mut self) -> Result<Option<&mut Value>, MappingError> {
+    /// Parses the body on first use: JSON (whole, or one level deep when lazy), else left as
+    /// it is (or refused, when the route says so).
+    fn parse_body(&mut self) -> Result<(), MappingError> {
         if let Body::Bytes(bytes) = &*self.body {
             let content_type = header(self.headers, "content-type").unwrap_or_default();
             if blank(bytes) {
                 *self.body = Body::Empty;
             } else if is_json(content_type) {
-                *self.body = Body::Json(parse_unbounded(bytes)?);
+                *self.body = if self.lazy {
+                    match Shallow::parse(bytes)? {
+                        Parsed::Shallow(shallow) => Body::Shallow(shallow),
+                        Parsed::Whole(value) => Body::Json(value),
+                    }
+                } else {
+                    Body::Json(parse_unbounded(bytes)?)
+                };
             } else if self.refuse_non_json {
                 return Err(MappingError::UnsupportedMediaType(content_type.to_owned()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole JSON body, parsed on first use; `None` when there is none or it is not JSON.
+    pub fn json(&mut self) -> Result<Option<&mut Value>, MappingError> {
+        self.parse_body()?;
+        if matches!(self.body, Body::Shallow(_)) {
+            if let Body::Shallow(shallow) = std::mem::take(self.body) {
+                *self.body = Body::Json(shallow.into_value()?);
             }
         }
         match self.body {
@@ -103,10 +127,34 @@ impl<'a> View<'a> {
         }
     }
 
-    /// The JSON body for writing: a request without a body (and without a non-JSON content
-    /// type) gets an empty object and `content-type: application/json`.
-    fn json_for_write(&mut self) -> Result<Option<&mut Value>, MappingError> {
-        self.json()?;
+    /// The first key of `path` when the body is kept one level deep: the member it reaches.
+    fn shallow_key<'p>(&self, path: &'p JsonPath) -> Option<&'p str> {
+        match (&*self.body, path.0.first()) {
+            (Body::Shallow(_), Some(JsonStep::Key(key))) => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Applies `f` to the body's value at `path` (`None` when there is none).
+    fn with_body_value<R>(
+        &mut self,
+        path: &JsonPath,
+        f: impl FnOnce(Option<&Value>) -> R,
+    ) -> Result<R, MappingError> {
+        self.parse_body()?;
+        if let Some(key) = self.shallow_key(path) {
+            if let Body::Shallow(shallow) = &mut *self.body {
+                let member = shallow.get(key)?;
+                return Ok(f(member.and_then(|member| get_steps(member, &path.0[1..]))));
+            }
+        }
+        Ok(f(self.json()?.and_then(|body| get(body, path))))
+    }
+
+    /// Whether the body can be written: a request without a body (and without a non-JSON
+    /// content type) gets an empty object and `content-type: application/json`.
+    fn prepare_body_write(&mut self) -> Result<bool, MappingError> {
+        self.parse_body()?;
         if matches!(self.body, Body::Empty) && self.create_body {
             match header(self.headers, "content-type") {
                 None => {
@@ -115,15 +163,55 @@ impl<'a> View<'a> {
                     self.changed.headers = true;
                 }
                 Some(content_type) if is_json(content_type) => {}
-                Some(_) => return Ok(None),
+                Some(_) => return Ok(false),
             }
             *self.body = Body::Json(Value::Object(Map::new()));
         }
-        self.changed.body |= matches!(self.body, Body::Json(_));
-        Ok(match self.body {
-            Body::Json(value) => Some(value),
-            _ => None,
-        })
+        let writable = matches!(self.body, Body::Json(_) | Body::Shallow(_));
+        self.changed.body |= writable;
+        Ok(writable)
+    }
+
+    /// The body's slot at `path`, created on the way (see [`slot`]); `Ok(None)` when the body
+    /// cannot be written.
+    fn body_slot(&mut self, path: &JsonPath) -> Result<Option<&mut Value>, Failure> {
+        if !self.prepare_body_write()? {
+            return Ok(None);
+        }
+        let target = || Target::Body(path.clone());
+        if self.shallow_key(path).is_some() {
+            let (Body::Shallow(shallow), Some(JsonStep::Key(key))) =
+                (&mut *self.body, path.0.first())
+            else {
+                return Ok(None);
+            };
+            let member = shallow.get_or_insert(key)?;
+            return slot_from(member, path, 1)
+                .map(Some)
+                .map_err(|why| conflict(&target(), why));
+        }
+        match self.json()? {
+            Some(body) => slot(body, path)
+                .map(Some)
+                .map_err(|why| conflict(&target(), why)),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes and returns the body's value at `path`.
+    fn body_take(&mut self, path: &JsonPath) -> Result<Option<Value>, MappingError> {
+        self.parse_body()?;
+        if let Some(key) = self.shallow_key(path) {
+            if let Body::Shallow(shallow) = &mut *self.body {
+                return match &path.0[1..] {
+                    [] => shallow.remove(key),
+                    rest => Ok(shallow
+                        .get(key)?
+                        .and_then(|member| take_steps(member, rest))),
+                };
+            }
+        }
+        Ok(self.json()?.and_then(|body| take(body, path)))
     }
 
     /// The value of a source; a repeated header or query parameter gives its first value.
@@ -147,7 +235,7 @@ impl<'a> View<'a> {
             Place::Capture(name) => {
                 raw_capture(sources, name).map(|raw| Value::String(path::decode(raw)))
             }
-            Place::Body(path) => self.json()?.and_then(|body| get(body, path)).cloned(),
+            Place::Body(path) => self.with_body_value(path, |value| value.cloned())?,
         })
     }
 
@@ -159,7 +247,7 @@ impl<'a> View<'a> {
                 .is_some_and(|q| first(q, name).is_some()),
             Target::Header(name) => first(self.headers, name).is_some(),
             Target::Path | Target::Capture(_) | Target::Method => true,
-            Target::Body(path) => self.json()?.is_some_and(|body| get(body, path).is_some()),
+            Target::Body(path) => self.with_body_value(path, |value| value.is_some())?,
         })
     }
 
@@ -167,10 +255,9 @@ impl<'a> View<'a> {
     pub fn write(&mut self, target: &Target, value: Value, append: bool) -> Result<(), Failure> {
         match target {
             Target::Body(at) => {
-                let Some(body) = self.json_for_write()? else {
+                let Some(slot) = self.body_slot(at)? else {
                     return Ok(());
                 };
-                let slot = slot(body, at).map_err(|why| conflict(target, why))?;
                 if !append {
                     *slot = value;
                 } else if let Value::Array(items) = slot {
@@ -266,7 +353,7 @@ impl<'a> View<'a> {
                 None
             }
             Target::Body(path) => {
-                let taken = self.json()?.and_then(|body| take(body, path));
+                let taken = self.body_take(path)?;
                 self.changed.body |= taken.is_some();
                 taken
             }
