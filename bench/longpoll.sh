@@ -10,21 +10,43 @@
 #      (the kernel's receive timestamp, SO_TIMESTAMPNS) — p50 / p99 / max;
 #   3. publish throughput: 100 channels × 100 subscribers (each re-polls at once after its
 #      answer), publishes round robin over the channels from 4 keep-alive connections for
-#      ${TP_SECS}s: publishes/s and answers delivered/s.
+#      ${TP_SECS}s: publishes/s and answers delivered/s. Each publisher sends its next publish
+#      when the previous one is answered — except for Pushpin (below).
 # The client is bench/loadtool (Rust, tokio + raw HTTP/1.1; its own crate outside the workspace).
 #
 # Servers, each with ONE worker:
 #   Holdfast  `server: { threads: 1 }`, routes /sub/{ch} (longpoll) and /pub/{ch} (publish).
 #   Nchan     nginx `worker_processes 1` + libnginx-mod-nchan, /sub/<ch> longpoll subscriber
 #             (`nchan_subscriber_first_message newest`), /pub/<ch> publisher.
-#   Pushpin   Debian `pushpin` (condure + pushpin-proxy + pushpin-handler [+ zurl]), with its
-#             default handler settings, in front of `loadtool grip-origin` (answers every poll
-#             with `Grip-Hold: response` + `Grip-Channel: <ch>`); publishes go to its HTTP
-#             publish API (port PUSHPIN_PUBLISH_PORT, 5561 by default). Pushpin's RSS is the sum
-#             of all its processes (the origin excluded).
+#   Pushpin   Debian `pushpin` (condure + pushpin-proxy + pushpin-handler + zurl) in front of
+#             `loadtool grip-origin` (answers every poll with `Grip-Hold: response` +
+#             `Grip-Channel: <ch>`); publishes go to its HTTP publish API (port
+#             PUSHPIN_PUBLISH_PORT, 5561 by default). Pushpin's RSS is the sum of all its
+#             processes (the origin excluded). Every poll is a request to the origin (condure →
+#             pushpin-proxy → zurl → origin → pushpin-handler, which then holds it); here that
+#             path takes ~800-1000 new polls/s. With the Debian defaults a burst of polls got
+#             502/500 at once: pushpin-proxy hands requests to zurl and to the handler over ZeroMQ
+#             queues of 100 (compiled in) and fails a request when they are full. Settings, sized
+#             for this load, in our copy of pushpin.conf and of its libdir (zurl template):
+#               [proxy] max_open_requests=64  at most 64 polls in flight to the origin; the rest
+#                       wait in condure (back-pressure) instead of failing;
+#               [handler] message_rate, message_hwm=1000000  (defaults 2500/s and 25000)
+#                       no delivery rate cap, no drops;
+#               [runner] client_maxconn=max(NS)+2000; zurl max_open_requests, in_hwm,
+#                       out_hwm=max(NS)+2000  (defaults 2000 / 1000 / 1000).
+#             And in the test: (a) each channel is first held by one poll (curl, 2 s) before the
+#             burst: 1 s after a channel's first subscription the handler re-sends every poll
+#             already held on it back through the origin, in batches of 100 every 100 ms, which
+#             overflows the same queues; afterwards the subscription lingers (60 s), so the
+#             burst is not re-sent. (b) fan-out waits 2 + N/400 s (not 2 + N/5000) before the
+#             publish, for the polls still queued in condure to reach the handler. (c) its
+#             publish API answers before delivering, so the throughput test paces publishes to
+#             PUSHPIN_PUB_RATE/s (8 by default, about what those re-polls sustain at 100 per
+#             publish); unpaced publishing runs ahead of the re-polls (~0.5 delivered/publish).
 #
-# Run:    bench/longpoll.sh                (takes ~3-4 min)
+# Run:    bench/longpoll.sh                (takes ~3 min)
 # Knobs:  NS="5000 15000"  TP_SECS=10  SERVERS="holdfast nchan pushpin"  PORT_BASE=28600
+#         PUSHPIN_PUB_RATE=8 (publishes/s in Pushpin's throughput test)
 #         HOLDFAST_BIN=path/to/holdfast (default target/release/holdfast, built if missing)
 # Needs:  nginx, libnginx-mod-nchan, pushpin (Debian packages; installed with apt-get when run
 #         as root), cargo, curl, and `ulimit -n` ≥ max(NS) + 1000 (the client and each server
@@ -44,6 +66,7 @@ NCHAN_PORT=$((PORT_BASE + 2))
 PUSHPIN_PORT=$((PORT_BASE + 3))
 GRIP_ORIGIN_PORT=$((PORT_BASE + 4))
 PUSHPIN_PUBLISH_PORT="${PUSHPIN_PUBLISH_PORT:-5561}"
+PUSHPIN_PUB_RATE="${PUSHPIN_PUB_RATE:-8}"
 export PATH="$PATH:/usr/sbin"
 
 max_n=10000 # the throughput test holds 100 × 100
@@ -139,6 +162,7 @@ EOF
     PUB="http://127.0.0.1:$HOLDFAST_PORT/pub/{ch}"
     BODY='{"n":1,"ch":"{ch}"}'
     SERVER_PIDS="$SERVER_PID"
+    SETTLE_PER_S=5000 PRIME=0 PUB_RATE=0
 }
 
 start_nchan() {
@@ -186,6 +210,7 @@ EOF
     PUB="http://127.0.0.1:$NCHAN_PORT/pub/{ch}"
     BODY='{"n":1,"ch":"{ch}"}'
     SERVER_PIDS="$SERVER_PID"
+    SETTLE_PER_S=5000 PRIME=0 PUB_RATE=0
 }
 
 start_pushpin() {
@@ -193,7 +218,7 @@ start_pushpin() {
     "$LOADTOOL" grip-origin --listen "127.0.0.1:$GRIP_ORIGIN_PORT" --threads 1 &
     PIDS+=($!)
     echo "* 127.0.0.1:$GRIP_ORIGIN_PORT" >"$TMP/pushpin/routes"
-    # The Debian defaults, with our own ports, run and log directories.
+    # The Debian config with our own ports, run and log directories, sized for this load (header).
     sed -e "s|^rundir=.*|rundir=$TMP/pushpin/run|" \
         -e "s|^logdir=.*|logdir=$TMP/pushpin/log|" \
         -e "s|^http_port=.*|http_port=127.0.0.1:$PUSHPIN_PORT|" \
@@ -201,10 +226,19 @@ start_pushpin() {
         -e "s|^routesfile=.*|routesfile=$TMP/pushpin/routes|" \
         -e "s|^push_in_http_port=.*|push_in_http_port=$PUSHPIN_PUBLISH_PORT|" \
         -e "s|^client_maxconn=.*|client_maxconn=$((max_n + 2000))|" \
+        -e "s|^message_rate=.*|message_rate=1000000|" \
+        -e "s|^message_hwm=.*|message_hwm=1000000|" \
+        -e "s|^\[proxy\]\$|[proxy]\nmax_open_requests=64|" \
         /etc/pushpin/pushpin.conf >"$TMP/pushpin/pushpin.conf"
-    # pushpin-proxy reaches the origin through zurl: run it under the runner, on our rundir.
-    sed -i "0,/^\[proxy\]/s||[proxy]\nzurl_out_specs=ipc://{rundir}/{ipc_prefix}zurl-in\nzurl_out_stream_specs=ipc://{rundir}/{ipc_prefix}zurl-in-stream\nzurl_in_specs=ipc://{rundir}/{ipc_prefix}zurl-out|" \
-        "$TMP/pushpin/pushpin.conf"
+    # Our own copy of the runner's libdir (internal.conf + the zurl config template):
+    # pushpin-proxy reaches the origin through zurl, run by the runner on our rundir; zurl sized
+    # for this load too.
+    cp -r /usr/lib/pushpin "$TMP/pushpin/lib"
+    sed -i "s|ipc:///var/run/zurl/|ipc://{rundir}/{ipc_prefix}|" "$TMP/pushpin/lib/internal.conf"
+    sed -i -e "s|^max_open_requests=.*|max_open_requests=$((max_n + 2000))|" \
+        -e "s|^in_hwm=.*|in_hwm=$((max_n + 2000))|" -e "s|^out_hwm=.*|out_hwm=$((max_n + 2000))|" \
+        "$TMP/pushpin/lib/runner/zurl.conf.template"
+    sed -i "0,/^\[global\]/s||[global]\nlibdir=$TMP/pushpin/lib|" "$TMP/pushpin/pushpin.conf"
     pushpin --config "$TMP/pushpin/pushpin.conf" >"$TMP/pushpin/pushpin.out" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
@@ -215,6 +249,7 @@ start_pushpin() {
     PUB="http://127.0.0.1:$PUSHPIN_PUBLISH_PORT/publish/"
     BODY='{"items":[{"channel":"{ch}","formats":{"http-response":{"body":"{\"n\":1}\n"}}}]}'
     SERVER_PIDS="$(descendants "$SERVER_PID" | paste -sd, -)"
+    SETTLE_PER_S=400 PRIME=1 PUB_RATE="$PUSHPIN_PUB_RATE"
 }
 
 stop_server() {
@@ -223,6 +258,15 @@ stop_server() {
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     PIDS=()
     sleep 1
+}
+
+prime() { # url... — hold one poll on each channel for 2 s, all at once (see the header)
+    local url pid pids=()
+    for url in "$@"; do
+        curl -s -o /dev/null --max-time 2 "$url" &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 
 field() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k { print $2 }'; }
@@ -235,16 +279,18 @@ for server in $ACTIVE; do
         round=$((round + 1))
         "start_$server"
         ch="fan$round"
+        [ "$PRIME" = 1 ] && prime "${SUB//\{ch\}/$ch}"
         out="$("$LOADTOOL" fanout --label "$server" --n "$n" --sub "${SUB//\{ch\}/$ch}" \
             --pub "${PUB//\{ch\}/$ch}" --pub-body "${BODY//\{ch\}/$ch}" --pids "$SERVER_PIDS" \
-            --settle $((2 + n / 5000)) --timeout 30)"
+            --settle $((2 + n / SETTLE_PER_S)) --timeout 30)"
         echo "fanout $out"
         FAN[$server.$n]="$out"
         stop_server
     done
     "start_$server"
+    [ "$PRIME" = 1 ] && prime $(for c in $(seq 0 99); do echo "${SUB//\{ch\}/c$c}"; done)
     out="$("$LOADTOOL" throughput --label "$server" --sub "$SUB" --pub "$PUB" --pub-body "$BODY" \
-        --channels 100 --per-channel 100 --publishers 4 --duration "$TP_SECS")"
+        --channels 100 --per-channel 100 --publishers 4 --duration "$TP_SECS" --pub-rate "$PUB_RATE")"
     echo "throughput $out"
     TP[$server]="$out"
     stop_server

@@ -12,9 +12,12 @@
 //!
 //!   loadtool throughput --sub URL_WITH_{ch} --pub URL_WITH_{ch} --pub-body BODY_WITH_{ch}
 //!                   [--channels 100] [--per-channel 100] [--publishers 4] [--duration 10]
+//!                   [--pub-rate R]
 //!       Holds channels × per-channel polls (each re-polls as soon as it is answered), then
 //!       publishes to the channels round robin from --publishers keep-alive connections for
-//!       --duration seconds, and reports publishes/s and answers delivered/s.
+//!       --duration seconds, and reports publishes/s and answers delivered/s. Each publisher
+//!       sends its next publish when the previous one is answered, or, with --pub-rate, paced
+//!       to R publishes/s in all (for a server whose publish answer does not wait for delivery).
 //!
 //!   loadtool grip-origin --listen 127.0.0.1:PORT
 //!       The origin Pushpin fronts: answers every request with `Grip-Hold: response` and
@@ -470,6 +473,8 @@ async fn throughput(args: Args) {
     let per_channel: usize = arg(&args, "per-channel", 100);
     let publishers: usize = arg(&args, "publishers", 4);
     let duration: f64 = arg(&args, "duration", 10.0);
+    // Publishes per second over all publishers; 0 = as fast as the answers come back.
+    let pub_rate: f64 = arg(&args, "pub-rate", 0.0);
     let settle: f64 = arg(&args, "settle", 3.0);
     let label = args.get("label").cloned().unwrap_or_else(|| "server".into());
 
@@ -565,6 +570,13 @@ async fn throughput(args: Args) {
             let mut buf = Vec::with_capacity(1024);
             while Instant::now() < end {
                 let i = seq.fetch_add(1, Ordering::Relaxed);
+                if pub_rate > 0.0 {
+                    let due = started + Duration::from_secs_f64(i as f64 / pub_rate);
+                    if due >= end {
+                        break;
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                }
                 let ch = format!("c{}", i % channels as u64);
                 let url = parse_url(&pub_template.replace("{ch}", &ch));
                 let body = body_template.replace("{ch}", &ch).replace("{seq}", &i.to_string());
