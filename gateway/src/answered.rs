@@ -20,6 +20,7 @@ use crate::routes::{Action, Lookup};
 use crate::state::State;
 use pingora_core::apps::{HttpPersistentSettings, ReusedHttpStream};
 use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
 use pingora_proxy::{ProxyHttp, Session};
 
 /// Header slots for the decision; a head with more goes to Pingora (which applies the limit).
@@ -49,11 +50,19 @@ pub fn answered_here(state: &State, head: &[u8]) -> bool {
     if method == http::Method::CONNECT {
         return false;
     }
-    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    // As Pingora's request target parsing: the path ends at the query or a fragment.
+    let path = target.split(['?', '#']).next().unwrap_or(target);
+    // As `HeaderValue::to_str`, which `request_filter` uses: visible ASCII (and tabs) only.
     let host = request
         .headers
         .iter()
         .find(|header| header.name.eq_ignore_ascii_case("host"))
+        .filter(|header| {
+            header
+                .value
+                .iter()
+                .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        })
         .and_then(|header| std::str::from_utf8(header.value).ok())
         .map(normalized_host);
     matches!(
@@ -65,11 +74,21 @@ pub fn answered_here(state: &State, head: &[u8]) -> bool {
 /// Serves the one request whose head `session` holds (as its pipelined prefix), as Pingora's
 /// `process_request` would when `request_filter` answers it. Returns the connection when it may
 /// serve another request.
-pub async fn serve(gateway: &Gateway, mut session: Session) -> Option<ReusedHttpStream> {
+pub async fn serve(
+    gateway: &Gateway,
+    mut session: Session,
+    shutdown: &ShutdownWatch,
+) -> Option<ReusedHttpStream> {
     // Reading the head and finishing the session are boxed, so that while the request is held
     // this future keeps only the session, the context and the hook's own (boxed) future.
     match Box::pin(session.downstream_session.read_request()).await {
-        Ok(true) => {}
+        Ok(true) => {
+            // Reading the head set keep-alive from the request; as in Pingora's
+            // `process_new_http`, a server shutting down answers with `Connection: close`.
+            if *shutdown.borrow() {
+                session.set_keepalive(None);
+            }
+        }
         Ok(false) => return None,
         Err(_) => {
             // The head was complete but does not parse: what Pingora answers too.
@@ -86,19 +105,25 @@ pub async fn serve(gateway: &Gateway, mut session: Session) -> Option<ReusedHttp
             gateway.logging(&mut session, None, &mut ctx).await;
             return finish(session).await;
         }
-        // A reload between the decision and `request_filter` made the route a proxied one.
-        Ok(false) => match answer(&mut session, &mut ctx, &route_changed()).await {
-            Ok(_) => {
-                gateway.logging(&mut session, None, &mut ctx).await;
-                return finish(session).await;
+        // A reload between the decision and `request_filter` made the route a proxied one
+        // (anything else is a disagreement with `answered_here`, worth knowing about).
+        Ok(false) => {
+            let summary = gateway.request_summary(&session, &ctx);
+            tracing::warn!(request = %summary, "the route changed while the request was read");
+            match answer(&mut session, &mut ctx, &route_changed()).await {
+                Ok(_) => {
+                    gateway.logging(&mut session, None, &mut ctx).await;
+                    return finish(session).await;
+                }
+                Err(error) => error,
             }
-            Err(error) => error,
-        },
+        }
         Err(error) => error,
     };
     let failed = gateway.fail_to_proxy(&mut session, &error, &mut ctx).await;
     if !gateway.suppress_error_log(&session, &ctx, &error) {
-        tracing::error!(%error, status = failed.error_code, "cannot serve the request");
+        let summary = gateway.request_summary(&session, &ctx);
+        tracing::error!(%error, status = failed.error_code, request = %summary, "cannot serve the request");
     }
     gateway.logging(&mut session, Some(&error), &mut ctx).await;
     session.downstream_session.on_proxy_failure(error);
@@ -147,6 +172,8 @@ routes:
   - { name: sub, match: { path: "/sub/{ch}", methods: [GET] }, longpoll: { channel: "{ch}" } }
   - { name: hosted, match: { path: /h, host: poll.example.com }, longpoll: { channel: h } }
   - { name: proxied, match: { path: /h }, upstream: api }
+  - { name: exact, match: { path: /poll/x }, upstream: api }
+  - { name: polls, match: { prefix: /poll }, longpoll: { channel: p } }
 "#;
 
     fn state(yaml: &str) -> crate::state::State {
@@ -164,6 +191,13 @@ routes:
             "GET /h HTTP/1.1\r\nhost: POLL.example.com:8080\r\n\r\n"
         ));
         assert!(!here("GET /h HTTP/1.1\r\nHost: other.example.com\r\n\r\n"));
+        // What `request_filter` reads: a path ends at a fragment too, and a Host that is not
+        // visible ASCII is no host at all.
+        assert!(!here("GET /poll/x#y HTTP/1.1\r\n\r\n"));
+        assert!(here("GET /poll/y#x HTTP/1.1\r\n\r\n"));
+        assert!(!here(
+            "GET /h HTTP/1.1\r\nHost: poll.example.com:\u{e9}\r\n\r\n"
+        ));
         assert!(!here("GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n"));
         // Not found or not allowed: Pingora's path answers those.
         assert!(!here("GET /nowhere HTTP/1.1\r\n\r\n"));

@@ -8,24 +8,26 @@
 //! for every member no rule touched, and serialised by serde_json for the others, keeping the
 //! members' order (and, for a repeated key, serde_json's: the last value in the first place).
 //!
-//! Anything else is parsed whole with [`parse_unbounded`], whose values and errors are the
-//! reference: a body that is not an object, that is not valid JSON, that repeats a key, or that
-//! nests deeper than [`MAX_DEPTH`] (so a body nested 10,000 levels deep is still refused by
-//! serde_json's recursion limit, as without this module).
+//! The whole body is first checked the way serde_json parses it (every number range-checked,
+//! every escape decoded, nesting within serde_json's recursion limit), without allocating.
+//! Anything that check or the top-level read refuses is parsed whole with [`parse_unbounded`],
+//! whose values and errors are the reference: a body that is not an object, that is not valid
+//! JSON (a number out of range, a lone surrogate), that nests too deep (a body nested 10,000
+//! levels deep is refused as without this module), or that repeats a key.
+//!
+//! One difference remains, on purpose: an untouched member keeps the client's exact text, so a
+//! number serde_json would round (an integer past 64 bits, a long decimal) reaches the upstream
+//! as sent.
 
 use crate::body::parse_unbounded;
 use crate::error::MappingError;
 use bytes::Bytes;
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
-
-/// Bodies nested deeper than this are parsed whole: under serde_json's own recursion limit
-/// (128), so that the whole parse decides, exactly as without this module.
-const MAX_DEPTH: usize = 100;
 
 /// A JSON object whose members are parsed on first use.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,9 +61,7 @@ impl Shallow {
     }
 
     fn read_top_level(bytes: &Bytes) -> Option<Shallow> {
-        if nested_deeper_than(bytes, MAX_DEPTH) {
-            return None;
-        }
+        serde_json::from_slice::<Checked>(bytes).ok()?;
         let Members(raw) = serde_json::from_slice(bytes).ok()?;
         if repeats_a_key(&raw) {
             return None;
@@ -197,6 +197,60 @@ impl<'de> Visitor<'de> for MembersVisitor {
     }
 }
 
+/// Any JSON value, checked as serde_json parses one into a `Value` (numbers, escapes, UTF-8,
+/// nesting) but kept nowhere: nothing is allocated.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+}
+
 fn repeats_a_key(members: &[(String, &RawValue)]) -> bool {
     if members.len() <= 16 {
         return members
@@ -206,35 +260,6 @@ fn repeats_a_key(members: &[(String, &RawValue)]) -> bool {
     }
     let mut seen = HashSet::with_capacity(members.len());
     !members.iter().all(|(key, _)| seen.insert(key.as_str()))
-}
-
-/// Whether arrays and objects nest deeper than `max` anywhere in `bytes` (outside strings).
-fn nested_deeper_than(bytes: &[u8], max: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &byte in bytes {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if byte == b'\\' {
-                escaped = true;
-            } else if byte == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > max {
-                    return true;
-                }
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
 }
 
 #[cfg(test)]
@@ -284,7 +309,16 @@ mod tests {
             whole(r#"{"a": 1, "b": 2, "a": 3}"#).expect("object"),
             serde_json::json!({"a": 3, "b": 2})
         );
-        for broken in ["{", r#"{"a": }"#, r#"{"a": 1} x"#, "{\"a\": \"\u{1}\"}"] {
+        let broken = [
+            "{",
+            r#"{"a": }"#,
+            r#"{"a": 1} x"#,
+            "{\"a\": \"\u{1}\"}",
+            r#"{"n": 1e400, "u": 1}"#,
+            r#"{"s": "\ud800", "u": 1}"#,
+            r#"{"s": "\udc00"}"#,
+        ];
+        for broken in broken {
             let expected = serde_json::from_str::<Value>(broken).expect_err("invalid");
             let error = whole(broken).expect_err("refused");
             assert_eq!(
@@ -294,12 +328,5 @@ mod tests {
         }
         let deep = format!("{{\"a\": {}{}}}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(matches!(whole(&deep), Err(MappingError::InvalidJson(_))));
-    }
-
-    #[test]
-    fn depth_is_counted_outside_strings() {
-        assert!(!nested_deeper_than(br#"{"a": "[[[[\"[[["}"#, 2));
-        assert!(nested_deeper_than(br#"{"a": [[{}]]}"#, 3));
-        assert!(!nested_deeper_than(br#"{"a": [[{}]]}"#, 4));
     }
 }

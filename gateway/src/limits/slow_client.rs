@@ -256,7 +256,7 @@ pub async fn serve_http1(
             let mut session = crate::answered::session(stream);
             prepare(&mut session.downstream_session);
             // Boxed: this connection's task stays small while it idles between requests.
-            Box::pin(crate::answered::serve(gateway, session)).await
+            Box::pin(crate::answered::serve(gateway, session, &shutdown)).await
         } else {
             let mut session = ServerSession::new_http1(stream);
             prepare(&mut session);
