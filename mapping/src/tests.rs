@@ -807,18 +807,28 @@ mod properties {
         ]
     }
 
+    /// The generated rules that parse, keeping those that compile on their own, so that most
+    /// cases apply something.
+    fn compiling_rules(list: &[String]) -> Option<Vec<conf::mapping::Rule>> {
+        let yaml = format!("[{}]", list.join(", "));
+        let parsed = serde_yaml::from_str::<Vec<conf::mapping::Rule>>(&yaml).ok()?;
+        Some(
+            parsed
+                .into_iter()
+                .filter(|rule| {
+                    RuleSet::compile_for_pattern(std::slice::from_ref(rule), Some(PATTERN), "r")
+                        .is_ok()
+                })
+                .collect(),
+        )
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1024))]
 
         #[test]
         fn random_rules_on_random_json_never_panic(list in prop::collection::vec(rule(), 0..6), body in json_value(), claims in json_value(), query in "[a-c=&%0-9]{0,12}") {
-            let yaml = format!("[{}]", list.join(", "));
-            let Ok(parsed) = serde_yaml::from_str::<Vec<conf::mapping::Rule>>(&yaml) else { return Ok(()) };
-            // Keep the rules that compile on their own, so that most cases apply something.
-            let parsed: Vec<conf::mapping::Rule> = parsed
-                .into_iter()
-                .filter(|rule| RuleSet::compile_for_pattern(std::slice::from_ref(rule), Some(PATTERN), "r").is_ok())
-                .collect();
+            let Some(parsed) = compiling_rules(&list) else { return Ok(()) };
             let captures = [("id".to_owned(), "7".to_owned()), ("rest".to_owned(), "a/b".to_owned())];
             let sources = Sources { captures: &captures, claims: Some(&claims) };
             if let Ok(set) = RuleSet::compile_for_pattern(&parsed, Some(PATTERN), "routes[0].map.request") {
@@ -840,12 +850,7 @@ mod properties {
         /// JSON, and fails the same way, as the reference one, on compact and pretty bodies.
         #[test]
         fn lazy_application_gives_the_same_json(list in prop::collection::vec(rule(), 0..6), members in prop::collection::vec(("[a-c]", json_value()), 0..5), claims in json_value(), pretty in any::<bool>()) {
-            let yaml = format!("[{}]", list.join(", "));
-            let Ok(parsed) = serde_yaml::from_str::<Vec<conf::mapping::Rule>>(&yaml) else { return Ok(()) };
-            let parsed: Vec<conf::mapping::Rule> = parsed
-                .into_iter()
-                .filter(|rule| RuleSet::compile_for_pattern(std::slice::from_ref(rule), Some(PATTERN), "r").is_ok())
-                .collect();
+            let Some(parsed) = compiling_rules(&list) else { return Ok(()) };
             let Ok(set) = RuleSet::compile_for_pattern(&parsed, Some(PATTERN), "routes[0].map.request") else { return Ok(()) };
             let captures = [("id".to_owned(), "7".to_owned()), ("rest".to_owned(), "a/b".to_owned())];
             let sources = Sources { captures: &captures, claims: Some(&claims) };
