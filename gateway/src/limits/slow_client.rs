@@ -260,7 +260,8 @@ pub async fn serve_http1(
         } else {
             let mut session = ServerSession::new_http1(stream);
             prepare(&mut session);
-            Box::pin(proxy.process_new_http(session, &shutdown)).await
+            // Already boxed by `async_trait`.
+            proxy.process_new_http(session, &shutdown).await
         };
         let Some(reusable) = reusable else {
             return Served::Done;
