@@ -265,34 +265,25 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn cached_answers_are_served_until_they_expire() {
+        // Long enough that the three calls below fit in it on a loaded CI machine (200 ms did
+        // not always); the wait after them is what makes the entry expire.
+        const TTL: Duration = Duration::from_secs(1);
         let calls = Arc::new(AtomicUsize::new(0));
         for _ in 0..3 {
             let counter = calls.clone();
-            call(
-                "k3".into(),
-                Some(Duration::from_millis(200)),
-                "r",
-                |_| true,
-                async move {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    ok()
-                },
-            )
+            call("k3".into(), Some(TTL), "r", |_| true, async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                ok()
+            })
             .await;
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(TTL + Duration::from_millis(50)).await;
         let counter = calls.clone();
-        call(
-            "k3".into(),
-            Some(Duration::from_millis(200)),
-            "r",
-            |_| true,
-            async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-                ok()
-            },
-        )
+        call("k3".into(), Some(TTL), "r", |_| true, async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            ok()
+        })
         .await;
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
