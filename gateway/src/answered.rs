@@ -23,23 +23,12 @@ use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::{ProxyHttp, Session};
 
-/// Header slots for the decision; a head with more goes to Pingora (which applies the limit).
-const MAX_HEADERS: usize = 128;
-
-/// Whether the request whose complete head is `head` is for a route the gateway answers
-/// itself.
-pub fn answered_here(state: &State, head: &[u8]) -> bool {
+/// Whether the request with this method, target and `Host` (from a checked head) is for a
+/// route the gateway answers itself.
+pub fn answered_here(state: &State, method: &str, target: &str, host: Option<&str>) -> bool {
     if !state.routes.answers_any() {
         return false;
     }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
-        return false;
-    }
-    let (Some(method), Some(target)) = (request.method, request.path) else {
-        return false;
-    };
     // Origin form only (`/path?query`): Pingora resolves the other forms.
     if !target.starts_with('/') {
         return false;
@@ -52,21 +41,14 @@ pub fn answered_here(state: &State, head: &[u8]) -> bool {
     }
     // As Pingora's request target parsing: the path ends at the query or a fragment.
     let path = target.split(['?', '#']).next().unwrap_or(target);
-    // As `HeaderValue::to_str`, which `request_filter` uses: visible ASCII (and tabs) only.
-    let host = request
-        .headers
-        .iter()
-        .find(|header| header.name.eq_ignore_ascii_case("host"))
-        .filter(|header| {
-            header
-                .value
-                .iter()
-                .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
-        })
-        .and_then(|header| std::str::from_utf8(header.value).ok())
-        .map(normalized_host);
+    // Routed on its normal form, as `request_filter` does; a path that has none is refused
+    // there.
+    let Ok(path) = crate::target::normalize(path) else {
+        return false;
+    };
+    let host = host.map(normalized_host);
     matches!(
-        state.routes.find(host.as_deref(), &method, path),
+        state.routes.find(host.as_deref(), &method, &path),
         Lookup::Found(route, _) if !matches!(route.action, Action::Proxy(_))
     )
 }
@@ -184,27 +166,30 @@ routes:
     #[test]
     fn only_heads_for_answered_routes_are_answered_here() {
         let state = state(CONFIG);
-        let here = |head: &str| answered_here(&state, head.as_bytes());
+        let here = |head: &str| {
+            crate::head::check(head.as_bytes(), 100)
+                .is_ok_and(|head| answered_here(&state, head.method, head.target, head.host))
+        };
         assert!(here("GET /sub/a HTTP/1.1\r\nHost: x\r\n\r\n"));
-        assert!(here("GET /sub/a?cursor=1 HTTP/1.1\r\n\r\n"));
+        assert!(here("GET /sub/a?cursor=1 HTTP/1.1\r\nHost: x\r\n\r\n"));
         assert!(here(
             "GET /h HTTP/1.1\r\nhost: POLL.example.com:8080\r\n\r\n"
         ));
         assert!(!here("GET /h HTTP/1.1\r\nHost: other.example.com\r\n\r\n"));
         // What `request_filter` reads: a path ends at a fragment too, and a Host that is not
         // visible ASCII is no host at all.
-        assert!(!here("GET /poll/x#y HTTP/1.1\r\n\r\n"));
-        assert!(here("GET /poll/y#x HTTP/1.1\r\n\r\n"));
+        assert!(!here("GET /poll/x#y HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(here("GET /poll/y#x HTTP/1.1\r\nHost: x\r\n\r\n"));
         assert!(!here(
             "GET /h HTTP/1.1\r\nHost: poll.example.com:\u{e9}\r\n\r\n"
         ));
         assert!(!here("GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n"));
         // Not found or not allowed: Pingora's path answers those.
-        assert!(!here("GET /nowhere HTTP/1.1\r\n\r\n"));
-        assert!(!here("POST /sub/a HTTP/1.1\r\n\r\n"));
+        assert!(!here("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!here("POST /sub/a HTTP/1.1\r\nHost: x\r\n\r\n"));
         // Unusual forms go to Pingora, which serves everything.
-        assert!(!here("GET http://x/sub/a HTTP/1.1\r\n\r\n"));
-        assert!(!here("CONNECT /sub/a HTTP/1.1\r\n\r\n"));
+        assert!(!here("GET http://x/sub/a HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!here("CONNECT /sub/a HTTP/1.1\r\nHost: x\r\n\r\n"));
         assert!(!here("GET /sub/a HTTP/1.1\r\nHost: x\r\n"));
         assert!(!here("\u{1}\u{2} garbage\r\n\r\n"));
     }
@@ -213,6 +198,6 @@ routes:
     fn a_proxy_only_config_skips_the_decision() {
         let state = state("upstreams: { a: { targets: [\"127.0.0.1:9\"] } }\nroutes: [{ name: a, upstream: a }]\n");
         assert!(!state.routes.answers_any());
-        assert!(!answered_here(&state, b"GET / HTTP/1.1\r\n\r\n"));
+        assert!(!answered_here(&state, "GET", "/", None));
     }
 }

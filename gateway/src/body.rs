@@ -1,16 +1,43 @@
-//! Reading a whole request body for the routes the gateway answers itself (publish, upstream
-//! calls, jobs): refused at once when `Content-Length` says more than the route's limit, and as
-//! soon as the streamed bytes pass it.
+//! Reading a request body the gateway consumes itself (publish, upstream calls, jobs, mapping):
+//! refused at once when `Content-Length` says more than the route's limit, as soon as the
+//! streamed bytes pass it, and with 408 when the whole body has not arrived within
+//! `limits.body_timeout` of the first read — a trickling client is timed on the whole body, not
+//! per read.
 
-use crate::limits::body_too_large;
+use crate::limits::{body_too_large, request_timeout};
 use crate::problem::Problem;
 use bytes::{Bytes, BytesMut};
 use pingora_proxy::Session;
+use std::time::Duration;
+use tokio::time::Instant;
 
-/// The body, or the 413 to answer with.
+/// When a body read from now must be complete.
+pub fn deadline(timeout: Duration) -> (Instant, Duration) {
+    (Instant::now() + timeout, timeout)
+}
+
+/// The next chunk of the body (`None` at its end), or the 408 when the deadline passed.
+pub async fn next_chunk(
+    session: &mut Session,
+    (deadline, timeout): (Instant, Duration),
+) -> pingora_error::Result<Result<Option<Bytes>, Problem>> {
+    match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+        Ok(chunk) => Ok(Ok(chunk?)),
+        Err(_) => {
+            // The rest of the body will not be read: the connection cannot be reused.
+            session.set_keepalive(None);
+            Ok(Err(request_timeout(&format!(
+                "the request body did not arrive within {timeout:?}"
+            ))))
+        }
+    }
+}
+
+/// The body, or the 413 or 408 to answer with.
 pub async fn read_whole(
     session: &mut Session,
     limit: u64,
+    timeout: Duration,
 ) -> pingora_error::Result<Result<Bytes, Problem>> {
     let declared = session
         .req_header()
@@ -22,7 +49,13 @@ pub async fn read_whole(
         return Ok(Err(body_too_large(limit)));
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit) as usize);
-    while let Some(chunk) = session.read_request_body().await? {
+    let deadline = deadline(timeout);
+    loop {
+        let chunk = match next_chunk(session, deadline).await? {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(problem) => return Ok(Err(problem)),
+        };
         if (body.len() + chunk.len()) as u64 > limit {
             return Ok(Err(body_too_large(limit)));
         }

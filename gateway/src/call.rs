@@ -158,7 +158,7 @@ impl OutboundRequest {
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<Result<Self, Problem>> {
         let max_body = ctx.route.as_ref().map_or(1 << 20, |route| route.max_body);
-        let body = match crate::body::read_whole(session, max_body).await? {
+        let body = match crate::body::read_whole(session, max_body, ctx.body_timeout()).await? {
             Ok(body) => body,
             Err(problem) => return Ok(Err(problem)),
         };

@@ -259,7 +259,7 @@ pub async fn publish(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body = match crate::body::read_whole(session, max_body).await? {
+    let body = match crate::body::read_whole(session, max_body, ctx.body_timeout()).await? {
         Ok(body) => body,
         Err(problem) => {
             return answer_problem(session, ctx, &problem)

@@ -64,6 +64,15 @@ impl RequestCtx {
         }
     }
 
+    /// How long the request's body may take to arrive (`limits.body_timeout`).
+    pub fn body_timeout(&self) -> std::time::Duration {
+        self.state
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(60), |state| {
+                state.config.limits.body_timeout.get()
+            })
+    }
+
     pub fn route_name(&self) -> &str {
         self.route.as_ref().map_or("none", |route| &route.name)
     }

@@ -113,7 +113,9 @@ pub async fn map_request(
         return Ok(None);
     }
     let limit = ctx.route.as_ref().map_or(1 << 20, |route| route.max_body);
-    let outcome = rewrite_request(session, mapping, &ctx.captures, claims, limit).await?;
+    let timeout = ctx.body_timeout();
+    let outcome =
+        rewrite_request(session, mapping, &ctx.captures, claims, (limit, timeout)).await?;
     match outcome {
         Ok(rewrite) => {
             ctx.mapped.method = rewrite.method;
@@ -142,7 +144,7 @@ async fn rewrite_request(
     mapping: &mapping::RouteMapping,
     captures: &[(String, String)],
     claims: Option<&serde_json::Value>,
-    limit: u64,
+    (limit, timeout): (u64, std::time::Duration),
 ) -> Result<std::result::Result<Rewrite, Problem>> {
     let header = session.req_header();
     let raw_query = header.uri.query().map(str::to_owned);
@@ -167,7 +169,7 @@ async fn rewrite_request(
     }
     let mut read = None;
     if mapping.request.needs_body() && has_body {
-        match read_body(session, limit).await? {
+        match read_body(session, limit, timeout).await? {
             Ok(bytes) => {
                 request.body = Body::Bytes(bytes.clone());
                 read = Some(bytes);
@@ -249,6 +251,7 @@ async fn rewrite_request(
 async fn read_body(
     session: &mut Session,
     limit: u64,
+    timeout: std::time::Duration,
 ) -> Result<std::result::Result<Bytes, Problem>> {
     let header = session.req_header();
     let chunked = header.headers.contains_key(TRANSFER_ENCODING);
@@ -272,13 +275,16 @@ async fn read_body(
     }
     let capacity = declared.unwrap_or(RETRY_BUFFER).min(limit);
     let mut body = BytesMut::with_capacity(usize::try_from(capacity).unwrap_or(0));
+    let deadline = crate::body::deadline(timeout);
     loop {
         let remaining = declared.map(|length| length.saturating_sub(body.len() as u64));
         if remaining.is_none_or(|remaining| remaining <= RETRY_BUFFER) {
             session.enable_retry_buffering();
         }
-        let Some(chunk) = session.read_request_body().await? else {
-            break;
+        let chunk = match crate::body::next_chunk(session, deadline).await? {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(problem) => return Ok(Err(problem)),
         };
         if (body.len() + chunk.len()) as u64 > limit {
             return Ok(Err(refusal(&too_large(limit))));

@@ -42,6 +42,12 @@ impl ProxyHttp for Gateway {
         ) {
             return answer(session, ctx, &problem).await;
         }
+        // Routing, auth, mapping, the upstream and the access log all see the normal path.
+        let http2 = session.is_http2();
+        if let Err(error) = crate::target::normalize_target(session.req_header_mut(), http2) {
+            let problem = Problem::new(400, "bad-path", "Bad Request", error.to_string());
+            return answer(session, ctx, &problem).await;
+        }
         let header = session.req_header();
         let preflight = cors::preflight_method(header);
         let host = host_of(header);
@@ -251,6 +257,13 @@ impl ProxyHttp for Gateway {
                 "Error",
                 "the request could not be served",
             )),
+            _ if malformed_body(e).is_some() => malformed_body(e),
+            (ErrorSource::Downstream, ErrorType::ReadTimedout) => {
+                Some(limits::request_timeout(&format!(
+                    "the request body did not arrive within {:?}",
+                    ctx.body_timeout()
+                )))
+            }
             (ErrorSource::Downstream, _) => None,
             (
                 _,
@@ -301,13 +314,16 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
-        // A client that went away is routine for a long-poll gateway, not an error.
-        matches!(error.esource(), ErrorSource::Downstream)
-            && matches!(
-                error.etype(),
-                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-            )
+    fn suppress_error_log(&self, session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        // What a client did (left, stalled, sent a malformed body) is routine for a long-poll
+        // gateway and the client's business: logged at a bounded rate, never as an error.
+        let clients_doing =
+            matches!(error.esource(), ErrorSource::Downstream) || malformed_body(error).is_some();
+        if clients_doing {
+            let summary = self.request_summary(session, ctx);
+            crate::client_log::client_error(error, &summary);
+        }
+        clients_doing
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -344,6 +360,21 @@ impl ProxyHttp for Gateway {
             }
         }
     }
+}
+
+/// The 400 for a request whose chunked body turned out malformed while it streamed (the fence
+/// refuses it as a read error that carries the reason).
+fn malformed_body(error: &Error) -> Option<Problem> {
+    let io = error.root_cause().downcast_ref::<std::io::Error>()?;
+    let framing = io
+        .get_ref()?
+        .downcast_ref::<crate::framing::FramingError>()?;
+    Some(Problem::new(
+        400,
+        "malformed-request",
+        "Bad Request",
+        framing.to_string(),
+    ))
 }
 
 /// What every request sent upstream carries, proxied or called by the gateway itself:

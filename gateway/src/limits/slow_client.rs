@@ -21,6 +21,8 @@
 //! `request_body_filter`). Serves HTTP/1.x, in clear or over TLS; connection.rs decides which
 //! connections come here and which go to Pingora's HTTP/2 server.
 
+use crate::fence::Fence;
+use crate::framing::BodyFraming;
 use crate::metrics::METRICS;
 use crate::problem::Problem;
 use crate::proxy::Gateway;
@@ -80,6 +82,7 @@ pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 async fn read_head(
     stream: &mut Stream,
+    mut buf: BytesMut,
     reused: bool,
     h2c: bool,
     settings: &Settings,
@@ -87,9 +90,12 @@ async fn read_head(
 ) -> Head {
     // Most heads fit in 1 KiB; this buffer becomes the session's and lives as long as the
     // request (a held poll), so it starts small and grows as [`make_room`] finds it full.
-    let mut buf = BytesMut::with_capacity(1024);
+    // `buf` may already hold the start of a pipelined request.
+    if buf.capacity() < 1024 {
+        buf.reserve(1024 - buf.len());
+    }
     let mut deadline = Instant::now() + settings.header_timeout;
-    if reused {
+    if reused && buf.is_empty() {
         // Idle until the next request's first byte, then the head timeout starts.
         let idle = Instant::now() + settings.idle_timeout;
         tokio::select! {
@@ -185,7 +191,9 @@ pub enum Served {
 
 /// Serves HTTP/1.x requests on `stream` until the connection closes, reading each request head
 /// under the header timeout, as Pingora's own HTTP/1 loop (`impl ServerApp for
-/// HttpServerApp`) would otherwise do without one.
+/// HttpServerApp`) would otherwise do without one. Each head is checked (head.rs) before
+/// Pingora parses it, and Pingora reads the connection through a fence (fence.rs) that ends at
+/// the request's last byte, so pipelined requests are served one after the other, in order.
 pub async fn serve_http1(
     proxy: &Arc<HttpProxy<Gateway>>,
     gateway: &Gateway,
@@ -195,13 +203,22 @@ pub async fn serve_http1(
     shutdown: &ShutdownWatch,
 ) -> Served {
     let mut shutdown = shutdown.clone();
-    let mut stream = stream;
+    let mut fence = Box::new(Fence::new(stream));
     let mut persistent = None;
     let mut reused = false;
     loop {
         let settings = Settings::now(runtime);
-        let head = read_head(&mut stream, reused, h2c, &settings, &mut shutdown).await;
-        let prefix = match head {
+        let ahead = fence.take_ahead();
+        let head = read_head(
+            fence.inner_mut(),
+            ahead,
+            reused,
+            h2c,
+            &settings,
+            &mut shutdown,
+        )
+        .await;
+        let mut prefix = match head {
             Head::Complete(prefix) => {
                 if !reused {
                     // Counted at its first request: an h2c connection starts here too.
@@ -209,7 +226,7 @@ pub async fn serve_http1(
                 }
                 prefix
             }
-            Head::H2cPreface(read) => return Served::H2cPreface(stream, read),
+            Head::H2cPreface(read) => return Served::H2cPreface(fence.into_inner(), read),
             Head::Closed => return Served::Done,
             Head::TimedOut => {
                 METRICS
@@ -220,25 +237,68 @@ pub async fn serve_http1(
                     "the request head did not arrive within {:?}",
                     settings.header_timeout
                 ));
-                refuse(&mut stream, &problem).await;
+                refuse(fence.inner_mut(), &problem).await;
                 return Served::Done;
             }
             Head::TooLarge(max) => {
-                METRICS
-                    .limit_rejections
-                    .with_label_values(&["none", "header"])
-                    .inc();
                 let problem = Problem::new(
                     431,
                     "header-too-large",
                     "Request Header Fields Too Large",
                     format!("the request head is larger than {max} bytes"),
                 );
-                refuse(&mut stream, &problem).await;
+                refuse_head(fence.inner_mut(), "-", &problem).await;
                 return Served::Done;
             }
         };
-        let answered = crate::answered::answered_here(&runtime.state.load(), &prefix);
+        let state = runtime.state.load();
+        let decide = |head: crate::head::Checked<'_>| {
+            let answered =
+                crate::answered::answered_here(&state, head.method, head.target, head.host);
+            (answered, head.len, head.framing)
+        };
+        let checked = crate::head::check(&prefix, state.max_headers).and_then(|head| {
+            match crate::head::origin_form(&prefix, &head)? {
+                None => Ok(Ok(decide(head))),
+                Some(rewritten) => Ok(Err((rewritten, head.len))),
+            }
+        });
+        let checked = match checked {
+            Ok(Ok(decided)) => Ok(decided),
+            // An absolute-form target: the request is served as if it came in origin form.
+            Ok(Err((rewritten, len))) => {
+                let rest = prefix.split_off(len);
+                prefix = BytesMut::from(&rewritten[..]);
+                prefix.unsplit(rest);
+                crate::head::check(&prefix, state.max_headers).map(decide)
+            }
+            Err(problem) => Err(problem),
+        };
+        let (answered, head_len, framing) = match checked {
+            Ok(decided) => decided,
+            Err(problem) => {
+                let method = method_label(&prefix);
+                refuse_head(fence.inner_mut(), method, &problem).await;
+                return Served::Done;
+            }
+        };
+        drop(state);
+        // What was read past the head: this request's body (as far as it came), then the next
+        // request. A malformed chunk already here is refused before anything is forwarded.
+        let mut rest = prefix.split_off(head_len);
+        let mut body = BodyFraming::new(framing);
+        let used = match body.advance(&rest) {
+            Ok(used) => used,
+            Err(error) => {
+                let problem =
+                    Problem::new(400, "malformed-request", "Bad Request", error.to_string());
+                refuse_head(fence.inner_mut(), method_label(&prefix), &problem).await;
+                return Served::Done;
+            }
+        };
+        let next = rest.split_off(used);
+        prefix.unsplit(rest);
+        fence.begin(body, next);
         let prepare = |session: &mut ServerSession| {
             if let Some(settings) = persistent.take() {
                 HttpPersistentSettings::apply_to_session(settings, session);
@@ -253,12 +313,12 @@ pub async fn serve_http1(
             session.set_pipelined_prefix(prefix);
         };
         let reusable = if answered {
-            let mut session = crate::answered::session(stream);
+            let mut session = crate::answered::session(fence);
             prepare(&mut session.downstream_session);
             // Boxed: this connection's task stays small while it idles between requests.
             Box::pin(crate::answered::serve(gateway, session, &shutdown)).await
         } else {
-            let mut session = ServerSession::new_http1(stream);
+            let mut session = ServerSession::new_http1(fence);
             prepare(&mut session);
             // Already boxed by `async_trait`.
             proxy.process_new_http(session, &shutdown).await
@@ -267,10 +327,42 @@ pub async fn serve_http1(
             return Served::Done;
         };
         let (next, settings) = reusable.consume();
-        stream = next;
+        // The fence went in as the session's stream and comes back as it.
+        let Ok(next) = next.into_any().downcast::<Fence>() else {
+            return Served::Done;
+        };
+        if next.closed() {
+            return Served::Done;
+        }
+        fence = next;
         persistent = settings;
         reused = true;
     }
+}
+
+/// The request method as a metric label, from a head that may not parse.
+fn method_label(head: &[u8]) -> &'static str {
+    head.split(|&b| b == b' ')
+        .next()
+        .and_then(|method| http::Method::from_bytes(method).ok())
+        .map_or("OTHER", |method| crate::labels::method(&method))
+}
+
+/// Refuses a head the gateway will not pass on: counted (before the answer goes out), logged
+/// at a bounded rate, answered, and the connection closed.
+async fn refuse_head(stream: &mut Stream, method: &str, problem: &Problem) {
+    if let Some(kind) = super::rejection_kind(problem.status) {
+        METRICS
+            .limit_rejections
+            .with_label_values(&["none", kind])
+            .inc();
+    }
+    METRICS
+        .requests
+        .with_label_values(&["none", method, crate::labels::code(problem.status)])
+        .inc();
+    crate::client_log::refused(problem);
+    refuse(stream, problem).await;
 }
 
 #[cfg(test)]
