@@ -1,7 +1,8 @@
 //! The end-to-end test harness: starts the real `holdfast` binary from a YAML string, real
-//! origin servers (axum) and a real `redis-server`, each on a free loopback port, waits for
-//! readiness with deadlines (never sleeps), and stops every process it started when the test
-//! ends, panics included.
+//! origin servers (axum, a raw recording TCP origin, a real nginx) and a real `redis-server`,
+//! each on a free loopback port, waits for readiness with deadlines (never sleeps), and stops
+//! every process it started when the test ends, panics included. Raw-socket clients
+//! (raw_client.rs) send exact bytes and read whole HTTP/1.1 responses back.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -10,10 +11,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod nginx;
 pub mod origin;
+pub mod raw_client;
+pub mod raw_origin;
 pub mod redis;
 
+pub use nginx::Nginx;
 pub use origin::Origin;
+pub use raw_client::{exchange, RawClient, RawResponse, ReadError};
+pub use raw_origin::{RawOrigin, RawSeen};
 pub use redis::RedisServer;
 
 /// A free TCP port on 127.0.0.1 for a server the test starts (holdfast, redis-server).

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const SECRET: &str = "an-hmac-secret-of-at-least-32-bytes!";
+pub(crate) const SECRET: &str = "an-hmac-secret-of-at-least-32-bytes!";
 
 fn testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -26,7 +26,7 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-fn claims(extra: Value) -> Value {
+pub(crate) fn claims(extra: Value) -> Value {
     let mut claims = json!({"sub": "alice", "iss": "https://id.test", "aud": "holdfast", "iat": now() - 10, "exp": now() + 600, "scope": "ai:read", "org": {"id": "acme"}});
     if let (Some(base), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
         for (key, value) in extra {
@@ -36,7 +36,7 @@ fn claims(extra: Value) -> Value {
     claims
 }
 
-fn hs256(claims: &Value) -> String {
+pub(crate) fn hs256(claims: &Value) -> String {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         claims,

@@ -9,6 +9,7 @@ mod limits;
 mod longpoll;
 mod mapping;
 mod proxy;
+mod security;
 mod tls;
 mod upstream_calls;
 mod upstream_tls;
