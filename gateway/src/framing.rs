@@ -18,6 +18,9 @@ pub enum Framing {
     None,
     Length(u64),
     Chunked,
+    /// An `Upgrade` request (WebSocket): if the upstream switches protocols, the connection is
+    /// a byte stream in both directions until it closes, so nothing is fenced off.
+    Upgrade,
 }
 
 /// Why a chunked body was refused (→ 400).
@@ -83,6 +86,8 @@ pub struct BodyFraming {
 enum State {
     Length(u64),
     Chunked(Chunk),
+    /// Every byte belongs to this request.
+    Unbounded,
     Done,
 }
 
@@ -91,6 +96,7 @@ impl BodyFraming {
         let state = match framing {
             Framing::None | Framing::Length(0) => State::Done,
             Framing::Length(length) => State::Length(length),
+            Framing::Upgrade => State::Unbounded,
             Framing::Chunked => State::Chunked(Chunk::Digits {
                 size: 0,
                 digits: 0,
@@ -112,6 +118,7 @@ impl BodyFraming {
         while used < bytes.len() {
             match &mut self.state {
                 State::Done => break,
+                State::Unbounded => used = bytes.len(),
                 State::Length(remaining) => {
                     let take = usize::try_from(*remaining)
                         .unwrap_or(usize::MAX)
@@ -320,5 +327,12 @@ mod tests {
         assert_eq!(framing.advance(b"cGET"), Ok(1));
         assert!(framing.is_done());
         assert!(BodyFraming::new(Framing::None).is_done());
+    }
+
+    #[test]
+    fn an_upgraded_connection_is_never_fenced() {
+        let mut framing = BodyFraming::new(Framing::Upgrade);
+        assert_eq!(framing.advance(b"\x81\x05hello"), Ok(7));
+        assert!(!framing.is_done());
     }
 }

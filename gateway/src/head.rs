@@ -84,6 +84,7 @@ pub fn check(buf: &[u8], max_headers: usize) -> Result<Checked<'_>, Problem> {
     let mut length: Option<&[u8]> = None;
     let mut lengths = 0;
     let mut codings: Vec<&[u8]> = Vec::new();
+    let mut upgrade = false;
     for header in request.headers.iter() {
         let name = header.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
@@ -94,6 +95,8 @@ pub fn check(buf: &[u8], max_headers: usize) -> Result<Checked<'_>, Problem> {
             length = Some(header.value);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             codings.extend(header.value.split(|&b| b == b',').map(<[u8]>::trim_ascii));
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade = true;
         }
     }
     let host = match (hosts, host) {
@@ -102,7 +105,11 @@ pub fn check(buf: &[u8], max_headers: usize) -> Result<Checked<'_>, Problem> {
         (1, Some(value)) => Some(valid_host(value)?),
         _ => return Err(malformed("the request has more than one Host header")),
     };
-    let framing = framing(http10, &codings, lengths, length)?;
+    let framing = match framing(http10, &codings, lengths, length)? {
+        // A client waits for `101` before it sends anything else: nothing to fence.
+        Framing::None if upgrade && !http10 => Framing::Upgrade,
+        framing => framing,
+    };
     Ok(Checked {
         len,
         framing,
@@ -341,6 +348,12 @@ mod tests {
             Framing::Chunked
         );
         assert!(check(b"GET / HTTP/1.0\r\n\r\n", 100).is_ok());
+        let upgrade =
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(
+            check(upgrade, 100).expect("valid").framing,
+            Framing::Upgrade
+        );
         assert!(check(b"GET / HTTP/1.1\r\nHost:\r\n\r\n", 100).is_ok());
     }
 
