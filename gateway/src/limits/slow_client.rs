@@ -229,15 +229,11 @@ pub async fn serve_http1(
             Head::H2cPreface(read) => return Served::H2cPreface(fence.into_inner(), read),
             Head::Closed => return Served::Done,
             Head::TimedOut => {
-                METRICS
-                    .limit_rejections
-                    .with_label_values(&["none", "slow_client"])
-                    .inc();
                 let problem = super::request_timeout(&format!(
                     "the request head did not arrive within {:?}",
                     settings.header_timeout
                 ));
-                refuse(fence.inner_mut(), &problem).await;
+                refuse_head(fence.inner_mut(), "OTHER", &problem).await;
                 return Served::Done;
             }
             Head::TooLarge(max) => {
@@ -247,42 +243,17 @@ pub async fn serve_http1(
                     "Request Header Fields Too Large",
                     format!("the request head is larger than {max} bytes"),
                 );
-                refuse_head(fence.inner_mut(), "-", &problem).await;
+                refuse_head(fence.inner_mut(), "OTHER", &problem).await;
                 return Served::Done;
             }
         };
-        let state = runtime.state.load();
-        let decide = |head: crate::head::Checked<'_>| {
-            let answered =
-                crate::answered::answered_here(&state, head.method, head.target, head.host);
-            (answered, head.len, head.framing)
-        };
-        let checked = crate::head::check(&prefix, state.max_headers).and_then(|head| {
-            match crate::head::origin_form(&prefix, &head)? {
-                None => Ok(Ok(decide(head))),
-                Some(rewritten) => Ok(Err((rewritten, head.len))),
-            }
-        });
-        let checked = match checked {
-            Ok(Ok(decided)) => Ok(decided),
-            // An absolute-form target: the request is served as if it came in origin form.
-            Ok(Err((rewritten, len))) => {
-                let rest = prefix.split_off(len);
-                prefix = BytesMut::from(&rewritten[..]);
-                prefix.unsplit(rest);
-                crate::head::check(&prefix, state.max_headers).map(decide)
-            }
-            Err(problem) => Err(problem),
-        };
-        let (answered, head_len, framing) = match checked {
-            Ok(decided) => decided,
+        let (answered, head_len, framing) = match admit_head(&mut prefix, &runtime.state.load()) {
+            Ok(admitted) => admitted,
             Err(problem) => {
-                let method = method_label(&prefix);
-                refuse_head(fence.inner_mut(), method, &problem).await;
+                refuse_head(fence.inner_mut(), method_label(&prefix), &problem).await;
                 return Served::Done;
             }
         };
-        drop(state);
         // What was read past the head: this request's body (as far as it came), then the next
         // request. A malformed chunk already here is refused before anything is forwarded.
         let mut rest = prefix.split_off(head_len);
@@ -338,6 +309,27 @@ pub async fn serve_http1(
         persistent = settings;
         reused = true;
     }
+}
+
+/// Checks the head at the start of `buf`, rewriting an absolute-form target into origin form in
+/// place, and decides where the request is served: whether the gateway answers it itself, the
+/// head's length and the body's framing.
+fn admit_head(
+    buf: &mut BytesMut,
+    state: &crate::state::State,
+) -> Result<(bool, usize, crate::framing::Framing), Problem> {
+    let decide = |head: crate::head::Checked<'_>| {
+        let answered = crate::answered::answered_here(state, head.method, head.target, head.host);
+        (answered, head.len, head.framing)
+    };
+    let head = crate::head::check(buf, state.max_headers)?;
+    let Some(rewritten) = crate::head::origin_form(buf, &head)? else {
+        return Ok(decide(head));
+    };
+    let rest = buf.split_off(head.len);
+    *buf = BytesMut::from(&rewritten[..]);
+    buf.unsplit(rest);
+    crate::head::check(buf, state.max_headers).map(decide)
 }
 
 /// The request method as a metric label, from a head that may not parse.
