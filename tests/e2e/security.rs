@@ -6,7 +6,10 @@
 //! `Host` is validated, underscore look-alikes of managed headers are dropped, pipelining behind
 //! a slow request keeps order, chunk sizes are strict, a cursor from the future is refused,
 //! too many headers get 431, every malformed request gets a problem+json answer (never a bare
-//! close), and the 431 counter is counted before the answer.
+//! close), the 431 counter is counted before the answer, and random paths of segments, dot
+//! segments and encoded dots and slashes are routed and forwarded as their normal form (checked
+//! against an independent reference normalizer), never reaching a protected route's origin
+//! without a token.
 //!
 //! Table-driven tests run every case and report all the failing ones together, each with what
 //! actually happened, so one run shows the whole current behaviour.
@@ -1252,4 +1255,369 @@ async fn a_431_is_already_counted_when_its_answer_arrives() {
             );
         }
     }
+}
+
+// 13. Random paths: route and forward as their normal form.
+
+/// Path pieces an attacker combines: the route prefixes, dot segments plain, percent-encoded and
+/// mixed, an encoded letter, an empty segment (a double slash), and the encoded separators the
+/// gateway refuses.
+const PATH_PIECES: &[&str] = &[
+    "pub", "admin", "secret", "files", "a", ".", "..", "%2e", "%2E", ".%2e", "%2e.", "%2e%2e", "",
+    "%61dmin", "%2f", "%2F", "%5c", "x.y",
+];
+
+/// First pieces for half the random paths: the route prefixes, one spelled encoded.
+const ROUTE_PREFIXES: &[&str] = &["pub", "admin", "files", "%61dmin"];
+
+/// How many random paths the property test sends.
+const RANDOM_PATHS: usize = 300;
+
+/// The seed of the random paths; `HOLDFAST_PATH_SEED` replaces it, to explore other paths.
+const PATH_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// xorshift64: deterministic, no crate, enough to pick pieces.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A number in `0..n`.
+    fn below(&mut self, n: usize) -> usize {
+        // n is tiny: the modulo bias does not matter here.
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// The normal form of `path` by an independent reading of docs/security.md, for the pieces
+/// above: decode `%2e`, `%2E` and `%61`, resolve `.` and `..` with a stack (never above the
+/// root), drop empty segments, and end with a slash when the last segment was empty, `.` or
+/// `..`. `None` when the path holds an encoded slash or backslash, which the gateway refuses.
+fn reference_normal(path: &str) -> Option<String> {
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") {
+        return None;
+    }
+    let segments: Vec<String> = path[1..]
+        .split('/')
+        .map(|raw| {
+            raw.replace("%2e", ".")
+                .replace("%2E", ".")
+                .replace("%61", "a")
+        })
+        .collect();
+    let mut stack: Vec<&str> = Vec::new();
+    let mut trailing = false;
+    for (index, segment) in segments.iter().enumerate() {
+        let last = index + 1 == segments.len();
+        match segment.as_str() {
+            "" | "." => trailing = last,
+            ".." => {
+                stack.pop();
+                trailing = last;
+            }
+            other => {
+                stack.push(other);
+                trailing = false;
+            }
+        }
+    }
+    let mut normal: String = stack.iter().map(|segment| format!("/{segment}")).collect();
+    if trailing || stack.is_empty() {
+        normal.push('/');
+    }
+    Some(normal)
+}
+
+/// The route the property test's config picks for a normal path: `admin` and `pub` are
+/// segment-wise prefixes, `files` is `/files/{*rest}` (a catch-all needs one character at
+/// least, so `/files/` is not `files`), and `all` takes the rest.
+fn reference_route(normal: &str) -> &'static str {
+    let under = |prefix: &str| {
+        normal == prefix
+            || normal
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    if under("/admin") {
+        "admin"
+    } else if under("/pub") {
+        "pub"
+    } else if normal.len() > "/files/".len() && normal.starts_with("/files/") {
+        "files"
+    } else {
+        "all"
+    }
+}
+
+/// The nginx location that answers a normal path (nginx.rs: `/admin/`, `/pub/`, `/`).
+fn nginx_location(normal: &str) -> &'static str {
+    if normal.starts_with("/admin/") {
+        "admin"
+    } else if normal.starts_with("/pub/") {
+        "pub"
+    } else {
+        "other"
+    }
+}
+
+/// What one random path must get.
+enum Expected {
+    /// 400 `bad-path`, no route.
+    BadPath,
+    /// 401 from the `admin` route, for this normal path.
+    Unauthorized(String),
+    /// 200 from nginx, asked for exactly the normal path (and the query), by this route.
+    Served(String, &'static str),
+}
+
+/// Sends `request` on `client` and reads one response.
+async fn ask(client: &mut RawClient, request: &[u8]) -> Result<RawResponse, String> {
+    client
+        .send(request)
+        .await
+        .map_err(|error| format!("writing the request failed: {error}"))?;
+    client
+        .read_response(ANSWER)
+        .await
+        .map_err(|error| error.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn random_paths_route_and_forward_as_their_normal_form_and_never_reach_admin_without_a_token()
+{
+    let seed = std::env::var("HOLDFAST_PATH_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .filter(|&seed| seed != 0)
+        .unwrap_or(PATH_SEED);
+    let nginx = Nginx::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("access.log");
+    let config = format!(
+        r#"
+server: {{ shutdown_grace: 1s }}
+access_log: {{ path: {log}, headers: [x-case] }}
+auth:
+  main:
+    jwt: {{ issuer: https://id.test, audiences: [holdfast], secret: "{SECRET}" }}
+upstreams:
+  o: {{ targets: [{origin}] }}
+routes:
+  - {{ name: pub, match: {{ prefix: /pub }}, upstream: o }}
+  - {{ name: admin, match: {{ prefix: /admin }}, auth: {{ provider: main }}, upstream: o }}
+  - {{ name: files, match: {{ path: "/files/{{*rest}}" }}, upstream: o }}
+  - {{ name: all, match: {{}}, upstream: o }}
+"#,
+        log = log.display(),
+        origin = nginx.addr,
+    );
+    let config_path = dir.path().join("holdfast.yaml");
+    let gw = Holdfast::start_in(dir, config_path, &config).await;
+
+    let mut rng = Xorshift(seed);
+    let targets: Vec<(String, &str)> = (0..RANDOM_PATHS)
+        .map(|_| {
+            let count = rng.below(8);
+            let mut pieces: Vec<&str> = (0..count)
+                .map(|_| PATH_PIECES[rng.below(PATH_PIECES.len())])
+                .collect();
+            // Half the paths start under a route prefix, to try climbing out of it.
+            if count > 0 && rng.below(2) == 0 {
+                pieces[0] = ROUTE_PREFIXES[rng.below(ROUTE_PREFIXES.len())];
+            }
+            let query = if rng.below(2) == 0 { "" } else { "?q=1" };
+            (format!("/{}", pieces.join("/")), query)
+        })
+        .collect();
+
+    let mut failures = Vec::new();
+    // How many cases each outcome and route had, so a seed that misses one shows.
+    let mut tally: std::collections::BTreeMap<&str, usize> = Default::default();
+    // The nginx log lines (`$request_uri $uri $status`) the served cases must leave.
+    let mut nginx_expected = Vec::new();
+    let mut client = RawClient::connect(gw.addr).await;
+    let mut retries = 0;
+    let started = Instant::now();
+    for (case, (path, query)) in targets.iter().enumerate() {
+        let target = format!("{path}{query}");
+        let expected = match reference_normal(path) {
+            None => Expected::BadPath,
+            Some(normal) => match reference_route(&normal) {
+                "admin" => Expected::Unauthorized(normal),
+                route => Expected::Served(normal, route),
+            },
+        };
+        let request = get(&target, &format!("X-Case: {case}\r\n"));
+        let mut answer = ask(&mut client, &request).await;
+        if answer.is_err() {
+            // The server may close an idle keep-alive connection: once more, on a fresh one.
+            retries += 1;
+            client = RawClient::connect(gw.addr).await;
+            answer = ask(&mut client, &request).await;
+        }
+        let response = match answer {
+            Ok(response) => response,
+            Err(error) => {
+                failures.push(format!("{target}: {error}"));
+                continue;
+            }
+        };
+        if response
+            .header("connection")
+            .is_some_and(|value| value.eq_ignore_ascii_case("close"))
+        {
+            client = RawClient::connect(gw.addr).await;
+        }
+        let nginx_uri = response.header("x-uri");
+        if response.text().starts_with("admin:") {
+            failures.push(format!(
+                "{target}: nginx answered `admin:` to a request without a token: {response}"
+            ));
+            continue;
+        }
+        let problem = match &expected {
+            Expected::BadPath => {
+                *tally.entry("400 bad-path").or_default() += 1;
+                match nginx_uri {
+                    Some(uri) => Err(format!(
+                        "want 400 bad-path, nginx answered it as {uri}: {response}"
+                    )),
+                    None => check_problem(&response, 400, "bad-path", None),
+                }
+            }
+            Expected::Unauthorized(normal) => {
+                *tally.entry("401 admin").or_default() += 1;
+                match nginx_uri {
+                    Some(uri) => Err(format!(
+                        "normal form {normal}: want 401, nginx answered it as {uri}: {response}"
+                    )),
+                    None => check_problem(&response, 401, "unauthorized", None)
+                        .map_err(|error| format!("normal form {normal}: {error}")),
+                }
+            }
+            Expected::Served(normal, route) => {
+                *tally.entry(route).or_default() += 1;
+                nginx_expected.push(format!("{normal}{query} {normal} 200"));
+                let want_body = format!("{}:{normal}\n", nginx_location(normal));
+                let want_request_uri = format!("{normal}{query}");
+                if response.status == 200
+                    && nginx_uri == Some(normal.as_str())
+                    && response.header("x-request-uri") == Some(want_request_uri.as_str())
+                    && response.text() == want_body
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "want 200 `{}` with X-Uri {normal} and X-Request-Uri {want_request_uri}, got X-Uri {} and X-Request-Uri {}: {response}",
+                        want_body.trim_end(),
+                        nginx_uri.unwrap_or("-"),
+                        response.header("x-request-uri").unwrap_or("-"),
+                    ))
+                }
+            }
+        };
+        if let Err(problem) = problem {
+            failures.push(format!("{target}: {problem}"));
+        }
+    }
+    let elapsed = started.elapsed();
+
+    // The route each request took and the path it was routed on, from the access log.
+    let logged = |lines: &str| -> std::collections::HashMap<usize, serde_json::Value> {
+        lines
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|line| {
+                let case = line["header_x_case"].as_str()?.parse().ok()?;
+                Some((case, line))
+            })
+            .collect()
+    };
+    settles(Duration::from_secs(2), async || {
+        logged(&std::fs::read_to_string(&log).unwrap_or_default()).len() >= targets.len()
+    })
+    .await;
+    let lines = logged(&std::fs::read_to_string(&log).unwrap_or_default());
+    for (case, (path, query)) in targets.iter().enumerate() {
+        let target = format!("{path}{query}");
+        let Some(line) = lines.get(&case) else {
+            failures.push(format!("{target}: no access-log line"));
+            continue;
+        };
+        let (want_route, want_path) = match reference_normal(path) {
+            None => (serde_json::Value::Null, None),
+            Some(normal) => (reference_route(&normal).into(), Some(normal)),
+        };
+        if line["route"] != want_route {
+            failures.push(format!(
+                "{target}: routed to {} (want {want_route}); access log: {line}",
+                line["route"]
+            ));
+        }
+        if let Some(want_path) = want_path {
+            if line["path"] != want_path.as_str() {
+                failures.push(format!(
+                    "{target}: the access log has path {} (want {want_path}): {line}",
+                    line["path"]
+                ));
+            }
+        }
+    }
+
+    // What nginx was asked: exactly the served cases, in normal form, nothing under /admin/.
+    settles(Duration::from_secs(2), async || {
+        nginx.requests().len() >= nginx_expected.len()
+    })
+    .await;
+    let mut asked = nginx.requests();
+    let admin: Vec<&String> = asked
+        .iter()
+        .filter(|line| {
+            line.split(' ')
+                .nth(1)
+                .is_some_and(|uri| uri.starts_with("/admin"))
+        })
+        .collect();
+    if !admin.is_empty() {
+        failures.push(format!(
+            "nginx was asked for /admin without a token (`$request_uri $uri $status`): {admin:?}"
+        ));
+    }
+    asked.sort();
+    nginx_expected.sort();
+    if asked != nginx_expected {
+        let extra: Vec<&String> = asked
+            .iter()
+            .filter(|line| !nginx_expected.contains(line))
+            .collect();
+        let missing: Vec<&String> = nginx_expected
+            .iter()
+            .filter(|line| !asked.contains(line))
+            .collect();
+        failures.push(format!(
+            "nginx's log differs from the served cases: unexpected {extra:?}, missing {missing:?}"
+        ));
+    }
+
+    // The property says little unless every outcome came up.
+    for outcome in ["400 bad-path", "401 admin", "pub", "files", "all"] {
+        if tally.get(outcome).copied().unwrap_or(0) < 5 {
+            failures.push(format!(
+                "seed {seed:#x} gave fewer than 5 cases of `{outcome}` ({tally:?}): pick another"
+            ));
+        }
+    }
+    eprintln!(
+        "{} random paths (seed {seed:#x}) in {elapsed:?}, {retries} on a new connection: {tally:?}",
+        targets.len()
+    );
+    verdict(&failures, targets.len());
 }
