@@ -144,6 +144,13 @@ fn request_line(line: &[u8]) -> Result<bool, Problem> {
             "the request target contains a byte that is not visible ASCII (0x{byte:02x})"
         )));
     }
+    // The URI parser Pingora reads the target with: what it refuses is refused here, with a
+    // reason, rather than by Pingora with an empty 400.
+    if target.first() == Some(&b'/') && http::uri::PathAndQuery::try_from(target).is_err() {
+        return Err(malformed(
+            "the request target contains a character that must be percent-encoded",
+        ));
+    }
     match version {
         b"HTTP/1.1" => Ok(false),
         b"HTTP/1.0" => Ok(true),
@@ -436,6 +443,10 @@ mod tests {
         assert!(refused("GET /\u{ff} HTTP/1.1\r\nHost: x\r\n\r\n")
             .1
             .contains("target"));
+        for target in ["/<a>", "/`a"] {
+            let head = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert!(refused(&head).1.contains("target"), "{target}");
+        }
         assert_eq!(refused("\u{1}\u{2} garbage\r\n\r\n").0, 400);
         let many: String = (0..300).map(|i| format!("h{i}: v\r\n")).collect();
         let (status, detail) = refused(&format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n"));
