@@ -63,3 +63,19 @@ pub async fn read_whole(
     }
     Ok(Ok(body.freeze()))
 }
+
+/// Reads and discards the body (a poll's, before it is held), or the 408 when it is late.
+pub async fn drain(
+    session: &mut Session,
+    timeout: Duration,
+) -> pingora_error::Result<Result<(), Problem>> {
+    let deadline = deadline(timeout);
+    while !session.is_body_empty() {
+        match next_chunk(session, deadline).await? {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(problem) => return Ok(Err(problem)),
+        }
+    }
+    Ok(Ok(()))
+}

@@ -137,8 +137,10 @@ pub async fn poll(
         }
     };
     // The client-gone probe reads the connection: any request body must be out of the way first.
-    if !session.is_body_empty() {
-        session.drain_request_body().await?;
+    if let Err(problem) = crate::body::drain(session, ctx.body_timeout()).await? {
+        return answer_problem(session, ctx, &problem)
+            .await
+            .map(|_| problem.status);
     }
     let limit = match settings.format {
         conf::PollFormat::Raw => 1,

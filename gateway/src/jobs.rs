@@ -237,8 +237,8 @@ async fn poll(
             shared::Remote::Running => None,
         },
     };
-    if !session.is_body_empty() {
-        session.drain_request_body().await?;
+    if let Err(problem) = crate::body::drain(session, ctx.body_timeout()).await? {
+        return answer::problem(session, ctx, &problem).await;
     }
     let deadline = tokio::time::Instant::now() + hold;
     let wait = async {
