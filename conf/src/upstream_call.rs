@@ -1,4 +1,4 @@
-//! Routes that call upstreams themselves instead of proxying (design.md §5): the `fanin` and
+//! Routes that call upstreams themselves instead of proxying: the `fanin` and
 //! `job` actions, and the call options any upstream-calling route may carry — `repoll_on`,
 //! `hold`, `backoff`, `coalesce`, `cache` and `vary`. Also the checks of these settings.
 //!

@@ -1,4 +1,4 @@
-//! Upstream calls the gateway makes itself (design.md §5) — for `upstream` routes with
+//! Upstream calls the gateway makes itself — for `upstream` routes with
 //! `repoll_on`, `coalesce` or `cache`, and for the fan-in and job actions — instead of going
 //! through Pingora's proxy phases.
 //!

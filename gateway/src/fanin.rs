@@ -1,4 +1,4 @@
-//! `fanin` routes (design.md §5): one client request goes to several upstreams concurrently,
+//! `fanin` routes: one client request goes to several upstreams concurrently,
 //! and their answers are merged into one.
 //!
 //! **Calls.** The request — built once as for every gateway-made call (`call::OutboundRequest`:

@@ -1,4 +1,4 @@
-//! `job` routes (design.md §5): a slow (AI) upstream call started by one request and collected
+//! `job` routes: a slow (AI) upstream call started by one request and collected
 //! by long-polling another.
 //!
 //! - `POST <prefix>` (any method but `GET`/`HEAD`) reads and maps the request like any upstream

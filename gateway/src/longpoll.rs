@@ -1,6 +1,6 @@
 //! The long-poll hub: channels, cursors, held polls and their wake-ups, over one of two
 //! backplanes — this process's memory, or Redis shared by several Holdfast instances
-//! (design.md §4). No Pingora types: the gateway parses the request, calls [`Hub::poll`] or
+//! (docs/architecture.md). No Pingora types: the gateway parses the request, calls [`Hub::poll`] or
 //! [`Hub::publish`] and writes the answer.
 //!
 //! ```ignore

@@ -45,7 +45,7 @@ mod target;
 mod tls;
 mod upstream;
 
-// mimalloc: +25–35 % requests/s over the system allocator on the proxy path (pingora-notes.md).
+// mimalloc: +25–35 % requests/s over the system allocator on the proxy path (bench/RESULTS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,4 +1,4 @@
-//! The Prometheus metrics Holdfast exports (design.md §6): names in base units, labels limited
+//! The Prometheus metrics Holdfast exports (the README's Metrics section): names in base units, labels limited
 //! to configured route and upstream names, methods and status codes — never raw paths, channel
 //! names, tokens or client addresses.
 

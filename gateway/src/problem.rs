@@ -1,6 +1,6 @@
 //! Answers the gateway writes itself: `application/problem+json` (RFC 9457) with `type`,
 //! `title`, `status` and `detail`, always with a `Content-Length` so keep-alive clients do not
-//! hang (pingora-notes: a self-written answer without one is close-delimited).
+//! hang (docs/architecture.md: a self-written answer without one is close-delimited).
 
 use bytes::Bytes;
 use pingora_http::ResponseHeader;

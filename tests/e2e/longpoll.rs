@@ -1,4 +1,4 @@
-//! Long-poll channels (design.md §4): held polls answered by publishes, timeouts, cursors and
+//! Long-poll channels: held polls answered by publishes, timeouts, cursors and
 //! 410, queue mode, caps, client-gone, shutdown, and the Redis backplane across two instances.
 
 use holdfast_tests::{eventually, raw_request, Holdfast, RedisServer, SIGTERM};
