@@ -91,7 +91,7 @@ impl RouteRequirement {
 
     /// The credential's places to remove before proxying: every header, query parameter and
     /// cookie the route's providers read. Empty with `forward_token: true`. See
-    /// [`crate::strip_query`] and [`crate::strip_cookies`].
+    /// [`crate::strip_query`] and [`crate::strip_cookie_headers`].
     pub fn strip(&self) -> &Strip {
         &self.strip
     }

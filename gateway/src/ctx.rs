@@ -68,3 +68,21 @@ impl RequestCtx {
         self.route.as_ref().map_or("none", |route| &route.name)
     }
 }
+
+/// A context as `request_filter` leaves it for a request to `path` on the config `yaml`: its
+/// state and route, for tests of the later steps.
+#[cfg(test)]
+pub fn for_route(yaml: &str, path: &str) -> RequestCtx {
+    let config = conf::load_str(std::path::Path::new("t.yaml"), yaml).expect("parses");
+    let state = Arc::new(crate::state::compile(config, None).unwrap_or_else(|e| panic!("{e:?}")));
+    let mut ctx = RequestCtx::new();
+    match state.routes.find(None, &http::Method::GET, path) {
+        crate::routes::Lookup::Found(route, captures) => {
+            ctx.route = Some(route.clone());
+            ctx.captures = captures;
+        }
+        _ => panic!("no route for {path}"),
+    }
+    ctx.state = Some(state);
+    ctx
+}
