@@ -96,6 +96,14 @@ impl RouteRequirement {
         &self.strip
     }
 
+    /// The headers the route's providers read a credential from, stripped or forwarded alike:
+    /// a look-alike of one must not reach an origin that may read it as the credential.
+    pub fn credential_header_names(&self) -> impl Iterator<Item = &HeaderName> {
+        self.providers
+            .iter()
+            .filter_map(|provider| provider.location.header.as_ref())
+    }
+
     /// The headers claims are copied into: remove any the client sent before adding them.
     pub fn claim_header_names(&self) -> impl Iterator<Item = &HeaderName> {
         self.claims_to_headers.iter().map(|(_, name)| name)

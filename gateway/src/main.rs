@@ -38,6 +38,7 @@ mod routes;
 mod runtime;
 mod state;
 mod tls;
+mod underscores;
 mod upstream;
 
 // mimalloc: +25–35 % requests/s over the system allocator on the proxy path (pingora-notes.md).

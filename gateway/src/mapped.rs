@@ -65,6 +65,13 @@ pub struct MappedState {
     response: ResponseState,
 }
 
+impl MappedState {
+    /// The request headers the mapping sets or removes upstream.
+    pub fn header_names(&self) -> impl Iterator<Item = &HeaderName> {
+        self.headers.iter().map(|(name, _)| name)
+    }
+}
+
 /// What happens to the upstream's response body.
 #[derive(Default)]
 enum ResponseState {

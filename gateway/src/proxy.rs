@@ -348,7 +348,9 @@ impl ProxyHttp for Gateway {
 
 /// What every request sent upstream carries, proxied or called by the gateway itself:
 /// `X-Forwarded-For` (appended to), `X-Forwarded-Proto`, `X-Request-Id`, the credential
-/// stripped with the claims in headers, and the mapped method, path, query and headers.
+/// stripped with the claims in headers, and the mapped method, path, query and headers; last,
+/// headers with `_` are dropped (`limits.headers_with_underscores`), judged against the
+/// request exactly as it leaves.
 pub fn prepare_upstream_request(
     session: &Session,
     upstream: &mut RequestHeader,
@@ -374,7 +376,9 @@ pub fn prepare_upstream_request(
         upstream.insert_header("x-request-id", id.clone())?;
     }
     authn::upstream_request(upstream, ctx)?;
-    mapped::upstream_request(upstream, ctx)
+    mapped::upstream_request(upstream, ctx)?;
+    crate::underscores::drop_headers(upstream, ctx);
+    Ok(())
 }
 
 /// Writes a problem answer, remembering its status for the metrics.

@@ -420,6 +420,42 @@ async fn a_session_cookie_is_stripped_from_every_cookie_header() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn lookalikes_of_a_claim_header_never_reach_the_origin() {
+    let origin = Origin::echo().await;
+    let idp = Idp::start(jwks(&[])).await;
+    let gw = Holdfast::start(&config(&origin, &idp.url())).await;
+    let token = hs256(&claims(json!({})));
+    // CGI-style origins read all of these as HTTP_X_USER_ID.
+    let request = format!(
+        "GET /ai HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nX_User_Id: mallory\r\nX-User_Id: mallory\r\nx-user-id: mallory\r\nX_Forwarded_For: 10.9.9.9\r\nX_Custom: kept\r\nConnection: close\r\n\r\n"
+    );
+    let answer =
+        holdfast_tests::raw_request(gw.addr, request.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let seen = origin.seen();
+    let seen = seen.last().expect("proxied");
+    let user_ids: Vec<&str> = seen
+        .headers
+        .iter()
+        .filter(|(n, _)| n.replace('_', "-").eq_ignore_ascii_case("x-user-id"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(user_ids, ["alice"], "{:?}", seen.headers);
+    assert_eq!(header_lines(seen, "x_forwarded_for"), Vec::<&str>::new());
+    assert_eq!(header_lines(seen, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(
+        header_lines(seen, "x_custom"),
+        ["kept"],
+        "no managed header reads so"
+    );
+    assert!(
+        seen.headers.iter().all(|(_, v)| !v.contains("mallory")),
+        "{:?}",
+        seen.headers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn api_keys_are_checked_against_hashes() {
     let origin = Origin::echo().await;
     let idp = Idp::start(jwks(&[])).await;

@@ -81,6 +81,33 @@ async fn proxies_with_forwarding_headers_and_request_id() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn drop_all_drops_every_header_with_an_underscore() {
+    let origin = Origin::echo().await;
+    let gw = Holdfast::start(&format!(
+        "limits: {{ headers_with_underscores: drop_all }}\n{}",
+        config(
+            &format!("  api: {{ targets: [{}] }}", origin.addr),
+            "  - { name: api, match: { prefix: /api }, upstream: api }",
+        )
+    ))
+    .await;
+    let answer = raw_request(
+        gw.addr,
+        b"GET /api HTTP/1.1\r\nHost: x\r\nX_Custom: 1\r\nX-Other_Thing: 2\r\nX-Plain: 3\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let seen = origin.seen();
+    let headers = &seen.last().expect("proxied").headers;
+    assert!(
+        headers.iter().all(|(name, _)| !name.contains('_')),
+        "{headers:?}"
+    );
+    assert_eq!(seen[0].header("x-plain"), Some("3"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn routes_by_host_method_and_pattern() {
     let a = Origin::echo().await;
     let b = Origin::echo().await;
