@@ -30,6 +30,13 @@ fn unavailable(detail: String) -> Problem {
 
 /// A hub error as the client sees it.
 fn hub_problem(error: &HubError) -> Problem {
+    if let HubError::CursorAhead { newest, .. } = error {
+        let problem = Problem::new(400, "cursor-ahead", "Bad Request", error.to_string());
+        return match newest {
+            Some(newest) => problem.with_member("newest", newest.to_string().into()),
+            None => problem,
+        };
+    }
     match error.status() {
         400 => Problem::new(400, "bad-request", "Bad Request", error.to_string()),
         503 => unavailable("the channel backplane is unreachable; try again shortly".to_owned()),
