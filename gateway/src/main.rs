@@ -20,6 +20,7 @@ mod channels;
 mod coalesce;
 mod connection;
 mod cors;
+mod counting;
 mod ctx;
 mod fanin;
 mod jobs;
