@@ -91,9 +91,17 @@ impl RouteRequirement {
 
     /// The credential's places to remove before proxying: every header, query parameter and
     /// cookie the route's providers read. Empty with `forward_token: true`. See
-    /// [`crate::strip_query`] and [`crate::strip_cookies`].
+    /// [`crate::strip_query`] and [`crate::strip_cookie_headers`].
     pub fn strip(&self) -> &Strip {
         &self.strip
+    }
+
+    /// The headers the route's providers read a credential from, stripped or forwarded alike:
+    /// a look-alike of one must not reach an origin that may read it as the credential.
+    pub fn credential_header_names(&self) -> impl Iterator<Item = &HeaderName> {
+        self.providers
+            .iter()
+            .filter_map(|provider| provider.location.header.as_ref())
     }
 
     /// The headers claims are copied into: remove any the client sent before adding them.

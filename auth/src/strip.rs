@@ -2,7 +2,7 @@
 //! `forward_token: true`) and any header the client sent that a claim will fill. Pure string
 //! helpers; the gateway applies them to the real request.
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 
 /// The places a route's credentials are read from, to remove before proxying.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -79,6 +79,51 @@ pub fn strip_cookies(header: &str, names: &[String]) -> Option<String> {
     removed.then(|| kept.join("; "))
 }
 
+/// Every `Cookie` header's value without the cookies named in `names`, or `None` when no header
+/// holds one of them (then the headers are left as they are). A client may split its cookies
+/// over several `Cookie` headers (HTTP/2 clients do so routinely), and the credential is read
+/// from any of them, so each is stripped; a header left empty is dropped from the list.
+///
+/// Works on the bytes, not on text: a header that is not visible ASCII is stripped too, though
+/// the credential is never read from one.
+pub fn strip_cookie_headers<'a>(
+    values: impl IntoIterator<Item = &'a HeaderValue>,
+    names: &[String],
+) -> Option<Vec<HeaderValue>> {
+    if names.is_empty() {
+        return None;
+    }
+    let mut removed = false;
+    let mut kept_headers = Vec::new();
+    for value in values {
+        let mut kept: Vec<&[u8]> = Vec::new();
+        let mut removed_here = false;
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            let key = pair.split(|&b| b == b'=').next().unwrap_or_default();
+            if names.iter().any(|name| name.as_bytes() == key.trim_ascii()) {
+                removed_here = true;
+            } else if !pair.is_empty() {
+                kept.push(pair);
+            }
+        }
+        if !removed_here {
+            kept_headers.push(value.clone());
+            continue;
+        }
+        removed = true;
+        if kept.is_empty() {
+            continue;
+        }
+        // The pieces come from a valid value, so the joined one is valid too; were it not, the
+        // header is dropped rather than forwarded with the credential.
+        if let Ok(value) = HeaderValue::from_bytes(&kept.join(&b"; "[..])) {
+            kept_headers.push(value);
+        }
+    }
+    removed.then_some(kept_headers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +148,63 @@ mod tests {
         );
         assert_eq!(strip_cookies("session=x", &names).as_deref(), Some(""));
         assert_eq!(strip_cookies("a=1", &names), None);
+    }
+
+    fn values(headers: &[&str]) -> Vec<HeaderValue> {
+        headers
+            .iter()
+            .map(|h| HeaderValue::from_str(h).expect("value"))
+            .collect()
+    }
+
+    #[test]
+    fn removes_cookies_from_every_cookie_header() {
+        let names = vec!["session".to_owned()];
+        let strip = |headers: &[&str]| {
+            strip_cookie_headers(&values(headers), &names).map(|kept| {
+                kept.iter()
+                    .map(|v| v.to_str().expect("ascii").to_owned())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            strip(&["a=1", "session=x; b=2"]),
+            Some(vec!["a=1".to_owned(), "b=2".to_owned()])
+        );
+        assert_eq!(
+            strip(&["session=x", "a=1"]),
+            Some(vec!["a=1".to_owned()]),
+            "a header left empty is dropped"
+        );
+        assert_eq!(
+            strip(&["session=x", " session = y ;", "c=3"]),
+            Some(vec!["c=3".to_owned()]),
+            "every instance, spaces around the name too"
+        );
+        assert_eq!(
+            strip(&["a=1", "b=2"]),
+            None,
+            "untouched without the credential"
+        );
+        assert_eq!(
+            strip(&["sessions=1; xsession=2"]),
+            None,
+            "only the exact name"
+        );
+        assert_eq!(strip(&[]), None);
+        let other = vec!["other".to_owned()];
+        assert_eq!(strip_cookie_headers(&values(&["session=x"]), &[]), None);
+        assert_eq!(strip_cookie_headers(&values(&["session=x"]), &other), None);
+    }
+
+    #[test]
+    fn removes_cookies_from_headers_that_are_not_ascii() {
+        let names = vec!["session".to_owned()];
+        let header = HeaderValue::from_bytes(b"caf\xc3\xa9=1; session=x").expect("obs-text");
+        let kept = strip_cookie_headers([&header], &names).expect("stripped");
+        assert_eq!(
+            kept,
+            [HeaderValue::from_bytes(b"caf\xc3\xa9=1").expect("obs-text")]
+        );
     }
 }

@@ -104,6 +104,10 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// How long an idle keep-alive connection waits for its next request.
     pub idle_timeout: Duration,
+    /// Request headers with `_` in their names: `drop_lookalikes` (default) drops those that
+    /// read as a header the gateway manages (`X_User_Id` beside a claim's `x-user-id`);
+    /// `drop_all` drops every one, as nginx does.
+    pub headers_with_underscores: crate::limits::HeadersWithUnderscores,
 }
 
 impl Default for Limits {
@@ -116,6 +120,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
+            headers_with_underscores: Default::default(),
         }
     }
 }

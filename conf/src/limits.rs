@@ -37,6 +37,24 @@ impl RateLimit {
     }
 }
 
+/// What happens to request headers whose names contain `_` (`limits.headers_with_underscores`).
+/// CGI-style origins (PHP, WSGI, Rack behind a CGI bridge) read `X_User_Id`, `X-User_Id` and
+/// `x-user-id` all as `HTTP_X_USER_ID`, so a client's look-alike can pass for a header the
+/// gateway sets or vouches for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadersWithUnderscores {
+    /// Drop a header with `_` when, read with `-` for `_`, it names a header the gateway manages:
+    /// any header of the upstream request as it leaves (claims and mapping applied), the
+    /// forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`), `X-Request-Id`, and the
+    /// headers the route's credential, claims and mapping use.
+    #[default]
+    DropLookalikes,
+    /// Drop every header with `_` in its name (nginx's default), except those the gateway sets
+    /// itself (a claim or mapping header so named).
+    DropAll,
+}
+
 /// Concurrency caps of a route: `{ max_in_flight: 1000, max_per_key: 10, key: ip }`.
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -199,5 +217,25 @@ mod tests {
         assert!(parse_cidr("127.0.0.1").is_ok());
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("nope").is_err());
+    }
+
+    #[test]
+    fn headers_with_underscores() {
+        let load = |yaml: &str| crate::load_str(std::path::Path::new("c.yaml"), yaml);
+        let default = load("{}").expect("loads");
+        assert_eq!(
+            default.limits.headers_with_underscores,
+            HeadersWithUnderscores::DropLookalikes
+        );
+        let all = load("limits: { headers_with_underscores: drop_all }").expect("loads");
+        assert_eq!(
+            all.limits.headers_with_underscores,
+            HeadersWithUnderscores::DropAll
+        );
+        let wrong = load("limits:\n  headers_with_underscores: allow\n")
+            .expect_err("unknown value")
+            .to_string();
+        assert!(wrong.contains("c.yaml:2"), "{wrong}");
+        assert!(wrong.contains("drop_lookalikes"), "{wrong}");
     }
 }

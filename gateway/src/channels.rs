@@ -30,6 +30,13 @@ fn unavailable(detail: String) -> Problem {
 
 /// A hub error as the client sees it.
 fn hub_problem(error: &HubError) -> Problem {
+    if let HubError::CursorAhead { newest, .. } = error {
+        let problem = Problem::new(400, "cursor-ahead", "Bad Request", error.to_string());
+        return match newest {
+            Some(newest) => problem.with_member("newest", newest.to_string().into()),
+            None => problem,
+        };
+    }
     match error.status() {
         400 => Problem::new(400, "bad-request", "Bad Request", error.to_string()),
         503 => unavailable("the channel backplane is unreachable; try again shortly".to_owned()),
@@ -163,9 +170,10 @@ pub async fn poll(
         }
     };
     drop(slot);
+    let route_spec = ctx.route.clone();
     let ending = Ending {
         settings,
-        cors: ctx.route.as_ref().and_then(|r| r.cors.as_ref()),
+        cors: route_spec.as_ref().and_then(|r| r.cors.as_ref()),
         origin: origin(session),
     };
     let (outcome, status) = match held {
@@ -181,12 +189,12 @@ pub async fn poll(
             }
             (
                 "data",
-                send_messages(session, &ending, &messages, &cursor).await?,
+                send_messages(session, ctx, &ending, &messages, &cursor).await?,
             )
         }
         Held::Done(Ok(PollOutcome::Timeout { cursor })) => (
             "timeout",
-            send_timeout(session, &ending, cursor.as_ref(), false).await?,
+            send_timeout(session, ctx, &ending, cursor.as_ref(), false).await?,
         ),
         Held::Done(Ok(PollOutcome::Gone { oldest })) => {
             let problem = Problem::new(
@@ -213,7 +221,7 @@ pub async fn poll(
         Held::ClientGone => ("client_gone", 0),
         Held::Shutdown => (
             "shutdown",
-            send_timeout(session, &ending, cursor.as_ref(), true).await?,
+            send_timeout(session, ctx, &ending, cursor.as_ref(), true).await?,
         ),
     };
     ctx.outcome = Some(outcome);
@@ -281,7 +289,8 @@ pub async fn publish(
                 .inc();
             let cursor = published.cursor.to_string();
             let body = serde_json::json!({"id": cursor, "cursor": cursor, "delivered_to": published.delivered_to});
-            answer::send_json(session, 201, &body, &[("poll-cursor", cursor.as_str())]).await?;
+            let headers = [("poll-cursor", cursor.as_str())];
+            answer::send_json(session, ctx, 201, &body, &headers).await?;
             Ok(201)
         }
         Err(error) => {

@@ -31,6 +31,7 @@ pub fn allowed_origin<'a>(cors: &conf::Cors, origin: &'a str) -> Option<&'a str>
 /// them for an origin the route does not allow, which the browser treats as a refusal).
 pub async fn answer_preflight(
     session: &mut Session,
+    ctx: &mut crate::ctx::RequestCtx,
     cors: &conf::Cors,
     method: &http::Method,
 ) -> pingora_error::Result<u16> {
@@ -56,6 +57,7 @@ pub async fn answer_preflight(
     }
     header.insert_header("vary", "Origin")?;
     header.set_content_length(0)?;
+    crate::counting::answered(session, ctx, 204);
     session
         .write_response_header(Box::new(header), true)
         .await?;

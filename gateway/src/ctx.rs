@@ -26,6 +26,14 @@ pub struct RequestCtx {
     pub outcome: Option<&'static str>,
     /// The status of an answer the gateway wrote itself.
     pub answered: Option<u16>,
+    /// Counted in `holdfast_http_requests_total` already (when its answer's status was known,
+    /// before the answer went out); `logging` counts only the requests left uncounted.
+    pub counted: bool,
+    /// Counted in `holdfast_upstream_requests_total` already (when the upstream answered).
+    pub upstream_counted: bool,
+    /// A proxied response's status, counted once its mapped body is through: a body that fails
+    /// the response rules may still turn it into a 502.
+    pub count_at_end: Option<u16>,
     /// Who the route's auth accepted.
     pub identity: Option<auth::Identity>,
     pub auth_upstream: crate::authn::Upstream,
@@ -54,6 +62,9 @@ impl RequestCtx {
             upstream_elapsed: None,
             outcome: None,
             answered: None,
+            counted: false,
+            upstream_counted: false,
+            count_at_end: None,
             identity: None,
             auth_upstream: Default::default(),
             mapped: Default::default(),
@@ -76,4 +87,22 @@ impl RequestCtx {
     pub fn route_name(&self) -> &str {
         self.route.as_ref().map_or("none", |route| &route.name)
     }
+}
+
+/// A context as `request_filter` leaves it for a request to `path` on the config `yaml`: its
+/// state and route, for tests of the later steps.
+#[cfg(test)]
+pub fn for_route(yaml: &str, path: &str) -> RequestCtx {
+    let config = conf::load_str(std::path::Path::new("t.yaml"), yaml).expect("parses");
+    let state = Arc::new(crate::state::compile(config, None).unwrap_or_else(|e| panic!("{e:?}")));
+    let mut ctx = RequestCtx::new();
+    match state.routes.find(None, &http::Method::GET, path) {
+        crate::routes::Lookup::Found(route, captures) => {
+            ctx.route = Some(route.clone());
+            ctx.captures = captures;
+        }
+        _ => panic!("no route for {path}"),
+    }
+    ctx.state = Some(state);
+    ctx
 }

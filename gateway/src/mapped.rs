@@ -65,6 +65,19 @@ pub struct MappedState {
     response: ResponseState,
 }
 
+impl MappedState {
+    /// The request headers the mapping sets or removes upstream.
+    pub fn header_names(&self) -> impl Iterator<Item = &HeaderName> {
+        self.headers.iter().map(|(name, _)| name)
+    }
+
+    /// Whether the response is held back until its end for the body rules: its status is
+    /// known for sure only then (a body that fails them may turn it into a 502).
+    pub fn buffers_response(&self) -> bool {
+        matches!(self.response, ResponseState::Buffer { .. })
+    }
+}
+
 /// What happens to the upstream's response body.
 #[derive(Default)]
 enum ResponseState {

@@ -8,7 +8,7 @@ use crate::problem::Problem;
 use crate::request_checks::check_head;
 use crate::routes::{Action, Lookup};
 use crate::runtime::Runtime;
-use crate::{authn, channels, cors, labels, limits, mapped};
+use crate::{authn, channels, cors, counting, labels, limits, mapped};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -61,7 +61,8 @@ impl ProxyHttp for Gateway {
                 Some(cors) => {
                     let (cors, method) = (cors.clone(), method.clone());
                     ctx.route = Some((*route).clone());
-                    ctx.answered = Some(cors::answer_preflight(session, &cors, &method).await?);
+                    ctx.answered =
+                        Some(cors::answer_preflight(session, ctx, &cors, &method).await?);
                     return Ok(true);
                 }
                 // Not a CORS route: an OPTIONS request like any other.
@@ -199,12 +200,18 @@ impl ProxyHttp for Gateway {
 
     fn response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
         mapped::response_body(body, end_of_stream, ctx)?;
+        if end_of_stream {
+            // The mapped body passed the rules: the status held back in `response_filter` stands.
+            if let Some(status) = ctx.count_at_end.take() {
+                counting::answered(session, ctx, status);
+            }
+        }
         Ok(None)
     }
 
@@ -222,18 +229,34 @@ impl ProxyHttp for Gateway {
                 .upstream_duration
                 .with_label_values(&[&*pool.name])
                 .observe(elapsed.as_secs_f64());
+            // Counted as soon as the upstream answered, before the client gets the answer.
+            if counting::is_final(response.status) && !ctx.upstream_counted {
+                ctx.upstream_counted = true;
+                METRICS
+                    .upstream_requests
+                    .with_label_values(&[&*pool.name, labels::code(response.status.as_u16())])
+                    .inc();
+            }
         }
         mapped::upstream_response(response, ctx)
     }
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(id) = &ctx.request_id {
             response.insert_header("x-request-id", id.clone())?;
+        }
+        if counting::is_final(response.status) {
+            let status = response.status.as_u16();
+            if ctx.mapped.buffers_response() {
+                ctx.count_at_end = Some(status);
+            } else {
+                counting::answered(session, ctx, status);
+            }
         }
         Ok(())
     }
@@ -334,24 +357,15 @@ impl ProxyHttp for Gateway {
         if let Some(log) = &self.runtime.access_log {
             log.record(session, ctx, status);
         }
-        let route = ctx.route_name();
-        if let Some(kind) = ctx.answered.and_then(limits::rejection_kind) {
-            METRICS
-                .limit_rejections
-                .with_label_values(&[route, kind])
-                .inc();
-        }
-        let method = labels::method(&session.req_header().method);
-        METRICS
-            .requests
-            .with_label_values(&[route, method, labels::code(status)])
-            .inc();
+        // Answers were counted before they were written (`counting`, and limit rejections in
+        // `answer`); what is left got no answer: the client left, or an error ended it.
+        counting::answered(session, ctx, status);
         METRICS
             .request_duration
-            .with_label_values(&[route])
+            .with_label_values(&[ctx.route_name()])
             .observe(ctx.started.elapsed().as_secs_f64());
         if let Some(pool) = &ctx.pool {
-            if !ctx.tried.is_empty() {
+            if !ctx.tried.is_empty() && !ctx.upstream_counted {
                 let code = labels::code(ctx.upstream_status.unwrap_or(0));
                 METRICS
                     .upstream_requests
@@ -379,7 +393,9 @@ fn malformed_body(error: &Error) -> Option<Problem> {
 
 /// What every request sent upstream carries, proxied or called by the gateway itself:
 /// `X-Forwarded-For` (appended to), `X-Forwarded-Proto`, `X-Request-Id`, the credential
-/// stripped with the claims in headers, and the mapped method, path, query and headers.
+/// stripped with the claims in headers, and the mapped method, path, query and headers; last,
+/// headers with `_` are dropped (`limits.headers_with_underscores`), judged against the
+/// request exactly as it leaves.
 pub fn prepare_upstream_request(
     session: &Session,
     upstream: &mut RequestHeader,
@@ -405,16 +421,30 @@ pub fn prepare_upstream_request(
         upstream.insert_header("x-request-id", id.clone())?;
     }
     authn::upstream_request(upstream, ctx)?;
-    mapped::upstream_request(upstream, ctx)
+    mapped::upstream_request(upstream, ctx)?;
+    crate::underscores::drop_headers(upstream, ctx);
+    Ok(())
 }
 
-/// Writes a problem answer, remembering its status for the metrics.
+/// Writes a problem answer, remembering its status for the access log. Every problem the
+/// gateway answers comes here: the request (and a limit's refusal, in
+/// `holdfast_limit_rejections_total`) is counted before the answer is written, so a scrape
+/// right after the answer sees it.
 pub async fn answer(
     session: &mut Session,
     ctx: &mut RequestCtx,
     problem: &Problem,
 ) -> Result<bool> {
     ctx.answered = Some(problem.status);
+    if !ctx.counted {
+        if let Some(kind) = limits::rejection_kind(problem.status) {
+            METRICS
+                .limit_rejections
+                .with_label_values(&[ctx.route_name(), kind])
+                .inc();
+        }
+    }
+    counting::answered(session, ctx, problem.status);
     let mut problem = problem.clone();
     if let Some(id) = &ctx.request_id {
         if let Ok(id) = id.to_str() {

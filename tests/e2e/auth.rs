@@ -96,6 +96,9 @@ auth:
     jwt: {{ issuer: https://id.test, audiences: [holdfast], public_key_file: {rsa_pub} }}
   partners:
     api_keys: {{ file: {keys} }}
+  web:
+    jwt: {{ issuer: https://id.test, audiences: [holdfast], secret: "{SECRET}" }}
+    token: {{ cookie: session }}
 upstreams:
   o: {{ targets: [{origin}] }}
 routes:
@@ -121,6 +124,10 @@ routes:
     upstream: o
   - name: open
     match: {{ path: /open }}
+    upstream: o
+  - name: web
+    match: {{ path: /web }}
+    auth: {{ provider: web }}
     upstream: o
   - name: inbox
     match: {{ path: /inbox, methods: [GET] }}
@@ -363,6 +370,89 @@ async fn jwt_routes_refuse_with_rfc6750_answers_and_forward_claims() {
             ) == Some(1.0)
     })
     .await;
+}
+
+/// The header lines the origin received under `name` (one entry per line).
+fn header_lines<'a>(seen: &'a holdfast_tests::origin::Seen, name: &str) -> Vec<&'a str> {
+    seen.headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_cookie_is_stripped_from_every_cookie_header() {
+    let origin = Origin::echo().await;
+    let idp = Idp::start(jwks(&[])).await;
+    let gw = Holdfast::start(&config(&origin, &idp.url())).await;
+    let token = hs256(&claims(json!({})));
+    // HTTP/2 clients send one Cookie header per cookie; HTTP/1 clients may too.
+    let cases = [
+        (
+            format!("Cookie: theme=dark\r\nCookie: session={token}; lang=en\r\n"),
+            vec!["theme=dark", "lang=en"],
+        ),
+        (
+            format!("Cookie: session={token}\r\nCookie: theme=dark; lang=en\r\n"),
+            vec!["theme=dark; lang=en"],
+        ),
+        (format!("Cookie: session={token}\r\n"), vec![]),
+    ];
+    for (cookies, expected) in cases {
+        let before = origin.count();
+        let request = format!("GET /web HTTP/1.1\r\nHost: x\r\n{cookies}Connection: close\r\n\r\n");
+        let answer =
+            holdfast_tests::raw_request(gw.addr, request.as_bytes(), Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{cookies}: {answer}");
+        let seen = origin.seen();
+        assert_eq!(seen.len(), before + 1);
+        let last = &seen[before];
+        assert_eq!(header_lines(last, "cookie"), expected, "{cookies}");
+        assert!(
+            last.headers
+                .iter()
+                .all(|(_, v)| !v.contains("session=") && !v.contains(&token)),
+            "the session cookie reached the origin: {:?}",
+            last.headers
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lookalikes_of_a_claim_header_never_reach_the_origin() {
+    let origin = Origin::echo().await;
+    let idp = Idp::start(jwks(&[])).await;
+    let gw = Holdfast::start(&config(&origin, &idp.url())).await;
+    let token = hs256(&claims(json!({})));
+    // CGI-style origins read all of these as HTTP_X_USER_ID.
+    let request = format!(
+        "GET /ai HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nX_User_Id: mallory\r\nX-User_Id: mallory\r\nx-user-id: mallory\r\nX_Forwarded_For: 10.9.9.9\r\nX_Custom: kept\r\nConnection: close\r\n\r\n"
+    );
+    let answer =
+        holdfast_tests::raw_request(gw.addr, request.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let seen = origin.seen();
+    let seen = seen.last().expect("proxied");
+    let user_ids: Vec<&str> = seen
+        .headers
+        .iter()
+        .filter(|(n, _)| n.replace('_', "-").eq_ignore_ascii_case("x-user-id"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(user_ids, ["alice"], "{:?}", seen.headers);
+    assert_eq!(header_lines(seen, "x_forwarded_for"), Vec::<&str>::new());
+    assert_eq!(header_lines(seen, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(
+        header_lines(seen, "x_custom"),
+        ["kept"],
+        "no managed header reads so"
+    );
+    assert!(
+        seen.headers.iter().all(|(_, v)| !v.contains("mallory")),
+        "{:?}",
+        seen.headers
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

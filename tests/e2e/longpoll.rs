@@ -201,6 +201,49 @@ async fn a_cursor_resumes_with_exactly_the_missed_messages_and_a_stale_one_is_41
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_cursor_from_the_future_is_400_and_the_real_one_gets_the_next_message() {
+    let gw = Holdfast::start(SEED).await;
+    let client = reqwest::Client::new();
+    let newest = push(&client, &gw, json!({"n": 1})).await["cursor"]
+        .as_str()
+        .expect("cursor")
+        .to_owned();
+    let response = client
+        .get(gw.url("/poll?cursor=99999999999999-0&wait=1"))
+        .send()
+        .await
+        .expect("poll");
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.expect("problem");
+    assert_eq!(problem["type"], "urn:holdfast:problem:cursor-ahead");
+    assert_eq!(problem["title"], "Bad Request");
+    assert_eq!(problem["newest"], newest.as_str());
+    assert_eq!(
+        problem["detail"],
+        format!("the cursor `99999999999999-0` is ahead of the channel's newest message `{newest}`; poll with `{newest}` (or without a cursor) to wait for the next one").as_str()
+    );
+
+    // The real cursor still gets the next message: nothing was lost to the bad poll.
+    let poll = tokio::spawn(client.get(gw.url(&format!("/poll?cursor={newest}"))).send());
+    held(&gw, "poll", 1.0).await;
+    let next = push(&client, &gw, json!({"n": 2})).await["cursor"]
+        .as_str()
+        .expect("cursor")
+        .to_owned();
+    let response = poll.await.expect("join").expect("poll");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["poll-cursor"], next.as_str());
+    assert_eq!(
+        response.json::<Value>().await.expect("json"),
+        json!({"n": 2})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn queue_mode_delivers_each_of_1000_messages_to_exactly_one_of_50_pollers() {
     let gw = Holdfast::start(SEED).await;
     let client = reqwest::Client::builder()

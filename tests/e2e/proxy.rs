@@ -65,19 +65,55 @@ async fn proxies_with_forwarding_headers_and_request_id() {
     assert_eq!(echo["headers"]["x-request-id"], "abc-123");
     assert_eq!(echo["headers"]["x-forwarded-for"], "10.0.0.9, 127.0.0.1");
 
-    // Metrics are recorded after the answer is sent: wait for them rather than race them.
-    eventually(Duration::from_secs(5), "request metrics", async || {
-        let metrics = gw.metrics().await;
-        holdfast_tests::metric_value(
-            &metrics,
+    // Counted before the answers went out: a scrape right after them sees both, no waiting.
+    let metrics = gw.metrics().await;
+    for (sample, count) in [
+        (
             r#"holdfast_http_requests_total{code="200",method="POST",route="api"}"#,
-        ) == Some(1.0)
-            && holdfast_tests::metric_value(
-                &metrics,
-                r#"holdfast_upstream_requests_total{code="200",upstream="api"}"#,
-            ) == Some(2.0)
-    })
+            1.0,
+        ),
+        (
+            r#"holdfast_http_requests_total{code="200",method="GET",route="api"}"#,
+            1.0,
+        ),
+        (
+            r#"holdfast_upstream_requests_total{code="200",upstream="api"}"#,
+            2.0,
+        ),
+    ] {
+        assert_eq!(
+            holdfast_tests::metric_value(&metrics, sample),
+            Some(count),
+            "{sample}\n{metrics}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drop_all_drops_every_header_with_an_underscore() {
+    let origin = Origin::echo().await;
+    let gw = Holdfast::start(&format!(
+        "limits: {{ headers_with_underscores: drop_all }}\n{}",
+        config(
+            &format!("  api: {{ targets: [{}] }}", origin.addr),
+            "  - { name: api, match: { prefix: /api }, upstream: api }",
+        )
+    ))
     .await;
+    let answer = raw_request(
+        gw.addr,
+        b"GET /api HTTP/1.1\r\nHost: x\r\nX_Custom: 1\r\nX-Other_Thing: 2\r\nX-Plain: 3\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let seen = origin.seen();
+    let headers = &seen.last().expect("proxied").headers;
+    assert!(
+        headers.iter().all(|(name, _)| !name.contains('_')),
+        "{headers:?}"
+    );
+    assert_eq!(seen[0].header("x-plain"), Some("3"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -111,6 +111,16 @@ fn what_is_stripped_before_proxying() {
     assert_eq!(strip.cookies, ["session"]);
     let fwd = set.route(3).expect("route");
     assert!(fwd.forward_token() && fwd.strip().is_empty());
+    // Forwarded or not, the credential's headers are known (for dropping look-alikes).
+    let credential: Vec<&str> = fwd.credential_header_names().map(|h| h.as_str()).collect();
+    assert_eq!(credential, ["authorization"]);
+    let credential: Vec<&str> = set
+        .route(0)
+        .expect("route")
+        .credential_header_names()
+        .map(|h| h.as_str())
+        .collect();
+    assert_eq!(credential, ["authorization", "authorization", "x-api-key"]);
     assert_eq!(
         crate::strip_query("a=1&api_key=k", &strip.query).as_deref(),
         Some("a=1")

@@ -10,7 +10,7 @@ use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-/// Writes `header` and `body`, remembering the status for the metrics.
+/// Writes `header` and `body`, counting the request first (see `counting`).
 pub async fn send(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -28,6 +28,7 @@ pub async fn send(
         session.set_keepalive(None);
     }
     ctx.answered = Some(status);
+    crate::counting::answered(session, ctx, status);
     session
         .write_response_header(Box::new(header), false)
         .await?;

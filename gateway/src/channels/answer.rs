@@ -3,6 +3,7 @@
 //! `ETag` and `Poll-Cursor`, CORS headers where the route allows browsers, and `Connection:
 //! close` when the answer is given because the gateway is shutting down.
 
+use crate::ctx::RequestCtx;
 use crate::longpoll::{Cursor, Message};
 use bytes::Bytes;
 use pingora_error::Result;
@@ -37,8 +38,10 @@ fn header(status: u16, ending: &Ending<'_>, cursor: Option<&Cursor>) -> Result<R
     Ok(header)
 }
 
+/// Writes the answer, counting the request first (see `counting`).
 async fn send(
     session: &mut Session,
+    ctx: &mut RequestCtx,
     mut header: ResponseHeader,
     body: Bytes,
     close: bool,
@@ -48,6 +51,7 @@ async fn send(
         header.insert_header("connection", "close")?;
         session.set_keepalive(None);
     }
+    crate::counting::answered(session, ctx, header.status.as_u16());
     session
         .write_response_header(Box::new(header), false)
         .await?;
@@ -57,6 +61,7 @@ async fn send(
 /// 200 with the messages.
 pub async fn send_messages(
     session: &mut Session,
+    ctx: &mut RequestCtx,
     ending: &Ending<'_>,
     messages: &[Message],
     cursor: &Cursor,
@@ -68,12 +73,12 @@ pub async fn send_messages(
                 header.insert_header("content-type", &**content_type)?;
             }
             // The body is the published `Bytes`: shared, never copied per subscriber.
-            send(session, header, message.body.clone(), false).await?;
+            send(session, ctx, header, message.body.clone(), false).await?;
         }
         _ => {
             let mut header = header(200, ending, Some(cursor))?;
             header.insert_header("content-type", "application/json")?;
-            send(session, header, batch(messages, Some(cursor)), false).await?;
+            send(session, ctx, header, batch(messages, Some(cursor)), false).await?;
         }
     }
     Ok(200)
@@ -82,6 +87,7 @@ pub async fn send_messages(
 /// The answer when nothing came: 204 (or an empty batch with `on_timeout: 200`).
 pub async fn send_timeout(
     session: &mut Session,
+    ctx: &mut RequestCtx,
     ending: &Ending<'_>,
     cursor: Option<&Cursor>,
     close: bool,
@@ -89,10 +95,17 @@ pub async fn send_timeout(
     if ending.settings.on_timeout == conf::OnTimeout::EmptyBatch {
         let mut header = header(200, ending, cursor)?;
         header.insert_header("content-type", "application/json")?;
-        send(session, header, batch(&[], cursor), close).await?;
+        send(session, ctx, header, batch(&[], cursor), close).await?;
         return Ok(200);
     }
-    send(session, header(204, ending, cursor)?, Bytes::new(), close).await?;
+    send(
+        session,
+        ctx,
+        header(204, ending, cursor)?,
+        Bytes::new(),
+        close,
+    )
+    .await?;
     Ok(204)
 }
 
@@ -121,6 +134,7 @@ fn batch(messages: &[Message], cursor: Option<&Cursor>) -> Bytes {
 /// A JSON answer with Content-Length.
 pub async fn send_json(
     session: &mut Session,
+    ctx: &mut RequestCtx,
     status: u16,
     body: &serde_json::Value,
     headers: &[(&'static str, &str)],
@@ -133,6 +147,7 @@ pub async fn send_json(
     }
     send(
         session,
+        ctx,
         header,
         Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
         false,

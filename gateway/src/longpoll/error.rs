@@ -1,6 +1,6 @@
 //! The hub's error: one enum for poll and publish, each variant knowing its HTTP status.
 
-use super::cursor::CursorError;
+use super::cursor::{Cursor, CursorError};
 use super::name::ChannelNameError;
 
 /// What can go wrong in a poll or a publish. The gateway turns it into problem+json with
@@ -10,6 +10,14 @@ pub enum HubError {
     /// The client's cursor is not a cursor at all (→ 400).
     #[error("bad cursor: {0}")]
     BadCursor(#[from] CursorError),
+    /// The client's cursor is past every message the channel has given out (→ 400): polling
+    /// with it would skip the next messages, whose ids are smaller. `newest` is the channel's
+    /// newest cursor, when it has one.
+    #[error("{}", ahead(cursor, newest))]
+    CursorAhead {
+        cursor: Cursor,
+        newest: Option<Cursor>,
+    },
     /// The channel name (after template expansion) is not allowed (→ 400).
     #[error("bad channel name: {0}")]
     BadChannel(#[from] ChannelNameError),
@@ -28,11 +36,22 @@ impl HubError {
     /// The HTTP status the gateway answers with.
     pub fn status(&self) -> u16 {
         match self {
-            HubError::BadCursor(_) | HubError::BadChannel(_) => 400,
+            HubError::BadCursor(_) | HubError::CursorAhead { .. } | HubError::BadChannel(_) => 400,
             HubError::QueueFull { .. } => 507,
             HubError::Unavailable(_) => 503,
             HubError::Corrupt(_) => 500,
         }
+    }
+}
+
+fn ahead(cursor: &Cursor, newest: &Option<Cursor>) -> String {
+    match newest {
+        Some(newest) => format!(
+            "the cursor `{cursor}` is ahead of the channel's newest message `{newest}`; poll with `{newest}` (or without a cursor) to wait for the next one"
+        ),
+        None => format!(
+            "the cursor `{cursor}` is ahead of the channel, which has no messages yet; poll without a cursor to wait for the next one"
+        ),
     }
 }
 
@@ -45,6 +64,15 @@ mod tests {
     fn statuses() {
         assert_eq!(HubError::from(CursorError::Format).status(), 400);
         assert_eq!(HubError::from(ChannelNameError::Empty).status(), 400);
+        let ahead = HubError::CursorAhead {
+            cursor: Cursor::new(9, 0),
+            newest: Some(Cursor::new(5, 1)),
+        };
+        assert_eq!(ahead.status(), 400);
+        assert!(
+            ahead.to_string().contains("newest message `5-1`"),
+            "{ahead}"
+        );
         assert_eq!(HubError::QueueFull { max: 1 }.status(), 507);
         assert_eq!(HubError::Unavailable("down".into()).status(), 503);
         assert_eq!(HubError::Corrupt("?".into()).status(), 500);

@@ -5,6 +5,9 @@
 //! `notify_waiters()`, which wakes that channel's waiters and nobody else's. Each woken poll then
 //! reads its own messages after its own cursor under the channel lock.
 //!
+//! A broadcast poll's cursor past the channel's newest id is refused (`CursorAhead`); see
+//! [`buffer::Buffer::check_cursor`] for a channel with no history.
+//!
 //! A queue channel is a [`queue::Queue`]: a publish hands the message straight to the
 //! longest-waiting poller's oneshot, or queues it. See `queue_waiters` for why that is
 //! cancel-safe.
@@ -190,8 +193,12 @@ async fn poll_broadcast(
                     "a queue channel under a broadcast key".into(),
                 ));
             };
-            buffer.trim(SystemTime::now(), settings);
+            let now = SystemTime::now();
+            buffer.trim(now, settings);
             let from = *cursor.get_or_insert_with(|| buffer.start(request.start));
+            // Checked on every wake-up too: a cursor let through on a channel with no history
+            // (within the clock's slack) is refused once a message shows it was ahead.
+            buffer.check_cursor(from, now)?;
             buffer.read_after(from, request.limit)
         };
         match read {

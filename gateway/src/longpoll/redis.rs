@@ -21,6 +21,11 @@
 //! Redis a cursor more than one id before the first entry counts as gone (never a silent skip,
 //! sometimes a needless 410).
 //!
+//! **A cursor from the future.** The same read returns `last-generated-id` (or, when there is no
+//! stream, Redis' `TIME`): a cursor past it would skip the next messages, whose ids are smaller,
+//! so it is refused (`CursorAhead`, 400). A shared read may be older than the message a cursor
+//! names, so a cursor is refused only after a read of its own.
+//!
 //! **Wake-ups across instances.** Each instance keeps ONE dedicated RESP3 connection
 //! subscribed to `<prefix>notify`; publishers `PUBLISH` `b:<name>` or `q:<name>` there. The
 //! listener looks the channel up among this instance's *local* channels (those with held polls
@@ -388,7 +393,21 @@ impl RedisHub {
             let Ok(read) = tokio::time::timeout_at(read_until, shared_read).await else {
                 return Ok(PollOutcome::Timeout { cursor });
             };
-            let read = read?.clone();
+            let mut read = read?.clone();
+            if read.check_cursor(from).is_err() {
+                // A shared read may predate the message this cursor names (its wake-up still
+                // on the way): only a fresh read refuses the cursor.
+                let Ok(fresh) = tokio::time::timeout_at(
+                    read_until,
+                    self.read(&stream, Some(from), request.limit),
+                )
+                .await
+                else {
+                    return Ok(PollOutcome::Timeout { cursor });
+                };
+                read = fresh?;
+                read.check_cursor(from)?;
+            }
             if let Some(oldest) = read.gone(from) {
                 return Ok(PollOutcome::Gone { oldest });
             }

@@ -172,6 +172,85 @@ async fn a_cursor_resumes_with_exactly_the_missed_messages() {
     assert!(matches!(none, PollOutcome::Timeout { .. }));
 }
 
+/// The wall clock in ms, as cursors count it.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[tokio::test]
+async fn a_cursor_from_the_future_is_refused_and_the_next_message_still_arrives() {
+    let hub = memory_hub(|_| {});
+    let key = broadcast("future");
+    let first = publish(&hub, &key, "one").await.cursor;
+    let far = Cursor::new(99_999_999_999_999, 0);
+    assert_eq!(
+        hub.poll(&key, after(Some(far), 1), in_ms(1_000)).await,
+        Err(HubError::CursorAhead {
+            cursor: far,
+            newest: Some(first)
+        })
+    );
+    // Even one past the newest id: the next message would get a smaller one.
+    let next_seq = Cursor::new(first.ms, first.seq + 1);
+    assert!(matches!(
+        hub.poll(&key, after(Some(next_seq), 1), in_ms(1_000)).await,
+        Err(HubError::CursorAhead { .. })
+    ));
+    let held = tokio::spawn({
+        let (hub, key) = (hub.clone(), key.clone());
+        async move { hub.poll(&key, after(Some(first), 1), in_ms(5_000)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    publish(&hub, &key, "two").await;
+    assert_eq!(bodies(&held.await.unwrap().unwrap()), ["two"]);
+}
+
+#[tokio::test]
+async fn on_a_channel_without_history_only_a_cursor_past_the_clock_is_ahead() {
+    let hub = memory_hub(|_| {});
+    // A channel this process never saw (as after a restart): a cursor from the last run waits.
+    let earlier = Cursor::new(now_ms() - 60_000, 3);
+    let outcome = hub
+        .poll(&broadcast("restarted"), after(Some(earlier), 1), in_ms(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        PollOutcome::Timeout {
+            cursor: Some(earlier)
+        }
+    );
+    let far = Cursor::new(now_ms() + 60_000, 0);
+    assert_eq!(
+        hub.poll(&broadcast("fresh"), after(Some(far), 1), in_ms(30))
+            .await,
+        Err(HubError::CursorAhead {
+            cursor: far,
+            newest: None
+        })
+    );
+    // Within the clock's slack the cursor is taken; once a message shows it was ahead of the
+    // channel, the held poll is refused rather than left to miss that message.
+    let key = broadcast("slack");
+    let soon = Cursor::new(now_ms() + 900, 0);
+    let held = tokio::spawn({
+        let (hub, key) = (hub.clone(), key.clone());
+        async move { hub.poll(&key, after(Some(soon), 1), in_ms(5_000)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let published = publish(&hub, &key, "one").await.cursor;
+    assert!(published < soon);
+    assert_eq!(
+        held.await.unwrap(),
+        Err(HubError::CursorAhead {
+            cursor: soon,
+            newest: Some(published)
+        })
+    );
+}
+
 #[tokio::test]
 async fn a_cursor_older_than_the_buffer_is_gone_naming_the_oldest() {
     let hub = memory_hub(|c| c.channels.buffer_messages = 3);

@@ -3,9 +3,13 @@
 
 use crate::longpoll::cursor::Cursor;
 use crate::longpoll::message::Message;
-use crate::longpoll::Settings;
+use crate::longpoll::{HubError, Settings};
 use std::collections::VecDeque;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How far past this process' clock a cursor may be on a channel with no history: the next id
+/// comes from the clock, and a client's clock (or a previous instance's) may run a little ahead.
+const CLOCK_SLACK: Duration = Duration::from_secs(1);
 
 /// What a read after a cursor found.
 #[derive(Debug, PartialEq, Eq)]
@@ -78,6 +82,28 @@ impl Buffer {
             (conf::StartAt::Oldest, Some(front)) => front.id.pred(),
             _ => self.last,
         }
+    }
+
+    /// Refuses a cursor past every id this channel gave out: the next message would get a smaller
+    /// id and the poll would never see it. A channel with no history (new, or forgotten after
+    /// `idle_expiry` or a restart) cannot say what came before, so there a cursor is refused
+    /// only when it is ahead of the clock the next id comes from (with [`CLOCK_SLACK`]).
+    pub(crate) fn check_cursor(&self, cursor: Cursor, now: SystemTime) -> Result<(), HubError> {
+        let ahead = if self.last == Cursor::ZERO {
+            let clock = (now + CLOCK_SLACK)
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            cursor.ms > clock
+        } else {
+            cursor > self.last
+        };
+        if !ahead {
+            return Ok(());
+        }
+        Err(HubError::CursorAhead {
+            cursor,
+            newest: (self.last != Cursor::ZERO).then_some(self.last),
+        })
     }
 
     /// Up to `limit` messages after `cursor`, or `Gone` if some of them were dropped.
@@ -160,6 +186,40 @@ mod tests {
         assert_eq!(ids(buffer.read_after(oldest, 10)), ["3-0", "4-0", "5-0"]);
         assert_eq!(ids(buffer.read_after(oldest, 2)), ["3-0", "4-0"]);
         assert_eq!(buffer.read_after(Cursor::new(5, 0), 10), Read::Empty);
+    }
+
+    #[test]
+    fn a_cursor_past_the_newest_id_is_refused() {
+        let s = settings();
+        let mut buffer = Buffer::default();
+        // No history: only a cursor ahead of the clock (beyond the slack) is refused.
+        let now = t(10_000);
+        assert!(buffer.check_cursor(Cursor::new(10_900, 5), now).is_ok());
+        assert!(buffer.check_cursor(Cursor::new(11_000, 0), now).is_ok());
+        assert_eq!(
+            buffer.check_cursor(Cursor::new(11_001, 0), now),
+            Err(HubError::CursorAhead {
+                cursor: Cursor::new(11_001, 0),
+                newest: None
+            })
+        );
+        // With history: anything past the newest id, even within the clock's slack.
+        buffer.append(Bytes::from_static(b"x"), None, now, &s);
+        assert!(buffer.check_cursor(Cursor::new(10_000, 0), now).is_ok());
+        assert!(buffer.check_cursor(Cursor::new(1, 0), now).is_ok());
+        assert_eq!(
+            buffer.check_cursor(Cursor::new(10_000, 1), now),
+            Err(HubError::CursorAhead {
+                cursor: Cursor::new(10_000, 1),
+                newest: Some(Cursor::new(10_000, 0))
+            })
+        );
+        // The newest id stays known after the buffer empties.
+        buffer.trim(t(200_000), &s);
+        assert!(buffer.is_empty());
+        assert!(buffer
+            .check_cursor(Cursor::new(10_000, 1), t(200_000))
+            .is_err());
     }
 
     #[test]

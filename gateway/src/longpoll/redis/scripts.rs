@@ -4,6 +4,7 @@
 
 use super::super::cursor::Cursor;
 use super::super::message::Message;
+use super::super::HubError;
 use ::redis::{Script, ScriptInvocation, Value};
 use bytes::Bytes;
 use std::sync::{Arc, LazyLock};
@@ -69,12 +70,14 @@ return {id, redis.call('PUBLISH', ARGV[2], ARGV[3])}
 });
 
 /// KEYS[1] stream. ARGV: 1 cursor ('' for the trim state only), 2 count.
-/// Returns {0} for no stream, else {1, last id, max deleted id, first id or '', entries}.
+/// Returns {0, Redis' clock in ms} for no stream, else {1, last id, max deleted id, first id or
+/// '', entries}.
 static READ: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0}
+  local now = redis.call('TIME')
+  return {0, tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)}
 end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 local last, deleted, first = '0-0', '', ''
@@ -155,6 +158,10 @@ pub(crate) fn read<'a>(stream: &str, after: Option<Cursor>, limit: usize) -> Scr
 /// What one `READ` returned.
 #[derive(Debug, Default)]
 pub(crate) struct StreamRead {
+    /// There is a stream (a channel with history, its `last` known).
+    pub exists: bool,
+    /// Without a stream: Redis' clock in ms at the read, which numbers the next message.
+    pub clock_ms: Option<u64>,
     /// The newest id the stream ever gave out (`0-0` if there is no stream).
     pub last: Cursor,
     /// The greatest id trimmed so far (`0-0`: none); `None` on Redis < 7.0, which does not say.
@@ -173,6 +180,24 @@ impl StreamRead {
         }
     }
 
+    /// Refuses a cursor past every id the channel gave out: the next message would get a smaller
+    /// id and the poll would never see it. Without a stream (a new or expired channel) there is
+    /// no last id, and the next one comes from Redis' clock: a cursor ahead of that is refused.
+    pub(crate) fn check_cursor(&self, cursor: Cursor) -> Result<(), HubError> {
+        let ahead = if self.exists {
+            cursor > self.last
+        } else {
+            self.clock_ms.is_some_and(|clock| cursor.ms > clock)
+        };
+        if !ahead {
+            return Ok(());
+        }
+        Err(HubError::CursorAhead {
+            cursor,
+            newest: self.exists.then_some(self.last),
+        })
+    }
+
     /// `Some(oldest valid cursor)` if messages after `cursor` were trimmed.
     pub(crate) fn gone(&self, cursor: Cursor) -> Option<Cursor> {
         let gone = match (self.max_deleted, self.first) {
@@ -187,7 +212,17 @@ impl StreamRead {
     pub(crate) fn decode(value: Value) -> Result<Self, String> {
         let mut parts = into_array(value)?.into_iter();
         if as_int(parts.next())? == 0 {
-            return Ok(Self::default());
+            // An older script said only `{0}`: no clock, and no cursor is refused.
+            let clock_ms = match parts.next() {
+                Some(clock) => {
+                    Some(u64::try_from(as_int(Some(clock))?).map_err(|_| "a negative clock")?)
+                }
+                None => None,
+            };
+            return Ok(Self {
+                clock_ms,
+                ..Self::default()
+            });
         }
         let last = cursor_of(parts.next())?.unwrap_or_default();
         // `0-0` (nothing trimmed yet) stays `Some`: `None` means Redis < 7 did not say.
@@ -203,6 +238,8 @@ impl StreamRead {
             .map(decode_entry)
             .collect::<Result<_, _>>()?;
         Ok(Self {
+            exists: true,
+            clock_ms: None,
             last,
             max_deleted,
             first,
@@ -364,6 +401,8 @@ mod tests {
     #[test]
     fn gone_is_exact_at_the_boundary() {
         let read = StreamRead {
+            exists: true,
+            clock_ms: None,
             last: Cursor::new(9, 0),
             max_deleted: Some(Cursor::new(5, 0)),
             first: Some(Cursor::new(6, 0)),
@@ -376,5 +415,34 @@ mod tests {
         );
         assert_eq!(read.gone(Cursor::new(4, 9)), Some(Cursor::new(6, 0).pred()));
         assert_eq!(read.start(conf::StartAt::Newest), Cursor::new(9, 0));
+    }
+
+    #[test]
+    fn a_cursor_past_the_last_id_or_the_clock_is_ahead() {
+        let read = StreamRead {
+            exists: true,
+            last: Cursor::new(9, 2),
+            ..StreamRead::default()
+        };
+        assert!(read.check_cursor(Cursor::new(9, 2)).is_ok());
+        assert_eq!(
+            read.check_cursor(Cursor::new(9, 3)),
+            Err(HubError::CursorAhead {
+                cursor: Cursor::new(9, 3),
+                newest: Some(Cursor::new(9, 2))
+            })
+        );
+        let fresh = StreamRead::decode(Value::Array(vec![Value::Int(0), Value::Int(1_000)]))
+            .expect("decodes");
+        assert!(fresh.check_cursor(Cursor::new(1_000, 99)).is_ok());
+        assert_eq!(
+            fresh.check_cursor(Cursor::new(1_001, 0)),
+            Err(HubError::CursorAhead {
+                cursor: Cursor::new(1_001, 0),
+                newest: None
+            })
+        );
+        let old_script = StreamRead::decode(Value::Array(vec![Value::Int(0)])).expect("decodes");
+        assert!(old_script.check_cursor(Cursor::new(u64::MAX, 0)).is_ok());
     }
 }

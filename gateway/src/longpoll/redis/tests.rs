@@ -184,6 +184,59 @@ async fn a_publish_on_one_instance_wakes_a_held_poll_on_another() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_from_the_future_is_refused_and_the_next_message_still_arrives() {
+    let server = RedisServer::start();
+    let (a, b) = two_hubs(&server, |_| {}).await;
+    let key = broadcast("future");
+    let first = publish(&a, &key, "one").await.cursor;
+    let far = Cursor::new(99_999_999_999_999, 0);
+    assert_eq!(
+        b.poll(&key, after(Some(far), 1), in_ms(1_000)).await,
+        Err(HubError::CursorAhead {
+            cursor: far,
+            newest: Some(first)
+        })
+    );
+    let next_seq = Cursor::new(first.ms, first.seq + 1);
+    assert!(matches!(
+        a.poll(&key, after(Some(next_seq), 1), in_ms(1_000)).await,
+        Err(HubError::CursorAhead { .. })
+    ));
+    // The cursor just published on A is no cursor from the future on B.
+    assert_eq!(
+        b.poll(&key, after(Some(first), 1), in_ms(50)).await,
+        Ok(PollOutcome::Timeout {
+            cursor: Some(first)
+        })
+    );
+    let held = tokio::spawn({
+        let (b, key) = (b.clone(), key.clone());
+        async move { b.poll(&key, after(Some(first), 1), in_ms(5_000)).await }
+    });
+    until_held(&b, &key, 1).await;
+    publish(&a, &key, "two").await;
+    assert_eq!(bodies(&held.await.unwrap().unwrap()), ["two"]);
+
+    // No stream (new, or expired): Redis' clock decides.
+    let earlier = Cursor::new(super::super::tests::now_ms() - 60_000, 3);
+    assert_eq!(
+        a.poll(&broadcast("expired"), after(Some(earlier), 1), in_ms(50))
+            .await,
+        Ok(PollOutcome::Timeout {
+            cursor: Some(earlier)
+        })
+    );
+    assert_eq!(
+        a.poll(&broadcast("fresh"), after(Some(far), 1), in_ms(50))
+            .await,
+        Err(HubError::CursorAhead {
+            cursor: far,
+            newest: None
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cursor_from_one_instance_resumes_on_another() {
     let server = RedisServer::start();
     let (a, b) = two_hubs(&server, |c| c.channels.buffer_messages = 4).await;
