@@ -22,6 +22,11 @@
 #         METHOD=GET  drives a bodiless GET instead of the JSON POST
 #         PIN=1  pins the proxy under test to CPU 0 and wrk + origin to the other CPUs (taskset)
 #         RUST_LOG (default `warn` for Holdfast during the run)
+#         HOLDFAST_BIN_B=path/to/other/holdfast  adds a second Holdfast (e.g. an older build) to
+#         the same run, as `holdfast_b`, for an A/B of one change
+# Prints for each proxy: req/s, p50/p99, origin connections, errors, and CPU µs per request
+# (utime+stime of the proxy process over the timed run ÷ requests; steadier than req/s on a
+# shared machine).
 # Needs:  nginx, haproxy, wrk (Debian packages `nginx haproxy wrk`; installed with apt-get when
 #         run as root), cargo (to build Holdfast when HOLDFAST_BIN is not given), curl.
 #         Everything listens on 127.0.0.1 only; every process started here is stopped on exit
@@ -43,6 +48,9 @@ HOLDFAST_PORT=$((PORT_BASE + 2))
 HOLDFAST_ADMIN_PORT=$((PORT_BASE + 3))
 NGINX_PORT=$((PORT_BASE + 4))
 HAPROXY_PORT=$((PORT_BASE + 5))
+HOLDFAST_B_PORT=$((PORT_BASE + 6))
+HOLDFAST_B_ADMIN_PORT=$((PORT_BASE + 7))
+HOLDFAST_BIN_B="${HOLDFAST_BIN_B:-}"
 
 need() {
     local missing=()
@@ -68,7 +76,7 @@ if [ ! -x "$HOLDFAST_BIN" ]; then
     (cd "$ROOT" && cargo build --release -p holdfast >&2)
 fi
 
-for port in $(seq "$PORT_BASE" $((PORT_BASE + 5))); do
+for port in $(seq "$PORT_BASE" $((PORT_BASE + 7))); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         echo "127.0.0.1:$port is taken; pick other ports with PORT_BASE=…" >&2
         exit 1
@@ -165,6 +173,8 @@ http {
 EOF
 "${pin_proxy[@]}" nginx -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" &
 PIDS+=($!)
+declare -A PID_OF
+PID_OF[nginx]=$!
 
 # ---- HAProxy ------------------------------------------------------------------------------------
 cat >"$TMP/haproxy.cfg" <<EOF
@@ -187,6 +197,7 @@ backend origin
 EOF
 "${pin_proxy[@]}" haproxy -db -f "$TMP/haproxy.cfg" &
 PIDS+=($!)
+PID_OF[haproxy]=$!
 
 # ---- Holdfast ----------------------------------------------------------------------------------
 cat >"$TMP/holdfast.yaml" <<EOF
@@ -203,6 +214,17 @@ EOF
 RUST_LOG="${RUST_LOG:-warn}" "${pin_proxy[@]}" "$HOLDFAST_BIN" run -c "$TMP/holdfast.yaml" \
     2>"$TMP/holdfast.log" &
 PIDS+=($!)
+PID_OF[holdfast]=$!
+CONTENDERS=("holdfast:$HOLDFAST_PORT" "nginx:$NGINX_PORT" "haproxy:$HAPROXY_PORT")
+if [ -n "$HOLDFAST_BIN_B" ]; then
+    sed -e "s/:$HOLDFAST_PORT\$/:$HOLDFAST_B_PORT/" -e "s/:$HOLDFAST_ADMIN_PORT\$/:$HOLDFAST_B_ADMIN_PORT/" \
+        "$TMP/holdfast.yaml" >"$TMP/holdfast-b.yaml"
+    RUST_LOG="${RUST_LOG:-warn}" "${pin_proxy[@]}" "$HOLDFAST_BIN_B" run -c "$TMP/holdfast-b.yaml" \
+        2>"$TMP/holdfast-b.log" &
+    PIDS+=($!)
+    PID_OF[holdfast_b]=$!
+    CONTENDERS+=("holdfast_b:$HOLDFAST_B_PORT")
+fi
 
 if [ "$METHOD" = GET ]; then
     cat >"$TMP/post.lua" <<'EOF'
@@ -227,10 +249,12 @@ wait_port() {
     tail -20 "$TMP"/*.log "$TMP"/*/error.log 2>/dev/null >&2 || true
     exit 1
 }
-for port in $ORIGIN_PORT $ORIGIN_STATUS_PORT $NGINX_PORT $HAPROXY_PORT $HOLDFAST_PORT; do
+CONTENDER_PORTS=()
+for entry in "${CONTENDERS[@]}"; do CONTENDER_PORTS+=("${entry##*:}"); done
+for port in $ORIGIN_PORT $ORIGIN_STATUS_PORT "${CONTENDER_PORTS[@]}"; do
     wait_port "$port"
 done
-for port in $NGINX_PORT $HAPROXY_PORT $HOLDFAST_PORT; do
+for port in "${CONTENDER_PORTS[@]}"; do
     body="$(curl -s -X POST -H 'content-type: application/json' -d '{}' "http://127.0.0.1:$port/api/echo")"
     if [ "$body" != '{"ok":true,"id":1}' ]; then
         echo "port $port does not proxy to the origin (got: $body)" >&2
@@ -251,48 +275,73 @@ to_ms() {
     }'
 }
 
-run_wrk() { # name port -> "rps p50 p99 origin_conns errors"
-    local name=$1 port=$2 out before after
+# utime+stime of a process, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICK="$(getconf CLK_TCK)"
+
+run_wrk() { # name port -> "rps p50 p99 origin_conns errors cpu_us_per_request"
+    local name=$1 port=$2 out before after cpu_before cpu_after
     local url="http://127.0.0.1:$port/api/echo"
     "${pin_load[@]}" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${WARMUP}s" -s "$TMP/post.lua" "$url" >/dev/null
     before="$(origin_accepts)"
+    cpu_before="$(cpu_ticks "${PID_OF[$name]}")"
     out="$("${pin_load[@]}" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$TMP/post.lua" "$url")"
+    cpu_after="$(cpu_ticks "${PID_OF[$name]}")"
     after="$(origin_accepts)"
     echo "$out" >"$TMP/wrk-$name.txt"
+    local requests cpu_us
+    requests="$(awk '/requests in/ { print $1 }' <<<"$out")"
+    cpu_us="$(awk -v t=$((cpu_after - cpu_before)) -v hz="$TICK" -v n="$requests" \
+        'BEGIN { printf "%.1f", n > 0 ? t / hz * 1e6 / n : 0 }')"
     local rps p50 p99 errors
     rps="$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
     p50="$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"
     p99="$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
     errors="$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }' <<<"$out")"
-    echo "$rps $p50 $p99 $((after - before)) $errors"
+    echo "$rps $p50 $p99 $((after - before)) $errors $cpu_us"
 }
 
 echo "# bench/proxy.sh — $(date -u +%Y-%m-%dT%H:%M:%SZ) — $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s --latency ($METHOD; POST carries a 30-byte JSON body), warm-up ${WARMUP}s, pin=$PIN"
-printf '%-6s %-9s %12s %9s %9s %13s %7s\n' round proxy "req/s" "p50 ms" "p99 ms" "origin conns" errors
-declare -A SUM_RPS SUM_P99
-for name in holdfast nginx haproxy; do SUM_RPS[$name]=0; SUM_P99[$name]=0; done
+printf '%-6s %-10s %12s %9s %9s %13s %7s %9s\n' round proxy "req/s" "p50 ms" "p99 ms" "origin conns" errors "CPU µs/req"
+declare -A SUM_RPS SUM_P99 SUM_CPU
+NAMES=()
+for entry in "${CONTENDERS[@]}"; do
+    name="${entry%%:*}"
+    NAMES+=("$name")
+    SUM_RPS[$name]=0
+    SUM_P99[$name]=0
+    SUM_CPU[$name]=0
+done
 for round in $(seq 1 "$ROUNDS"); do
-    for entry in "holdfast:$HOLDFAST_PORT" "nginx:$NGINX_PORT" "haproxy:$HAPROXY_PORT"; do
+    for entry in "${CONTENDERS[@]}"; do
         name="${entry%%:*}"
         port="${entry##*:}"
-        read -r rps p50 p99 conns errors < <(run_wrk "$name" "$port")
-        printf '%-6s %-9s %12s %9s %9s %13s %7s\n' "$round" "$name" "$rps" "$p50" "$p99" "$conns" "$errors"
+        read -r rps p50 p99 conns errors cpu < <(run_wrk "$name" "$port")
+        printf '%-6s %-10s %12s %9s %9s %13s %7s %9s\n' "$round" "$name" "$rps" "$p50" "$p99" "$conns" "$errors" "$cpu"
         SUM_RPS[$name]="$(awk -v a="${SUM_RPS[$name]}" -v b="$rps" 'BEGIN { print a + b }')"
         SUM_P99[$name]="$(awk -v a="${SUM_P99[$name]}" -v b="$p99" 'BEGIN { print a + b }')"
+        SUM_CPU[$name]="$(awk -v a="${SUM_CPU[$name]}" -v b="$cpu" 'BEGIN { print a + b }')"
     done
 done
 echo
 echo "# mean over $ROUNDS round(s)"
-for name in holdfast nginx haproxy; do
-    awk -v n="$name" -v r="${SUM_RPS[$name]}" -v p="${SUM_P99[$name]}" -v k="$ROUNDS" \
-        'BEGIN { printf "%-9s %10.0f req/s   p99 %7.3f ms\n", n, r / k, p / k }'
+for name in "${NAMES[@]}"; do
+    awk -v n="$name" -v r="${SUM_RPS[$name]}" -v p="${SUM_P99[$name]}" -v c="${SUM_CPU[$name]}" -v k="$ROUNDS" \
+        'BEGIN { printf "%-10s %10.0f req/s   p99 %7.3f ms   CPU %6.1f µs/request\n", n, r / k, p / k, c / k }'
 done
 awk -v h="${SUM_RPS[holdfast]}" -v n="${SUM_RPS[nginx]}" -v a="${SUM_RPS[haproxy]}" \
-    -v hp="${SUM_P99[holdfast]}" -v np="${SUM_P99[nginx]}" -v ap="${SUM_P99[haproxy]}" 'BEGIN {
+    -v hp="${SUM_P99[holdfast]}" -v np="${SUM_P99[nginx]}" -v ap="${SUM_P99[haproxy]}" \
+    -v hc="${SUM_CPU[holdfast]}" -v nc="${SUM_CPU[nginx]}" 'BEGIN {
     printf "ratio req/s  Holdfast/nginx %.2f   Holdfast/HAProxy %.2f\n", h / n, h / a
     printf "ratio p99    Holdfast/nginx %.2f   Holdfast/HAProxy %.2f   (below 1 is better)\n", hp / np, hp / ap
+    printf "ratio CPU    Holdfast/nginx %.2f   (below 1 is better)\n", hc / nc
 }'
+if [ -n "$HOLDFAST_BIN_B" ]; then
+    awk -v h="${SUM_RPS[holdfast]}" -v b="${SUM_RPS[holdfast_b]}" -v hc="${SUM_CPU[holdfast]}" -v bc="${SUM_CPU[holdfast_b]}" 'BEGIN {
+        printf "A/B          Holdfast/Holdfast_b req/s %.2f   CPU %.2f (below 1 is better)\n", h / b, hc / bc
+    }'
+fi
 if [ -s "$TMP/holdfast.log" ]; then
     echo "# holdfast log (last lines):"
     tail -5 "$TMP/holdfast.log"
