@@ -292,7 +292,7 @@ run_wrk() { # name port -> "rps p50 p99 origin_conns errors cpu_us_per_request"
     local requests cpu_us
     requests="$(awk '/requests in/ { print $1 }' <<<"$out")"
     cpu_us="$(awk -v t=$((cpu_after - cpu_before)) -v hz="$TICK" -v n="$requests" \
-        'BEGIN { printf "%.1f", n > 0 ? t / hz * 1e6 / n : 0 }')"
+        'BEGIN { printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0) }')"
     local rps p50 p99 errors
     rps="$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
     p50="$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"
