@@ -4,7 +4,18 @@
 mod access_log;
 mod auth;
 mod config;
-mod deploy;
+/// The deploy artefacts (deploy/, examples/), one module per kind of check, with the helpers they
+/// share in `support`.
+mod deploy {
+    mod clients;
+    mod compose;
+    mod configs;
+    mod dockerfile;
+    mod kubernetes;
+    mod monitoring;
+    mod support;
+    mod systemd;
+}
 mod limits;
 mod longpoll;
 mod mapping;

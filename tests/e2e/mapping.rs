@@ -5,6 +5,7 @@
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
+use holdfast_tests::origin::Seen;
 use holdfast_tests::{eventually, raw_request, Holdfast, Origin};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -20,6 +21,13 @@ fn config(origin: &Origin, routes: &str) -> String {
     )
 }
 
+/// An echo origin and a gateway with `routes` in front of it.
+async fn gateway(routes: &str) -> (Origin, Holdfast) {
+    let origin = Origin::echo().await;
+    let gw = Holdfast::start(&config(&origin, routes)).await;
+    (origin, gw)
+}
+
 const SEED: &str = r#"  - name: ai-poll
     match: { path: /ai/poll, methods: [POST] }
     map:
@@ -28,8 +36,54 @@ const SEED: &str = r#"  - name: ai-poll
         - rename: { from: body.requirement, to: body.context }
     upstream: up"#;
 
-/// Status, content type and JSON body of a problem answer.
-async fn problem(response: reqwest::Response) -> (u16, String, Value) {
+/// POSTs `body` to `path` as `content-type: application/json`.
+async fn post_json(
+    client: &reqwest::Client,
+    gw: &Holdfast,
+    path: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    client
+        .post(gw.url(path))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// A problem+json answer: its status, its type (`urn:holdfast:problem:{kind}`), its title and
+/// how its detail starts.
+struct Problem {
+    status: u16,
+    kind: &'static str,
+    title: &'static str,
+    detail: &'static str,
+}
+
+const INVALID_JSON: Problem = Problem {
+    status: 400,
+    kind: "invalid-json",
+    title: "Invalid JSON body",
+    detail: "the body is not valid JSON",
+};
+
+const MAPPING_FAILED: Problem = Problem {
+    status: 400,
+    kind: "mapping-failed",
+    title: "Request mapping failed",
+    detail: "",
+};
+
+const UPSTREAM_MAPPING_FAILED: Problem = Problem {
+    status: 502,
+    kind: "upstream-mapping-failed",
+    title: "Bad gateway",
+    detail: "",
+};
+
+/// Checks that `response` is the problem `want`; every failure names `case`.
+async fn assert_problem(case: &str, response: reqwest::Response, want: &Problem) {
     let status = response.status().as_u16();
     let content_type = response
         .headers()
@@ -37,30 +91,24 @@ async fn problem(response: reqwest::Response) -> (u16, String, Value) {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let body: Value = response.json().await.expect("problem+json body");
-    (status, content_type, body)
-}
-
-fn assert_problem(
-    (status, content_type, body): &(u16, String, Value),
-    code: u16,
-    kind: &str,
-    title: &str,
-    detail: &str,
-) {
-    assert_eq!(*status, code, "{body}");
-    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{case}: problem+json body: {e}"));
+    assert_eq!(status, want.status, "{case}: {body}");
+    assert_eq!(content_type, "application/problem+json", "{case}");
     assert_eq!(
         body["type"],
-        format!("urn:holdfast:problem:{kind}"),
-        "{body}"
+        format!("urn:holdfast:problem:{}", want.kind),
+        "{case}: {body}"
     );
-    assert_eq!(body["title"], title, "{body}");
-    assert_eq!(body["status"], code, "{body}");
+    assert_eq!(body["title"], want.title, "{case}: {body}");
+    assert_eq!(body["status"], want.status, "{case}: {body}");
     let text = body["detail"].as_str().unwrap_or_default();
     assert!(
-        text.starts_with(detail),
-        "detail {text:?} should start with {detail:?}"
+        text.starts_with(want.detail),
+        "{case}: detail {text:?} should start with {:?}",
+        want.detail
     );
 }
 
@@ -73,6 +121,29 @@ fn split(raw: &str) -> (u16, String, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+/// Sends `request` as raw bytes and checks the answer has `status` and a JSON body of type
+/// `urn:holdfast:problem:{kind}`; returns its (lowercased) head and that body. Every failure
+/// names `case`.
+async fn raw_problem(
+    case: &str,
+    gw: &Holdfast,
+    request: &[u8],
+    status: u16,
+    kind: &str,
+) -> (String, Value) {
+    let raw = raw_request(gw.addr, request, Duration::from_secs(5)).await;
+    let (got, head, body) = split(&raw);
+    assert_eq!(got, status, "{case}: {raw}");
+    let body: Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{case}: problem json: {e}\n{raw}"));
+    assert_eq!(
+        body["type"],
+        format!("urn:holdfast:problem:{kind}"),
+        "{case}: {body}"
+    );
+    (head, body)
 }
 
 /// A chunked request in chunks of at most 16 KiB.
@@ -90,6 +161,16 @@ fn chunked(method: &str, path: &str, content_type: &str, body: &[u8]) -> Vec<u8>
     out
 }
 
+/// The upstream received `body`, framed by a Content-Length of its length.
+fn assert_received(case: &str, seen: &Seen, body: &[u8]) {
+    assert_eq!(&seen.body[..], body, "{case}");
+    assert_eq!(
+        seen.header("content-length"),
+        Some(body.len().to_string().as_str()),
+        "{case}"
+    );
+}
+
 async fn failures(gw: &Holdfast, route: &str) -> f64 {
     gw.metric(&format!(
         r#"holdfast_mapping_failures_total{{route="{route}"}}"#
@@ -98,35 +179,50 @@ async fn failures(gw: &Holdfast, route: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
+/// Waits until each route's mapping-failure counter reads its number.
+async fn failures_reach(gw: &Holdfast, want: &[(&str, f64)]) {
+    eventually(
+        Duration::from_secs(5),
+        &format!("mapping failures counted: {want:?}"),
+        async || {
+            for (route, count) in want {
+                if failures(gw, route).await != *count {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_seed_example_end_to_end() {
-    let origin = Origin::echo().await;
-    let gw = Holdfast::start(&config(&origin, SEED)).await;
+    let (origin, gw) = gateway(SEED).await;
     let client = reqwest::Client::new();
     for round in 0..2 {
         // Twice on one keep-alive connection: the first exchange ended cleanly.
-        let response = client
-            .post(gw.url("/ai/poll"))
-            .header("content-type", "application/json")
-            .body(r#"{"inputText": "Hello", "requirement": "new data"}"#)
-            .send()
-            .await
-            .expect("request");
+        let response = post_json(
+            &client,
+            &gw,
+            "/ai/poll",
+            r#"{"inputText": "Hello", "requirement": "new data"}"#,
+        )
+        .await;
         assert_eq!(response.status(), 200, "round {round}");
         let echo: Value = response.json().await.expect("echo");
         assert_eq!(
-            echo["body"],
-            r#"{"user_input":"Hello","context":"new data"}"#
+            echo["body"], r#"{"user_input":"Hello","context":"new data"}"#,
+            "round {round}"
         );
-        assert_eq!(echo["uri"], "/ai/poll");
+        assert_eq!(echo["uri"], "/ai/poll", "round {round}");
     }
     let seen = origin.seen();
     assert_eq!(seen.len(), 2);
-    let expected = r#"{"user_input":"Hello","context":"new data"}"#;
-    assert_eq!(&seen[0].body[..], expected.as_bytes());
-    assert_eq!(
-        seen[0].header("content-length"),
-        Some(expected.len().to_string().as_str())
+    assert_received(
+        "the first round",
+        &seen[0],
+        br#"{"user_input":"Hello","context":"new data"}"#,
     );
     assert_eq!(seen[0].header("transfer-encoding"), None);
     assert_eq!(seen[0].header("content-type"), Some("application/json"));
@@ -147,16 +243,17 @@ async fn the_seed_example_end_to_end() {
     assert_eq!(status, 200, "{raw}");
     let seen = origin.seen();
     let last = seen.last().expect("seen");
-    assert_eq!(&last.body[..], br#"{"user_input":"Hi","context":"more"}"#);
-    assert_eq!(last.header("content-length"), Some("36"));
+    assert_received(
+        "the chunked request",
+        last,
+        br#"{"user_input":"Hi","context":"more"}"#,
+    );
     assert_eq!(last.header("transfer-encoding"), None);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn headers_query_path_and_method_are_rewritten() {
-    let origin = Origin::echo().await;
-    let gw = Holdfast::start(&config(
-        &origin,
+    let (_origin, gw) = gateway(
         r#"  - name: items
     match: { path: "/users/{id}/items", methods: [GET] }
     map:
@@ -168,7 +265,7 @@ async fn headers_query_path_and_method_are_rewritten() {
         - set: { to: path, value: "/v2/accounts/{id}/items" }
         - set: { to: method, value: POST }
     upstream: up"#,
-    ))
+    )
     .await;
     let response = reqwest::Client::new()
         .get(gw.url("/users/7/items?q=a&x=1&q=b%20c"))
@@ -263,33 +360,18 @@ async fn a_response_rule_rewrites_the_upstream_json_and_keeps_the_status() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_that_is_not_json_is_a_400_and_never_proxied() {
-    let origin = Origin::echo().await;
-    let gw = Holdfast::start(&config(&origin, SEED)).await;
+    let (origin, gw) = gateway(SEED).await;
     let client = reqwest::Client::new();
-    for body in [r#"{"inputText": "#, "hello", "{\"a\":1}}"] {
-        let answer = problem(
-            client
-                .post(gw.url("/ai/poll"))
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .expect("request"),
-        )
-        .await;
-        assert_problem(
-            &answer,
-            400,
-            "invalid-json",
-            "Invalid JSON body",
-            "the body is not valid JSON",
-        );
+    for (case, body) in [
+        ("a cut-short object", r#"{"inputText": "#),
+        ("a bare word", "hello"),
+        ("a trailing brace", "{\"a\":1}}"),
+    ] {
+        let response = post_json(&client, &gw, "/ai/poll", body).await;
+        assert_problem(case, response, &INVALID_JSON).await;
     }
     assert_eq!(origin.count(), 0);
-    eventually(Duration::from_secs(5), "failures counted", async || {
-        failures(&gw, "ai-poll").await == 3.0
-    })
-    .await;
+    failures_reach(&gw, &[("ai-poll", 3.0)]).await;
 
     // Not JSON by its content type: passed through untouched (the route does not refuse it).
     let response = client
@@ -306,72 +388,52 @@ async fn a_body_that_is_not_json_is_a_400_and_never_proxied() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_over_the_limit_is_a_413_declared_or_streamed() {
-    let origin = Origin::echo().await;
-    let gw = Holdfast::start(&config(&origin, &format!("{SEED}\n    max_body: 1KiB"))).await;
+    let (origin, gw) = gateway(&format!("{SEED}\n    max_body: 1KiB")).await;
     let big = format!(r#"{{"inputText": "{}"}}"#, "x".repeat(2000));
-    let answer = problem(
-        reqwest::Client::new()
-            .post(gw.url("/ai/poll"))
-            .header("content-type", "application/json")
-            .body(big.clone())
-            .send()
-            .await
-            .expect("request"),
+    let response = post_json(&reqwest::Client::new(), &gw, "/ai/poll", big.clone()).await;
+    assert_problem(
+        "declared",
+        response,
+        &Problem {
+            status: 413,
+            kind: "body-too-large",
+            title: "Payload too large",
+            detail: "the body is larger than the limit of 1024 bytes",
+        },
     )
     .await;
-    assert_problem(
-        &answer,
+    // Streamed without a declared length: refused once the bytes pass the limit.
+    let (head, _) = raw_problem(
+        "streamed",
+        &gw,
+        &chunked("POST", "/ai/poll", "application/json", big.as_bytes()),
         413,
         "body-too-large",
-        "Payload too large",
-        "the body is larger than the limit of 1024 bytes",
-    );
-    // Streamed without a declared length: refused once the bytes pass the limit.
-    let raw = raw_request(
-        gw.addr,
-        &chunked("POST", "/ai/poll", "application/json", big.as_bytes()),
-        Duration::from_secs(5),
     )
     .await;
-    let (status, head, body) = split(&raw);
-    assert_eq!(status, 413, "{raw}");
     assert!(
         head.contains("content-type: application/problem+json"),
         "{head}"
     );
-    let body: Value = serde_json::from_str(&body).expect("problem json");
-    assert_eq!(body["type"], "urn:holdfast:problem:body-too-large");
     assert_eq!(origin.count(), 0);
-    eventually(Duration::from_secs(5), "failures counted", async || {
-        failures(&gw, "ai-poll").await == 2.0
-    })
-    .await;
+    failures_reach(&gw, &[("ai-poll", 2.0)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_chunked_body_over_64_kib_needs_a_content_length() {
-    let origin = Origin::echo().await;
-    let gw = Holdfast::start(&config(&origin, SEED)).await;
+    let (origin, gw) = gateway(SEED).await;
     let big = format!(r#"{{"inputText": "{}"}}"#, "x".repeat(100_000));
-    let raw = raw_request(
-        gw.addr,
+    raw_problem(
+        "chunked",
+        &gw,
         &chunked("POST", "/ai/poll", "application/json", big.as_bytes()),
-        Duration::from_secs(5),
+        411,
+        "length-required",
     )
     .await;
-    let (status, _, body) = split(&raw);
-    assert_eq!(status, 411, "{raw}");
-    let body: Value = serde_json::from_str(&body).expect("problem json");
-    assert_eq!(body["type"], "urn:holdfast:problem:length-required");
     assert_eq!(origin.count(), 0);
     // The same body with its length declared goes through.
-    let response = reqwest::Client::new()
-        .post(gw.url("/ai/poll"))
-        .header("content-type", "application/json")
-        .body(big)
-        .send()
-        .await
-        .expect("request");
+    let response = post_json(&reqwest::Client::new(), &gw, "/ai/poll", big).await;
     assert_eq!(response.status(), 200);
     let expected = format!(r#"{{"user_input":"{}"}}"#, "x".repeat(100_000));
     assert_eq!(&origin.seen()[0].body[..], expected.as_bytes());
@@ -379,56 +441,37 @@ async fn a_chunked_body_over_64_kib_needs_a_content_length() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_nested_ten_thousand_levels_is_a_400_and_the_gateway_lives_on() {
-    let origin = Origin::echo().await;
-    let gw = Holdfast::start(&config(&origin, SEED)).await;
+    let (origin, gw) = gateway(SEED).await;
     let client = reqwest::Client::new();
-    for deep in [
-        format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)),
-        format!("{}1{}", r#"{"a":"#.repeat(10_000), "}".repeat(10_000)),
+    for (case, deep) in [
+        (
+            "10 000 nested arrays",
+            format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)),
+        ),
+        (
+            "10 000 nested objects",
+            format!("{}1{}", r#"{"a":"#.repeat(10_000), "}".repeat(10_000)),
+        ),
     ] {
-        let answer = problem(
-            client
-                .post(gw.url("/ai/poll"))
-                .header("content-type", "application/json")
-                .body(deep)
-                .send()
-                .await
-                .expect("request"),
-        )
-        .await;
-        assert_problem(
-            &answer,
-            400,
-            "invalid-json",
-            "Invalid JSON body",
-            "the body is not valid JSON: recursion limit exceeded",
-        );
+        let response = post_json(&client, &gw, "/ai/poll", deep).await;
+        let want = Problem {
+            detail: "the body is not valid JSON: recursion limit exceeded",
+            ..INVALID_JSON
+        };
+        assert_problem(case, response, &want).await;
     }
     assert_eq!(origin.count(), 0);
-    let response = client
-        .post(gw.url("/ai/poll"))
-        .header("content-type", "application/json")
-        .body(r#"{"inputText": "still here"}"#)
-        .send()
-        .await
-        .expect("request");
+    let response = post_json(&client, &gw, "/ai/poll", r#"{"inputText": "still here"}"#).await;
     assert_eq!(response.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hundred_thousand_element_array_is_mapped() {
-    let origin = Origin::echo().await;
-    let gw = Holdfast::start(&config(&origin, SEED)).await;
+    let (origin, gw) = gateway(SEED).await;
     let items: Vec<u32> = (0..100_000).collect();
     let body = json!({"inputText": "many", "items": items}).to_string();
     assert!(body.len() > 64 * 1024);
-    let response = reqwest::Client::new()
-        .post(gw.url("/ai/poll"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("request");
+    let response = post_json(&reqwest::Client::new(), &gw, "/ai/poll", body).await;
     assert_eq!(response.status(), 200);
     let seen = origin.seen();
     let sent: Value = serde_json::from_slice(&seen[0].body).expect("json");
@@ -443,47 +486,32 @@ async fn a_hundred_thousand_element_array_is_mapped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_query_with_invalid_percent_encoding_is_a_400() {
-    let origin = Origin::echo().await;
-    let gw = Holdfast::start(&config(
-        &origin,
+    let (origin, gw) = gateway(
         r#"  - name: search
     match: { path: /search }
     map:
       request:
         - rename: { from: query.q, to: query.search }
     upstream: up"#,
-    ))
+    )
     .await;
     for query in ["q=%zz", "q=%4", "q=%FF"] {
-        let raw = raw_request(
-            gw.addr,
-            format!("GET /search?{query} HTTP/1.1\r\nhost: gw.test\r\nconnection: close\r\n\r\n")
-                .as_bytes(),
-            Duration::from_secs(5),
-        )
-        .await;
-        let (status, head, body) = split(&raw);
-        assert_eq!(status, 400, "{raw}");
+        let request =
+            format!("GET /search?{query} HTTP/1.1\r\nhost: gw.test\r\nconnection: close\r\n\r\n");
+        let (head, body) = raw_problem(query, &gw, request.as_bytes(), 400, "invalid-query").await;
         assert!(
             head.contains("content-type: application/problem+json"),
-            "{head}"
+            "{query}: {head}"
         );
-        let body: Value = serde_json::from_str(&body).expect("problem json");
-        assert_eq!(body["type"], "urn:holdfast:problem:invalid-query", "{body}");
-        assert_eq!(body["title"], "Invalid query string");
+        assert_eq!(body["title"], "Invalid query string", "{query}: {body}");
     }
     assert_eq!(origin.count(), 0);
-    eventually(Duration::from_secs(5), "failures counted", async || {
-        failures(&gw, "search").await == 3.0
-    })
-    .await;
+    failures_reach(&gw, &[("search", 3.0)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_template_with_a_missing_source_fails_only_when_required() {
-    let origin = Origin::echo().await;
-    let gw = Holdfast::start(&config(
-        &origin,
+    let (origin, gw) = gateway(
         r#"  - name: required
     match: { path: /required }
     map:
@@ -496,24 +524,19 @@ async fn a_template_with_a_missing_source_fails_only_when_required() {
       request:
         - set: { to: header.x-page, value: "page-{query.page}" }
     upstream: up"#,
-    ))
-    .await;
-    let client = reqwest::Client::new();
-    let answer = problem(
-        client
-            .get(gw.url("/required"))
-            .send()
-            .await
-            .expect("request"),
     )
     .await;
-    assert_problem(
-        &answer,
-        400,
-        "mapping-failed",
-        "Request mapping failed",
-        "map.request[0] (set header.x-page): `query.page` is missing",
-    );
+    let client = reqwest::Client::new();
+    let response = client
+        .get(gw.url("/required"))
+        .send()
+        .await
+        .expect("request");
+    let want = Problem {
+        detail: "map.request[0] (set header.x-page): `query.page` is missing",
+        ..MAPPING_FAILED
+    };
+    assert_problem("/required without the page", response, &want).await;
     assert_eq!(origin.count(), 0);
 
     let response = client
@@ -531,43 +554,33 @@ async fn a_template_with_a_missing_source_fails_only_when_required() {
         .expect("request");
     let echo: Value = response.json().await.expect("echo");
     assert_eq!(echo["headers"]["x-page"], "page-2");
-    eventually(Duration::from_secs(5), "failures counted", async || {
-        failures(&gw, "required").await == 1.0 && failures(&gw, "optional").await == 0.0
-    })
-    .await;
+    failures_reach(&gw, &[("required", 1.0), ("optional", 0.0)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_path_rule_producing_dot_segments_is_refused() {
-    let origin = Origin::echo().await;
-    let gw = Holdfast::start(&config(
-        &origin,
+    let (origin, gw) = gateway(
         r#"  - name: files
     match: { path: "/files/{name}/meta" }
     map:
       request:
         - set: { to: path.name, from: header.x-name }
     upstream: up"#,
-    ))
+    )
     .await;
     let client = reqwest::Client::new();
     for value in ["..", "."] {
-        let answer = problem(
-            client
-                .get(gw.url("/files/a/meta"))
-                .header("x-name", value)
-                .send()
-                .await
-                .expect("request"),
-        )
-        .await;
-        assert_problem(
-            &answer,
-            400,
-            "mapping-failed",
-            "Request mapping failed",
-            "map.request[0] (set path.name ← header.x-name): the rewritten path holds a `.` or `..` segment",
-        );
+        let response = client
+            .get(gw.url("/files/a/meta"))
+            .header("x-name", value)
+            .send()
+            .await
+            .expect("request");
+        let want = Problem {
+            detail: "map.request[0] (set path.name ← header.x-name): the rewritten path holds a `.` or `..` segment",
+            ..MAPPING_FAILED
+        };
+        assert_problem(&format!("x-name: {value}"), response, &want).await;
     }
     assert_eq!(origin.count(), 0);
     // A value with a slash stays one segment.
@@ -617,24 +630,19 @@ routes:
         .expect("sign")
     };
     let client = reqwest::Client::new();
-    let answer = problem(
-        client
-            .post(gw.url("/ai/poll"))
-            .bearer_auth(token("alice\r\nx-admin: 1"))
-            .header("content-type", "application/json")
-            .body(r#"{"inputText": "Hello"}"#)
-            .send()
-            .await
-            .expect("request"),
-    )
-    .await;
-    assert_problem(
-        &answer,
-        400,
-        "mapping-failed",
-        "Request mapping failed",
-        "map.request[1] (set header.x-user-id ← claim.sub): the value for `header.x-user-id` holds a control character",
-    );
+    let response = client
+        .post(gw.url("/ai/poll"))
+        .bearer_auth(token("alice\r\nx-admin: 1"))
+        .header("content-type", "application/json")
+        .body(r#"{"inputText": "Hello"}"#)
+        .send()
+        .await
+        .expect("request");
+    let want = Problem {
+        detail: "map.request[1] (set header.x-user-id ← claim.sub): the value for `header.x-user-id` holds a control character",
+        ..MAPPING_FAILED
+    };
+    assert_problem("a sub claim with CRLF", response, &want).await;
     assert_eq!(origin.count(), 0);
 
     // The seed's example with its claim: the upstream gets both.
@@ -666,23 +674,20 @@ async fn a_retry_on_another_target_sends_the_mapped_body_again() {
     for i in 0..4 {
         // Small and over 64 KiB, so both ways of handing the body to Pingora are retried.
         let text = if i % 2 == 0 { "short" } else { long.as_str() };
-        let response = client
-            .post(gw.url("/ai/poll"))
-            .header("content-type", "application/json")
-            .body(json!({"inputText": text}).to_string())
-            .send()
-            .await
-            .expect("request");
+        let response = post_json(
+            &client,
+            &gw,
+            "/ai/poll",
+            json!({"inputText": text}).to_string(),
+        )
+        .await;
         assert_eq!(response.status(), 200, "request {i}");
         let seen = origin.seen();
         let last = seen.last().expect("seen");
-        assert_eq!(
-            last.body,
-            json!({"user_input": text}).to_string().as_bytes()
-        );
-        assert_eq!(
-            last.header("content-length"),
-            Some(last.body.len().to_string().as_str())
+        assert_received(
+            &format!("request {i}"),
+            last,
+            json!({"user_input": text}).to_string().as_bytes(),
         );
     }
     assert_eq!(origin.count(), 4);
@@ -690,8 +695,7 @@ async fn a_retry_on_another_target_sends_the_mapped_body_again() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_expecting_100_continue_gets_it_before_the_body_is_read() {
-    let origin = Origin::echo().await;
-    let gw = Holdfast::start(&config(&origin, SEED)).await;
+    let (origin, gw) = gateway(SEED).await;
     let body = r#"{"inputText": "Hello"}"#;
     let raw = raw_request(
         gw.addr,
@@ -786,10 +790,7 @@ async fn response_mapping_of_large_broken_and_bodiless_answers() {
         let body = response.text().await.expect("body");
         assert!(!body.contains("output"), "{body}");
     }
-    eventually(Duration::from_secs(5), "failure counted", async || {
-        failures(&gw, "answers").await == 1.0
-    })
-    .await;
+    failures_reach(&gw, &[("answers", 1.0)]).await;
 
     // No body: header rules only.
     let response = client.get(gw.url("/empty")).send().await.expect("request");
@@ -799,29 +800,23 @@ async fn response_mapping_of_large_broken_and_bodiless_answers() {
     assert_eq!(response.status(), 200);
 
     // Known from the header alone: a 502 problem in place of the upstream's answer.
-    let answer = problem(client.get(gw.url("/gzip")).send().await.expect("request")).await;
-    assert_problem(
-        &answer,
-        502,
-        "upstream-mapping-failed",
-        "Bad gateway",
-        "the upstream's response: the body is not valid JSON: the body is compressed",
-    );
-    let answer = problem(
-        client
-            .get(gw.url("/strict/json"))
-            .send()
-            .await
-            .expect("request"),
-    )
-    .await;
-    assert_problem(
-        &answer,
-        502,
-        "upstream-mapping-failed",
-        "Bad gateway",
-        "the upstream's response: map.response[0] (copy header.x-trace → header.x-trace-id): `header.x-trace` is missing",
-    );
+    for (path, detail) in [
+        (
+            "/gzip",
+            "the upstream's response: the body is not valid JSON: the body is compressed",
+        ),
+        (
+            "/strict/json",
+            "the upstream's response: map.response[0] (copy header.x-trace → header.x-trace-id): `header.x-trace` is missing",
+        ),
+    ] {
+        let response = client.get(gw.url(path)).send().await.expect("request");
+        let want = Problem {
+            detail,
+            ..UPSTREAM_MAPPING_FAILED
+        };
+        assert_problem(path, response, &want).await;
+    }
     let response = client
         .get(gw.url("/strict/empty"))
         .send()
@@ -829,10 +824,7 @@ async fn response_mapping_of_large_broken_and_bodiless_answers() {
         .expect("request");
     assert_eq!(response.status(), 502);
     assert_eq!(response.headers()["content-length"], "0");
-    eventually(Duration::from_secs(5), "failures counted", async || {
-        failures(&gw, "answers").await == 2.0 && failures(&gw, "strict").await == 2.0
-    })
-    .await;
+    failures_reach(&gw, &[("answers", 2.0), ("strict", 2.0)]).await;
 
     // The gateway still answers on new connections.
     let response = client.get(gw.url("/large")).send().await.expect("request");

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use holdfast_tests::{eventually, Holdfast, Origin};
+use holdfast_tests::{eventually, metric_value, Holdfast, Origin};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -97,14 +97,169 @@ fn gateway_config(upstreams: &[(&str, &Origin)], routes: &str) -> String {
     )
 }
 
-async fn problem(response: reqwest::Response) -> (u16, Value) {
+/// What an answer must show. Each part is checked only when it is given, so a case checks
+/// exactly what it names; `check` says which case failed.
+#[derive(Default)]
+struct Expect {
+    status: Option<u16>,
+    /// (name, value) as `header` reads them: absent is "".
+    headers: Vec<(&'static str, String)>,
+    /// The body must be JSON (and `check` returns it).
+    json: bool,
+    /// (JSON pointer, the value there, why): `""` points at the whole body.
+    fields: Vec<(&'static str, Value, &'static str)>,
+    /// The body is an object with this many keys.
+    keys: Option<usize>,
+    /// The answer's head came in less than this…
+    within: Option<Duration>,
+    /// …and not before this.
+    after: Option<Duration>,
+}
+
+impl Expect {
+    /// No status check; add what to check.
+    fn answer() -> Self {
+        Self::default()
+    }
+
+    fn status(status: u16) -> Self {
+        Self {
+            status: Some(status),
+            ..Self::default()
+        }
+    }
+
+    fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The `holdfast-complete` header of a fan-in answer.
+    fn complete(self, value: &str) -> Self {
+        self.header("holdfast-complete", value)
+    }
+
+    /// The `holdfast-upstreams` header of a fan-in answer: each upstream's outcome.
+    fn upstreams(self, value: &str) -> Self {
+        self.header("holdfast-upstreams", value)
+    }
+
+    /// A problem+json answer (its fields checked with `field`).
+    fn problem(self) -> Self {
+        self.header("content-type", "application/problem+json")
+            .json()
+    }
+
+    fn json(mut self) -> Self {
+        self.json = true;
+        self
+    }
+
+    fn field(mut self, pointer: &'static str, value: impl Into<Value>) -> Self {
+        self.fields.push((pointer, value.into(), ""));
+        self.json()
+    }
+
+    /// The whole body.
+    fn body(self, value: Value) -> Self {
+        self.field("", value)
+    }
+
+    /// Why the last `field` must hold (said when it does not).
+    fn because(mut self, why: &'static str) -> Self {
+        if let Some(last) = self.fields.last_mut() {
+            last.2 = why;
+        }
+        self
+    }
+
+    fn keys(mut self, count: usize) -> Self {
+        self.keys = Some(count);
+        self.json()
+    }
+
+    fn within(mut self, limit: Duration) -> Self {
+        self.within = Some(limit);
+        self
+    }
+
+    fn after(mut self, floor: Duration) -> Self {
+        self.after = Some(floor);
+        self
+    }
+}
+
+/// Sends `request` and checks its answer against `want`; every failure names `case`. Returns the
+/// JSON body when `want` reads it, else `Value::Null`.
+async fn check(case: &str, request: reqwest::RequestBuilder, want: Expect) -> Value {
+    let started = Instant::now();
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
+    let took = started.elapsed();
+    if let Some(limit) = want.within {
+        assert!(took < limit, "{case}: took {took:?}, not under {limit:?}");
+    }
+    if let Some(floor) = want.after {
+        assert!(took >= floor, "{case}: took {took:?}, under {floor:?}");
+    }
     let status = response.status().as_u16();
-    assert_eq!(
-        header(&response, "content-type"),
-        "application/problem+json",
-        "status {status}"
-    );
-    (status, response.json().await.expect("problem+json"))
+    let headers: Vec<String> = want
+        .headers
+        .iter()
+        .map(|(name, _)| header(&response, name))
+        .collect();
+    let bytes = if want.json {
+        response
+            .bytes()
+            .await
+            .unwrap_or_else(|e| panic!("{case}: the body: {e}"))
+    } else {
+        bytes::Bytes::new()
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    if let Some(expected) = want.status {
+        assert_eq!(status, expected, "{case}: {text}");
+    }
+    for ((name, value), got) in want.headers.iter().zip(&headers) {
+        assert_eq!(got, value, "{case}: the {name} header (status {status})");
+    }
+    let body: Value = if want.json {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{case}: a JSON body: {e}\n{text}"))
+    } else {
+        Value::Null
+    };
+    for (pointer, value, why) in &want.fields {
+        assert_eq!(
+            body.pointer(pointer).unwrap_or(&Value::Null),
+            value,
+            "{case}: `{pointer}` {why}\n{body}"
+        );
+    }
+    if let Some(count) = want.keys {
+        assert_eq!(
+            body.as_object().map(|o| o.len()),
+            Some(count),
+            "{case}: keys\n{body}"
+        );
+    }
+    body
+}
+
+/// Waits until each sample on `gw`'s scrape reads its value.
+async fn metrics_reach(gw: &Holdfast, what: &str, want: &[(&str, f64)]) {
+    eventually(
+        Duration::from_secs(5),
+        &format!("{what}: {want:?}"),
+        async || {
+            let metrics = gw.metrics().await;
+            want.iter()
+                .all(|(sample, value)| metric_value(&metrics, sample) == Some(*value))
+        },
+    )
+    .await;
 }
 
 fn header(response: &reqwest::Response, name: &str) -> String {
@@ -140,33 +295,41 @@ async fn repoll_turns_a_short_polling_upstream_into_one_long_poll() {
     ))
     .await;
     let client = reqwest::Client::new();
-    let response = client.get(gw.url("/news?x=1")).send().await.expect("get");
-    assert_eq!(response.status(), 200);
-    assert_eq!(header(&response, "content-type"), "application/json");
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(body, json!({"news": "ready", "attempt": 3}));
+    check(
+        "/news?x=1",
+        client.get(gw.url("/news?x=1")),
+        Expect::status(200)
+            .header("content-type", "application/json")
+            .body(json!({"news": "ready", "attempt": 3})),
+    )
+    .await;
     assert_eq!(counters.calls.load(Ordering::SeqCst), 3);
     assert!(sometimes.seen().iter().all(|seen| seen.uri == "/news?x=1"));
 
-    let started = Instant::now();
-    let response = client.get(gw.url("/never")).send().await.expect("get");
-    assert_eq!(response.status(), 204);
-    assert_eq!(header(&response, "cache-control"), "no-store");
-    let held = started.elapsed();
-    assert!(
-        held >= Duration::from_millis(550) && held < Duration::from_secs(3),
-        "{held:?}"
-    );
+    check(
+        "/never",
+        client.get(gw.url("/never")),
+        Expect::status(204)
+            .header("cache-control", "no-store")
+            .after(Duration::from_millis(550))
+            .within(Duration::from_secs(3)),
+    )
+    .await;
     assert!(never_counters.calls.load(Ordering::SeqCst) >= 3);
-    eventually(Duration::from_secs(5), "upstream metrics", async || {
-        gw.metric(r#"holdfast_upstream_requests_total{code="204",upstream="sometimes"}"#)
-            .await
-            == Some(2.0)
-            && gw
-                .metric(r#"holdfast_upstream_requests_total{code="200",upstream="sometimes"}"#)
-                .await
-                == Some(1.0)
-    })
+    metrics_reach(
+        &gw,
+        "upstream metrics",
+        &[
+            (
+                r#"holdfast_upstream_requests_total{code="204",upstream="sometimes"}"#,
+                2.0,
+            ),
+            (
+                r#"holdfast_upstream_requests_total{code="200",upstream="sometimes"}"#,
+                1.0,
+            ),
+        ],
+    )
     .await;
 }
 
@@ -196,59 +359,44 @@ async fn fanin_merges_field_by_field() {
     ))
     .await;
     let client = reqwest::Client::new();
-
-    let response = client.get(gw.url("/by-name")).send().await.expect("get");
-    assert_eq!(response.status(), 200);
-    assert_eq!(header(&response, "holdfast-complete"), "true");
-    assert_eq!(
-        header(&response, "holdfast-upstreams"),
-        "a=200, b=200, text=200"
-    );
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(body["a"]["a"], 1);
-    assert_eq!(body["a"]["who"], "a");
-    assert_eq!(body["b"]["b"], 2);
-    assert_eq!(body["b"]["shared"], json!({"x": 2, "y": 3}));
-    assert_eq!(body["text"], "plain words");
-    assert_eq!(body.as_object().map(|o| o.len()), Some(3));
-
-    let body: Value = client
-        .get(gw.url("/deep"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(body["a"], 1);
-    assert_eq!(body["b"], 2);
-    assert_eq!(body["who"], "b", "the later upstream wins for scalars");
-    assert_eq!(
-        body["shared"],
-        json!({"x": 2, "keep": true, "y": 3}),
-        "objects merge"
-    );
-    assert_eq!(body["list"], json!([1, 2, 3]), "arrays concatenate");
-
-    let body: Value = client
-        .get(gw.url("/concat"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(body, json!([1, 2, 3, {"four": 4}]));
-
-    let body: Value = client
-        .get(gw.url("/first"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(body["who"], "b", "first in list order, not in time");
+    for (path, want) in [
+        (
+            "/by-name",
+            Expect::status(200)
+                .complete("true")
+                .upstreams("a=200, b=200, text=200")
+                .field("/a/a", 1)
+                .field("/a/who", "a")
+                .field("/b/b", 2)
+                .field("/b/shared", json!({"x": 2, "y": 3}))
+                .field("/text", "plain words")
+                .keys(3),
+        ),
+        (
+            "/deep",
+            Expect::answer()
+                .field("/a", 1)
+                .field("/b", 2)
+                .field("/who", "b")
+                .because("the later upstream wins for scalars")
+                .field("/shared", json!({"x": 2, "keep": true, "y": 3}))
+                .because("objects merge")
+                .field("/list", json!([1, 2, 3]))
+                .because("arrays concatenate"),
+        ),
+        (
+            "/concat",
+            Expect::answer().body(json!([1, 2, 3, {"four": 4}])),
+        ),
+        (
+            "/first",
+            Expect::answer()
+                .field("/who", "b")
+                .because("first in list order, not in time"),
+        ),
+    ] {
+        check(path, client.get(gw.url(path)), want).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -273,23 +421,16 @@ async fn fanin_until_first_quorum_all_partial_and_failure() {
     .await;
     let client = reqwest::Client::new();
 
-    let started = Instant::now();
-    let response = client.get(gw.url("/first")).send().await.expect("get");
-    assert!(
-        started.elapsed() < Duration::from_millis(350),
-        "{:?}",
-        started.elapsed()
-    );
-    assert_eq!(response.status(), 200);
-    assert_eq!(header(&response, "holdfast-complete"), "true");
-    assert_eq!(
-        header(&response, "holdfast-upstreams"),
-        "hanging=cancelled, slow=cancelled, fast=200"
-    );
-    assert_eq!(
-        response.json::<Value>().await.expect("json"),
-        json!({"fast": {"fast": true}})
-    );
+    check(
+        "/first",
+        client.get(gw.url("/first")),
+        Expect::status(200)
+            .within(Duration::from_millis(350))
+            .complete("true")
+            .upstreams("hanging=cancelled, slow=cancelled, fast=200")
+            .body(json!({"fast": {"fast": true}})),
+    )
+    .await;
     // The losers' connections were closed: the hanging upstream saw its request go away.
     eventually(
         Duration::from_secs(5),
@@ -298,106 +439,92 @@ async fn fanin_until_first_quorum_all_partial_and_failure() {
     )
     .await;
 
-    let response = client.get(gw.url("/quorum")).send().await.expect("get");
-    assert_eq!(response.status(), 200);
-    assert_eq!(header(&response, "holdfast-complete"), "true");
-    assert_eq!(
-        header(&response, "holdfast-upstreams"),
-        "fast=200, failing=500, slow=200, hanging=cancelled"
-    );
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(
-        body,
-        json!({"fast": {"fast": true}, "slow": {"slow": true}})
-    );
+    for (path, want) in [
+        (
+            "/quorum",
+            Expect::status(200)
+                .complete("true")
+                .upstreams("fast=200, failing=500, slow=200, hanging=cancelled")
+                .body(json!({"fast": {"fast": true}, "slow": {"slow": true}})),
+        ),
+        (
+            "/all",
+            Expect::status(200)
+                .complete("false")
+                .upstreams("fast=200, failing=500, slow=200")
+                .body(json!({"fast": {"fast": true}, "slow": {"slow": true}})),
+        ),
+        (
+            "/held",
+            Expect::status(200)
+                .after(Duration::from_millis(450))
+                .complete("false")
+                .upstreams("fast=200, hanging=timeout"),
+        ),
+        (
+            "/per",
+            Expect::answer()
+                .complete("false")
+                .upstreams("fast=200, hanging=timeout"),
+        ),
+        (
+            "/strict",
+            Expect::status(502)
+                .upstreams("fast=200, failing=500")
+                .problem()
+                .field("/type", "urn:holdfast:problem:fanin-failed")
+                .field("/detail", "only 1 of the 2 upstream answers needed came")
+                .field("/upstreams", json!({"fast": "200", "failing": "500"})),
+        ),
+        (
+            "/required",
+            Expect::status(502)
+                .problem()
+                .field("/detail", "required upstream `failing` failed")
+                .field("/upstreams/failing", "500"),
+        ),
+        // All failing, one of them with a body that is not JSON: 502 listing each outcome.
+        (
+            "/down",
+            Expect::status(502)
+                .problem()
+                .field("/title", "Bad Gateway")
+                .field("/detail", "no upstream answered successfully")
+                .field(
+                    "/upstreams",
+                    json!({"failing": "500", "bad": "invalid-json"}),
+                ),
+        ),
+        // Invalid JSON under `merge: deep` is that upstream's failure, not a 500.
+        (
+            "/bad-json",
+            Expect::status(200)
+                .complete("false")
+                .upstreams("fast=200, bad=invalid-json")
+                .body(json!({"fast": true})),
+        ),
+    ] {
+        check(path, client.get(gw.url(path)), want).await;
+    }
 
-    let response = client.get(gw.url("/all")).send().await.expect("get");
-    assert_eq!(response.status(), 200);
-    assert_eq!(header(&response, "holdfast-complete"), "false");
-    assert_eq!(
-        header(&response, "holdfast-upstreams"),
-        "fast=200, failing=500, slow=200"
-    );
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(
-        body,
-        json!({"fast": {"fast": true}, "slow": {"slow": true}})
-    );
-
-    let started = Instant::now();
-    let response = client.get(gw.url("/held")).send().await.expect("get");
-    assert!(started.elapsed() >= Duration::from_millis(450));
-    assert_eq!(response.status(), 200);
-    assert_eq!(header(&response, "holdfast-complete"), "false");
-    assert_eq!(
-        header(&response, "holdfast-upstreams"),
-        "fast=200, hanging=timeout"
-    );
-
-    let response = client.get(gw.url("/per")).send().await.expect("get");
-    assert_eq!(header(&response, "holdfast-complete"), "false");
-    assert_eq!(
-        header(&response, "holdfast-upstreams"),
-        "fast=200, hanging=timeout"
-    );
-
-    let response = client.get(gw.url("/strict")).send().await.expect("get");
-    assert_eq!(
-        header(&response, "holdfast-upstreams"),
-        "fast=200, failing=500"
-    );
-    let (status, body) = problem(response).await;
-    assert_eq!(status, 502);
-    assert_eq!(body["type"], "urn:holdfast:problem:fanin-failed");
-    assert_eq!(
-        body["detail"],
-        "only 1 of the 2 upstream answers needed came"
-    );
-    assert_eq!(body["upstreams"], json!({"fast": "200", "failing": "500"}));
-
-    let (status, body) = problem(client.get(gw.url("/required")).send().await.expect("get")).await;
-    assert_eq!(status, 502);
-    assert_eq!(body["detail"], "required upstream `failing` failed");
-    assert_eq!(body["upstreams"]["failing"], "500");
-
-    // All failing, one of them with a body that is not JSON: 502 listing each outcome.
-    let (status, body) = problem(client.get(gw.url("/down")).send().await.expect("get")).await;
-    assert_eq!(status, 502);
-    assert_eq!(body["title"], "Bad Gateway");
-    assert_eq!(body["detail"], "no upstream answered successfully");
-    assert_eq!(
-        body["upstreams"],
-        json!({"failing": "500", "bad": "invalid-json"})
-    );
-
-    // Invalid JSON under `merge: deep` is that upstream's failure, not a 500.
-    let response = client.get(gw.url("/bad-json")).send().await.expect("get");
-    assert_eq!(response.status(), 200);
-    assert_eq!(header(&response, "holdfast-complete"), "false");
-    assert_eq!(
-        header(&response, "holdfast-upstreams"),
-        "fast=200, bad=invalid-json"
-    );
-    assert_eq!(
-        response.json::<Value>().await.expect("json"),
-        json!({"fast": true})
-    );
-
-    eventually(Duration::from_secs(5), "fan-in metrics", async || {
-        let metrics = gw.metrics().await;
-        holdfast_tests::metric_value(
-            &metrics,
-            r#"holdfast_fanin_responses_total{result="partial",route="all-partial"}"#,
-        ) == Some(1.0)
-            && holdfast_tests::metric_value(
-                &metrics,
+    metrics_reach(
+        &gw,
+        "fan-in metrics",
+        &[
+            (
+                r#"holdfast_fanin_responses_total{result="partial",route="all-partial"}"#,
+                1.0,
+            ),
+            (
                 r#"holdfast_fanin_responses_total{result="complete",route="first"}"#,
-            ) == Some(1.0)
-            && holdfast_tests::metric_value(
-                &metrics,
+                1.0,
+            ),
+            (
                 r#"holdfast_fanin_responses_total{result="failed",route="down"}"#,
-            ) == Some(1.0)
-    })
+                1.0,
+            ),
+        ],
+    )
     .await;
 }
 
@@ -428,17 +555,23 @@ async fn fanin_calls_are_cancelled_when_the_client_leaves() {
         },
     )
     .await;
-    eventually(Duration::from_secs(5), "client_gone counted", async || {
-        gw.metric(r#"holdfast_fanin_responses_total{result="client_gone",route="dash"}"#)
-            .await
-            == Some(1.0)
-    })
+    metrics_reach(
+        &gw,
+        "client_gone counted",
+        &[(
+            r#"holdfast_fanin_responses_total{result="client_gone",route="dash"}"#,
+            1.0,
+        )],
+    )
     .await;
 
     // Nothing ready before the hold ends: the timeout answer.
-    let response = reqwest::get(gw.url("/nothing")).await.expect("get");
-    assert_eq!(response.status(), 204);
-    assert_eq!(header(&response, "holdfast-upstreams"), "never=timeout");
+    check(
+        "/nothing",
+        reqwest::Client::new().get(gw.url("/nothing")),
+        Expect::status(204).upstreams("never=timeout"),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -476,11 +609,14 @@ async fn identical_long_polls_share_one_upstream_request() {
     );
     let calls = counters.calls.load(Ordering::SeqCst);
     assert!(calls <= 2, "{calls} upstream calls for 1000 polls");
-    eventually(Duration::from_secs(5), "coalesced metric", async || {
-        gw.metric(r#"holdfast_coalesced_requests_total{route="shared"}"#)
-            .await
-            == Some((1000 - calls) as f64)
-    })
+    metrics_reach(
+        &gw,
+        "coalesced metric",
+        &[(
+            r#"holdfast_coalesced_requests_total{route="shared"}"#,
+            (1000 - calls) as f64,
+        )],
+    )
     .await;
 
     // Per identity: alice twice shares one call, bob gets his own, and so does another language.
@@ -512,26 +648,18 @@ async fn identical_long_polls_share_one_upstream_request() {
 
     // A cached answer is served at once for `cache`.
     let before = counters.calls.load(Ordering::SeqCst);
-    assert_eq!(
-        client
-            .get(gw.url("/cached"))
-            .send()
-            .await
-            .expect("get")
-            .status(),
-        200
-    );
-    let started = Instant::now();
-    assert_eq!(
-        client
-            .get(gw.url("/cached"))
-            .send()
-            .await
-            .expect("get")
-            .status(),
-        200
-    );
-    assert!(started.elapsed() < Duration::from_secs(1));
+    check(
+        "/cached, first",
+        client.get(gw.url("/cached")),
+        Expect::status(200),
+    )
+    .await;
+    check(
+        "/cached, again",
+        client.get(gw.url("/cached")),
+        Expect::status(200).within(Duration::from_secs(1)),
+    )
+    .await;
     assert_eq!(counters.calls.load(Ordering::SeqCst) - before, 1);
 }
 
@@ -588,86 +716,72 @@ async fn jobs_start_poll_expire_and_stay_private() {
         json!({"query": "Get the most recent updates.", "parameters": {"method": "long_polling"}});
 
     // The seed's AI call, answered directly.
-    let response = client
-        .post(gw.url("/ai/poll"))
-        .bearer_auth(&alice)
-        .json(&seed)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(
-        body["choices"][0]["message"]["content"],
-        "direct: \"long_polling\""
-    );
+    check(
+        "the direct call",
+        client
+            .post(gw.url("/ai/poll"))
+            .bearer_auth(&alice)
+            .json(&seed),
+        Expect::status(200).field("/choices/0/message/content", "direct: \"long_polling\""),
+    )
+    .await;
 
     // …and as a job.
-    let response = client
-        .post(gw.url("/ai/jobs"))
-        .bearer_auth(&alice)
-        .json(&seed)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(response.status(), 202);
-    let started: Value = response.json().await.expect("json");
+    let started = check(
+        "the job's start",
+        client
+            .post(gw.url("/ai/jobs"))
+            .bearer_auth(&alice)
+            .json(&seed),
+        Expect::status(202).json(),
+    )
+    .await;
     let id = started["job"].as_str().expect("job id").to_owned();
     assert_eq!(started["poll"], format!("/ai/jobs/{id}"));
     let poll_url = gw.url(&format!("/ai/jobs/{id}"));
 
     // Still running: a short hold ends in 204.
-    let response = client
-        .get(format!("{poll_url}?wait=0.1"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .expect("poll");
-    assert_eq!(response.status(), 204);
+    check(
+        "a short hold",
+        client
+            .get(format!("{poll_url}?wait=0.1"))
+            .bearer_auth(&alice),
+        Expect::status(204),
+    )
+    .await;
 
     // Another identity does not see it; an unknown id is 404 too.
-    let (status, body) = problem(
-        client
-            .get(&poll_url)
-            .bearer_auth(token("mallory"))
-            .send()
-            .await
-            .expect("poll"),
+    check(
+        "another identity",
+        client.get(&poll_url).bearer_auth(token("mallory")),
+        Expect::status(404)
+            .problem()
+            .field("/type", "urn:holdfast:problem:job-not-found")
+            .field("/detail", format!("there is no job `{id}` for this caller")),
     )
     .await;
-    assert_eq!(status, 404);
-    assert_eq!(body["type"], "urn:holdfast:problem:job-not-found");
-    assert_eq!(
-        body["detail"],
-        format!("there is no job `{id}` for this caller")
-    );
-    let (status, body) = problem(
-        client
-            .get(gw.url("/ai/jobs/nope"))
-            .bearer_auth(&alice)
-            .send()
-            .await
-            .expect("poll"),
+    check(
+        "an unknown id",
+        client.get(gw.url("/ai/jobs/nope")).bearer_auth(&alice),
+        Expect::status(404)
+            .problem()
+            .field("/detail", "there is no job `nope` for this caller"),
     )
     .await;
-    assert_eq!(status, 404);
-    assert_eq!(body["detail"], "there is no job `nope` for this caller");
 
     // The poll holds until the result is there.
-    let response = client
-        .get(&poll_url)
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .expect("poll");
-    assert_eq!(response.status(), 200);
-    assert_eq!(header(&response, "holdfast-upstream-status"), "200");
-    assert_eq!(header(&response, "content-type"), "application/json");
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(
-        body["choices"][0]["message"]["content"],
-        "Updates for: Get the most recent updates."
-    );
+    check(
+        "the held poll",
+        client.get(&poll_url).bearer_auth(&alice),
+        Expect::status(200)
+            .header("holdfast-upstream-status", "200")
+            .header("content-type", "application/json")
+            .field(
+                "/choices/0/message/content",
+                "Updates for: Get the most recent updates.",
+            ),
+    )
+    .await;
     let seen = ai.seen();
     let job_call = seen
         .iter()
@@ -684,72 +798,70 @@ async fn jobs_start_poll_expire_and_stay_private() {
         "the credential is stripped"
     );
     // Pollable again until it expires, then 410.
-    let response = client
-        .get(&poll_url)
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .expect("poll");
-    assert_eq!(response.status(), 200);
-    tokio::time::sleep(Duration::from_millis(2200)).await;
-    let (status, body) = problem(
-        client
-            .get(&poll_url)
-            .bearer_auth(&alice)
-            .send()
-            .await
-            .expect("poll"),
+    check(
+        "polled again",
+        client.get(&poll_url).bearer_auth(&alice),
+        Expect::status(200),
     )
     .await;
-    assert_eq!(status, 410);
-    assert_eq!(body["type"], "urn:holdfast:problem:job-expired");
-    assert_eq!(
-        body["detail"],
-        format!("the result of job `{id}` has expired")
-    );
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    check(
+        "polled after the ttl",
+        client.get(&poll_url).bearer_auth(&alice),
+        Expect::status(410)
+            .problem()
+            .field("/type", "urn:holdfast:problem:job-expired")
+            .field("/detail", format!("the result of job `{id}` has expired")),
+    )
+    .await;
 
     // Past max_running: 503 with Retry-After.
-    let response = client
-        .post(gw.url("/busy"))
-        .body("{}")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(response.status(), 202);
-    let response = client
-        .post(gw.url("/busy"))
-        .body("{}")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(header(&response, "retry-after"), "1");
-    let (status, body) = problem(response).await;
-    assert_eq!(status, 503);
-    assert_eq!(body["type"], "urn:holdfast:problem:jobs-busy");
-    assert_eq!(
-        body["detail"],
-        "this route already runs its maximum of 1 jobs; try again shortly"
-    );
+    check(
+        "the first busy job",
+        client.post(gw.url("/busy")).body("{}"),
+        Expect::status(202),
+    )
+    .await;
+    check(
+        "a second busy job",
+        client.post(gw.url("/busy")).body("{}"),
+        Expect::status(503)
+            .header("retry-after", "1")
+            .problem()
+            .field("/type", "urn:holdfast:problem:jobs-busy")
+            .field(
+                "/detail",
+                "this route already runs its maximum of 1 jobs; try again shortly",
+            ),
+    )
+    .await;
 
     // A 50 MiB answer over max_result (10 MiB) is stored as an error result.
-    let response = client.post(gw.url("/huge")).send().await.expect("post");
-    assert_eq!(response.status(), 202);
-    let poll: Value = response.json().await.expect("json");
-    let poll = poll["poll"].as_str().expect("poll").to_owned();
-    let (status, body) = problem(client.get(gw.url(&poll)).send().await.expect("poll")).await;
-    assert_eq!(status, 502);
-    assert_eq!(body["type"], "urn:holdfast:problem:job-result-too-large");
-    assert_eq!(body["detail"], "the answer of upstream `big` was larger than this route's max_result of 10485760 bytes; it was not kept");
+    let started = check(
+        "the huge job's start",
+        client.post(gw.url("/huge")),
+        Expect::status(202).json(),
+    )
+    .await;
+    let poll = started["poll"].as_str().expect("poll").to_owned();
+    check(
+        "the huge job's result",
+        client.get(gw.url(&poll)),
+        Expect::status(502)
+            .problem()
+            .field("/type", "urn:holdfast:problem:job-result-too-large")
+            .field("/detail", "the answer of upstream `big` was larger than this route's max_result of 10485760 bytes; it was not kept"),
+    )
+    .await;
 
-    eventually(Duration::from_secs(5), "job gauges", async || {
-        let metrics = gw.metrics().await;
-        holdfast_tests::metric_value(&metrics, r#"holdfast_jobs{route="busy",state="running"}"#)
-            == Some(1.0)
-            && holdfast_tests::metric_value(
-                &metrics,
-                r#"holdfast_jobs{route="huge",state="failed"}"#,
-            ) == Some(1.0)
-    })
+    metrics_reach(
+        &gw,
+        "job gauges",
+        &[
+            (r#"holdfast_jobs{route="busy",state="running"}"#, 1.0),
+            (r#"holdfast_jobs{route="huge",state="failed"}"#, 1.0),
+        ],
+    )
     .await;
 }
 
@@ -775,13 +887,14 @@ routes:
         origin = origin.addr
     );
     let gw = Holdfast::start(&config).await;
-    let response = reqwest::Client::new()
-        .post(gw.url("/ai/poll"))
-        .json(&serde_json::json!({"inputText": "Hello"}))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(response.status(), 200);
+    check(
+        "POST /ai/poll",
+        reqwest::Client::new()
+            .post(gw.url("/ai/poll"))
+            .json(&serde_json::json!({"inputText": "Hello"})),
+        Expect::status(200),
+    )
+    .await;
     let seen = origin.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(&seen[0].body[..], br#"{"user_input":"Hello"}"#);
@@ -810,52 +923,47 @@ async fn a_job_started_on_one_instance_is_polled_on_another_through_redis() {
     let b = Holdfast::start(&config).await;
     let client = reqwest::Client::new();
     let alice = token("alice");
-    let response = client
-        .post(a.url("/ai/jobs"))
-        .bearer_auth(&alice)
-        .json(&json!({"query": "Get the most recent updates."}))
-        .send()
-        .await
-        .expect("start on A");
-    assert_eq!(response.status(), 202);
-    let poll = response.json::<Value>().await.expect("json")["poll"]
-        .as_str()
-        .expect("poll")
-        .to_owned();
-
-    // On B, while A still runs it: held, then 204 at the client's wait.
-    let response = client
-        .get(b.url(&format!("{poll}?wait=0.1")))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .expect("poll on B");
-    assert_eq!(response.status(), 204);
-    // Another identity does not see it on B either.
-    let (status, body) = problem(
+    let started = check(
+        "start on A",
         client
-            .get(b.url(&poll))
-            .bearer_auth(token("bob"))
-            .send()
-            .await
-            .expect("bob"),
+            .post(a.url("/ai/jobs"))
+            .bearer_auth(&alice)
+            .json(&json!({"query": "Get the most recent updates."})),
+        Expect::status(202).json(),
     )
     .await;
-    assert_eq!(status, 404, "{body}");
+    let poll = started["poll"].as_str().expect("poll").to_owned();
+
+    // On B, while A still runs it: held, then 204 at the client's wait.
+    check(
+        "poll on B while A runs the job",
+        client
+            .get(b.url(&format!("{poll}?wait=0.1")))
+            .bearer_auth(&alice),
+        Expect::status(204),
+    )
+    .await;
+    // Another identity does not see it on B either.
+    check(
+        "bob on B",
+        client.get(b.url(&poll)).bearer_auth(token("bob")),
+        Expect::status(404).problem(),
+    )
+    .await;
     // Held on B until A finishes: 200 with the upstream's answer.
-    let response = client
-        .get(b.url(&format!("{poll}?wait=5")))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .expect("poll on B");
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["holdfast-upstream-status"], "200");
-    let answer: Value = response.json().await.expect("json");
-    assert_eq!(
-        answer["choices"][0]["message"]["content"],
-        "Updates for: Get the most recent updates."
-    );
+    check(
+        "poll on B until A finishes",
+        client
+            .get(b.url(&format!("{poll}?wait=5")))
+            .bearer_auth(&alice),
+        Expect::status(200)
+            .header("holdfast-upstream-status", "200")
+            .field(
+                "/choices/0/message/content",
+                "Updates for: Get the most recent updates.",
+            ),
+    )
+    .await;
     // After the ttl (2 s), B says it expired.
     let gone = async || {
         client
