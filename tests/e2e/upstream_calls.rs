@@ -1,4 +1,4 @@
-//! Upstream calls the gateway makes itself (design.md §5): re-polling a short-polling upstream,
+//! Upstream calls the gateway makes itself: re-polling a short-polling upstream,
 //! fan-in with `until`/`merge`/partial answers and cancellation, request coalescing, and async
 //! jobs — against real upstream servers that count what they receive and notice when the
 //! gateway hangs up on them.
