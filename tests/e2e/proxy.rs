@@ -459,3 +459,83 @@ async fn admin_endpoints() {
         );
     }
 }
+
+/// Reads from `client` until `needle` has come (5 s at most); everything read.
+async fn read_until(client: &mut tokio::net::TcpStream, needle: &[u8]) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !seen.windows(needle.len()).any(|w| w == needle) {
+        let n = tokio::time::timeout_at(deadline, client.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} within 5 s; got {seen:?}"))
+            .expect("read");
+        assert!(n > 0, "closed before {needle:?}; got {seen:?}");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// An origin that switches protocols (`101`) and then answers every byte upper-cased, as a
+/// WebSocket server would echo frames.
+async fn upgrading_origin() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let switch = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+                if stream.write_all(switch).await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 1024];
+                while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                    let upper = buf[..n].to_ascii_uppercase();
+                    if stream.write_all(&upper).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgraded_connection_carries_bytes_both_ways() {
+    use tokio::io::AsyncWriteExt;
+    let (origin, task) = upgrading_origin().await;
+    let gw = Holdfast::start(&config(
+        &format!("  ws: {{ targets: [{origin}] }}"),
+        "  - { name: ws, match: { prefix: /ws }, upstream: ws }",
+    ))
+    .await;
+    let mut client = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    client
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_until(&mut client, b"\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // After the switch, what the client sends is the upgraded protocol's, not a next request:
+    // it must reach the origin, and the origin's bytes must come back.
+    client.write_all(b"hello").await.expect("write");
+    read_until(&mut client, b"HELLO").await;
+    client.write_all(b"again").await.expect("write");
+    read_until(&mut client, b"AGAIN").await;
+    task.abort();
+}
