@@ -80,6 +80,36 @@ pub fn holdfast_bin() -> &'static Path {
     })
 }
 
+/// Waits until `up` says a server the test started is ready; panics with its log if it exits
+/// first or is not ready within `timeout`.
+pub async fn wait_until_up(
+    what: &str,
+    child: &mut Child,
+    timeout: Duration,
+    log: &Path,
+    mut up: impl AsyncFnMut() -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    let log = || std::fs::read_to_string(log).unwrap_or_default();
+    loop {
+        if up().await {
+            return;
+        }
+        if let Some(status) = child.try_wait().ok().flatten() {
+            panic!(
+                "{what} exited with {status} before it was ready:\n{}",
+                log()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not ready in {timeout:?}:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Polls `check` until it returns true or `timeout` passes.
 pub async fn eventually(timeout: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -170,30 +200,20 @@ impl Holdfast {
     /// Waits until the admin `/readyz` answers 200; panics with the log if the process died.
     pub async fn wait_ready(&mut self) {
         let url = self.admin_url("/readyz");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(response) = reqwest::get(&url).await {
-                if response.status() == 200 {
-                    return;
-                }
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "holdfast exited with {status} before it was ready:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "holdfast not ready in 30s:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let log = self.log.clone();
+        let child = self.child.as_mut().expect("started");
+        wait_until_up(
+            "holdfast",
+            child,
+            Duration::from_secs(30),
+            &log,
+            async || {
+                reqwest::get(&url)
+                    .await
+                    .is_ok_and(|response| response.status() == 200)
+            },
+        )
+        .await;
     }
 
     pub fn url(&self, path: &str) -> String {

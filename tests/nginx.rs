@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BINARY: &str = "/usr/sbin/nginx";
 
@@ -99,28 +99,12 @@ http {{
     }
 
     async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
-                return;
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "nginx exited with {status} before it listened:\n{}",
-                    self.error_log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not listen in 10s:\n{}",
-                self.error_log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let (addr, log) = (self.addr, self.dir.path().join("error.log"));
+        let child = self.child.as_mut().expect("started");
+        crate::wait_until_up("nginx", child, Duration::from_secs(10), &log, async || {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
     }
 
     fn file(&self, name: &str) -> PathBuf {
