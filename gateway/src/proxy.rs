@@ -272,6 +272,7 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .map_or("the upstream", |pool| &pool.name)
             .to_owned();
+        let malformed = malformed_body(e);
         let problem = match (e.esource(), e.etype()) {
             _ if ctx.rejected.is_some() => ctx.rejected.take(),
             (_, ErrorType::HTTPStatus(code)) => Some(Problem::new(
@@ -280,7 +281,9 @@ impl ProxyHttp for Gateway {
                 "Error",
                 "the request could not be served",
             )),
-            _ if malformed_body(e).is_some() => malformed_body(e),
+            _ if malformed.is_some() => malformed.map(|framing| {
+                Problem::new(400, "malformed-request", "Bad Request", framing.to_string())
+            }),
             (ErrorSource::Downstream, ErrorType::ReadTimedout) => {
                 Some(limits::request_timeout(&format!(
                     "the request body did not arrive within {:?}",
@@ -376,19 +379,11 @@ impl ProxyHttp for Gateway {
     }
 }
 
-/// The 400 for a request whose chunked body turned out malformed while it streamed (the fence
-/// refuses it as a read error that carries the reason).
-fn malformed_body(error: &Error) -> Option<Problem> {
+/// Why the request's chunked body turned out malformed while it streamed, when that ended the
+/// request (the fence refuses it as a read error that carries the reason).
+fn malformed_body(error: &Error) -> Option<&crate::framing::FramingError> {
     let io = error.root_cause().downcast_ref::<std::io::Error>()?;
-    let framing = io
-        .get_ref()?
-        .downcast_ref::<crate::framing::FramingError>()?;
-    Some(Problem::new(
-        400,
-        "malformed-request",
-        "Bad Request",
-        framing.to_string(),
-    ))
+    io.get_ref()?.downcast_ref()
 }
 
 /// What every request sent upstream carries, proxied or called by the gateway itself:
