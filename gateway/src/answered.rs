@@ -176,6 +176,10 @@ routes:
             "GET /h HTTP/1.1\r\nhost: POLL.example.com:8080\r\n\r\n"
         ));
         assert!(!here("GET /h HTTP/1.1\r\nHost: other.example.com\r\n\r\n"));
+        // A fully qualified name (trailing dot) is the same host.
+        assert!(here(
+            "GET /h HTTP/1.1\r\nHost: poll.example.com.:80\r\n\r\n"
+        ));
         // What `request_filter` reads: a path ends at a fragment too, and a Host that is not
         // visible ASCII is no host at all.
         assert!(!here("GET /poll/x#y HTTP/1.1\r\nHost: x\r\n\r\n"));

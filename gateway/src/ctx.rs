@@ -44,6 +44,8 @@ pub struct RequestCtx {
     pub body_bytes: u64,
     /// A limit refused the request while its body streamed: the answer to give.
     pub rejected: Option<crate::problem::Problem>,
+    /// The upstream answered `101 Switching Protocols`: the connection is a tunnel now.
+    pub upgraded: bool,
     _in_flight: crate::runtime::InFlight,
 }
 
@@ -71,6 +73,7 @@ impl RequestCtx {
             in_flight: None,
             body_bytes: 0,
             rejected: None,
+            upgraded: false,
             _in_flight: crate::runtime::InFlight::start(),
         }
     }

@@ -34,6 +34,9 @@ pub struct Fence {
     ahead: BytesMut,
     /// The client closed its side.
     closed: bool,
+    /// The request asked to switch protocols and no final answer was written yet: a `101`
+    /// turns the connection into a tunnel, with nothing fenced off.
+    watch_for_switch: bool,
 }
 
 impl std::fmt::Debug for Fence {
@@ -58,6 +61,7 @@ impl Fence {
             body: BodyFraming::new(Framing::None),
             ahead: BytesMut::new(),
             closed: false,
+            watch_for_switch: false,
         }
     }
 
@@ -82,9 +86,27 @@ impl Fence {
 
     /// Starts the next request: `body` is what is left of its body after the bytes already
     /// read with the head, and `ahead` the bytes read past its end.
-    pub fn begin(&mut self, body: BodyFraming, ahead: BytesMut) {
+    pub fn begin(&mut self, body: BodyFraming, ahead: BytesMut, upgrade: bool) {
         self.body = body;
         self.ahead = ahead;
+        self.watch_for_switch = upgrade;
+    }
+
+    /// Looks at the start of a response head written to an `Upgrade` request: a `101` makes
+    /// the connection a tunnel; any other final status ends the watch (`1xx` may precede it).
+    fn watch_response(&mut self, written: &[u8]) {
+        let status = match written {
+            [b'H', b'T', b'T', b'P', b'/', b'1', b'.', _, b' ', status @ ..] => status,
+            _ => return,
+        };
+        match status {
+            [b'1', b'0', b'1', ..] => {
+                self.watch_for_switch = false;
+                self.body = BodyFraming::unbounded();
+            }
+            [b'1', ..] => {}
+            _ => self.watch_for_switch = false,
+        }
     }
 
     /// After the request's end: reads whatever comes into `ahead`, reporting only a close.
@@ -124,6 +146,12 @@ impl AsyncRead for Fence {
         if this.body.is_done() {
             return this.poll_past_end(cx);
         }
+        if !this.ahead.is_empty() {
+            // What the client sent before the switch to a tunnel is the tunnel's first bytes.
+            let n = this.ahead.len().min(buf.remaining());
+            buf.put_slice(&this.ahead.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {}
@@ -148,7 +176,11 @@ impl AsyncWrite for Fence {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.watch_for_switch {
+            this.watch_response(buf);
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -156,7 +188,13 @@ impl AsyncWrite for Fence {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.watch_for_switch {
+            if let Some(first) = bufs.iter().find(|buf| !buf.is_empty()) {
+                this.watch_response(first);
+            }
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -255,7 +293,7 @@ mod tests {
     #[tokio::test]
     async fn reads_stop_at_the_end_of_the_body_and_keep_the_rest() {
         let (mut fence, mut client) = pair().await;
-        fence.begin(BodyFraming::new(Framing::Length(5)), BytesMut::new());
+        fence.begin(BodyFraming::new(Framing::Length(5)), BytesMut::new(), false);
         client
             .write_all(b"helloGET / HTTP/1.1\r\n")
             .await
@@ -281,7 +319,7 @@ mod tests {
     #[tokio::test]
     async fn a_malformed_chunk_is_a_read_error_that_names_it() {
         let (mut fence, mut client) = pair().await;
-        fence.begin(BodyFraming::new(Framing::Chunked), BytesMut::new());
+        fence.begin(BodyFraming::new(Framing::Chunked), BytesMut::new(), false);
         client
             .write_all(b"5\r\nhello\r\n\r\n")
             .await
@@ -297,5 +335,49 @@ mod tests {
             .get_ref()
             .and_then(|e| e.downcast_ref::<FramingError>());
         assert_eq!(reason, Some(&FramingError::EmptySize));
+    }
+
+    #[tokio::test]
+    async fn a_101_turns_the_connection_into_a_tunnel_and_nothing_else_does() {
+        let (mut fence, mut client) = pair().await;
+        fence.begin(BodyFraming::new(Framing::None), BytesMut::new(), true);
+        client.write_all(b"early").await.expect("write");
+        let mut buf = [0u8; 64];
+        // Before the answer, the bytes are held as if they were a next request.
+        let held =
+            tokio::time::timeout(std::time::Duration::from_millis(100), fence.read(&mut buf)).await;
+        assert!(held.is_err());
+        fence
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .expect("write");
+        fence
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+            .await
+            .expect("write");
+        let n = fence.read(&mut buf).await.expect("read");
+        assert_eq!(&buf[..n], b"early");
+        client.write_all(b"frame").await.expect("write");
+        let n = fence.read(&mut buf).await.expect("read");
+        assert_eq!(&buf[..n], b"frame");
+
+        // A final answer other than 101 ends the watch: the fence stays shut.
+        let (mut fence, mut client) = pair().await;
+        fence.begin(BodyFraming::new(Framing::None), BytesMut::new(), true);
+        fence
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .expect("write");
+        fence
+            .write_all(b"HTTP/1.1 101 not a head")
+            .await
+            .expect("write");
+        client
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        let held =
+            tokio::time::timeout(std::time::Duration::from_millis(100), fence.read(&mut buf)).await;
+        assert!(held.is_err(), "a non-101 answer must keep the fence");
     }
 }

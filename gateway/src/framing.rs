@@ -18,9 +18,6 @@ pub enum Framing {
     None,
     Length(u64),
     Chunked,
-    /// An `Upgrade` request (WebSocket): if the upstream switches protocols, the connection is
-    /// a byte stream in both directions until it closes, so nothing is fenced off.
-    Upgrade,
 }
 
 /// Why a chunked body was refused (→ 400).
@@ -96,7 +93,6 @@ impl BodyFraming {
         let state = match framing {
             Framing::None | Framing::Length(0) => State::Done,
             Framing::Length(length) => State::Length(length),
-            Framing::Upgrade => State::Unbounded,
             Framing::Chunked => State::Chunked(Chunk::Digits {
                 size: 0,
                 digits: 0,
@@ -104,6 +100,13 @@ impl BodyFraming {
             }),
         };
         Self { state }
+    }
+
+    /// A connection that switched protocols (`101`): every byte that follows is the tunnel's.
+    pub fn unbounded() -> Self {
+        Self {
+            state: State::Unbounded,
+        }
     }
 
     /// Whether every byte of the body was seen.
@@ -331,7 +334,7 @@ mod tests {
 
     #[test]
     fn an_upgraded_connection_is_never_fenced() {
-        let mut framing = BodyFraming::new(Framing::Upgrade);
+        let mut framing = BodyFraming::unbounded();
         assert_eq!(framing.advance(b"\x81\x05hello"), Ok(7));
         assert!(!framing.is_done());
     }

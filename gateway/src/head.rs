@@ -17,6 +17,8 @@ pub struct Checked<'a> {
     /// The head's length in bytes; what follows is body, or the next request.
     pub len: usize,
     pub framing: Framing,
+    /// The request asks to switch protocols (`Upgrade`, e.g. WebSocket).
+    pub upgrade: bool,
     pub method: &'a str,
     pub target: &'a str,
     pub host: Option<&'a str>,
@@ -79,6 +81,14 @@ pub fn check(buf: &[u8], max_headers: usize) -> Result<Checked<'_>, Problem> {
     let (Some(method), Some(target)) = (request.method, request.path) else {
         return Err(malformed("the request line is malformed"));
     };
+    if method == "CONNECT" {
+        return Err(Problem::new(
+            501,
+            "not-implemented",
+            "Not Implemented",
+            "CONNECT is not supported: this gateway does not open tunnels",
+        ));
+    }
     let mut host = None;
     let mut hosts = 0;
     let mut length: Option<&[u8]> = None;
@@ -105,14 +115,11 @@ pub fn check(buf: &[u8], max_headers: usize) -> Result<Checked<'_>, Problem> {
         (1, Some(value)) => Some(valid_host(value)?),
         _ => return Err(malformed("the request has more than one Host header")),
     };
-    let framing = match framing(http10, &codings, lengths, length)? {
-        // A client waits for `101` before it sends anything else: nothing to fence.
-        Framing::None if upgrade && !http10 => Framing::Upgrade,
-        framing => framing,
-    };
+    let framing = framing(http10, &codings, lengths, length)?;
     Ok(Checked {
         len,
         framing,
+        upgrade: upgrade && !http10,
         method,
         target,
         host,
@@ -357,10 +364,8 @@ mod tests {
         assert!(check(b"GET / HTTP/1.0\r\n\r\n", 100).is_ok());
         let upgrade =
             b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
-        assert_eq!(
-            check(upgrade, 100).expect("valid").framing,
-            Framing::Upgrade
-        );
+        let checked = check(upgrade, 100).expect("valid");
+        assert_eq!((checked.framing, checked.upgrade), (Framing::None, true));
         assert!(check(b"GET / HTTP/1.1\r\nHost:\r\n\r\n", 100).is_ok());
     }
 
@@ -436,6 +441,10 @@ mod tests {
             .1
             .contains("header"));
         assert_eq!(refused("GET /x HTTP/1.2\r\nHost: x\r\n\r\n").0, 505);
+        assert_eq!(
+            refused("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n").0,
+            501
+        );
         assert_eq!(refused("GET /x HTTP/2.0\r\nHost: x\r\n\r\n").0, 505);
         assert!(refused("GET /a b HTTP/1.1\r\nHost: x\r\n\r\n")
             .1

@@ -187,6 +187,10 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.upgraded {
+            // After `101 Switching Protocols` these are the new protocol's bytes, not a body.
+            return Ok(());
+        }
         if let (Some(chunk), Some(state)) = (body.as_ref(), &ctx.state) {
             let body_timeout = state.config.limits.body_timeout.get();
             if let Some(problem) = limits::count_body(ctx, chunk.len(), body_timeout) {
@@ -250,6 +254,12 @@ impl ProxyHttp for Gateway {
         if let Some(id) = &ctx.request_id {
             response.insert_header("x-request-id", id.clone())?;
         }
+        if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            // A tunnel (WebSocket) from here on: no body limits, and it may idle as long as
+            // its two ends like (they close it, or ping).
+            ctx.upgraded = true;
+            session.set_read_timeout(None);
+        }
         if counting::is_final(response.status) {
             let status = response.status.as_u16();
             if ctx.mapped.buffers_response() {
@@ -284,6 +294,17 @@ impl ProxyHttp for Gateway {
             _ if malformed.is_some() => malformed.map(|framing| {
                 Problem::new(400, "malformed-request", "Bad Request", framing.to_string())
             }),
+            // A request header Pingora cannot pass on (a `Connection` header nominating a
+            // header it protects): the client's fault, said as such.
+            (ErrorSource::Downstream, ErrorType::InvalidHTTPHeader) => Some(Problem::new(
+                400,
+                "malformed-request",
+                "Bad Request",
+                format!(
+                    "a request header cannot be forwarded: {}",
+                    e.context.as_ref().map_or("invalid header", |c| c.as_str())
+                ),
+            )),
             (ErrorSource::Downstream, ErrorType::ReadTimedout) => {
                 Some(limits::request_timeout(&format!(
                     "the request body did not arrive within {:?}",
@@ -321,10 +342,11 @@ impl ProxyHttp for Gateway {
         };
         let code = match &problem {
             // Once the upstream's header went out, the client already has a status: just close.
+            // Not after a `101`: the connection carries another protocol by then.
             Some(problem)
-                if session
-                    .response_written()
-                    .is_none_or(|r| r.status.is_informational()) =>
+                if session.response_written().is_none_or(|r| {
+                    r.status.is_informational() && r.status != http::StatusCode::SWITCHING_PROTOCOLS
+                }) =>
             {
                 if let Err(error) = answer(session, ctx, problem).await {
                     tracing::debug!(%error, "cannot write the error answer");
@@ -484,6 +506,9 @@ pub fn normalized_host(raw: &str) -> std::borrow::Cow<'_, str> {
         Some(bracketed) => bracketed.split(']').next().unwrap_or(bracketed),
         None => raw.split(':').next().unwrap_or(raw),
     };
+    // `admin.example.com.` is the same name (fully qualified), and origins such as nginx
+    // serve it as `admin.example.com`: route it as that, so its route's auth applies.
+    let host = host.strip_suffix('.').unwrap_or(host);
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
         std::borrow::Cow::Owned(host.to_ascii_lowercase())
     } else {

@@ -1621,3 +1621,142 @@ routes:
     );
     verdict(&failures, targets.len());
 }
+
+// Found by a second, adversarial read of the fixes above.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fully_qualified_host_gets_its_host_routes_auth() {
+    let origin = RawOrigin::start().await;
+    let gw = Holdfast::start(&format!(
+        r#"
+server: {{ shutdown_grace: 1s }}
+auth:
+  main:
+    jwt: {{ issuer: https://id.test, audiences: [holdfast], secret: "{SECRET}" }}
+upstreams:
+  o: {{ targets: [{origin}] }}
+routes:
+  - {{ name: vhost, match: {{ host: admin.example.com, prefix: /h }}, auth: {{ provider: main }}, upstream: o }}
+  - {{ name: open, match: {{ prefix: /h }}, upstream: o }}
+"#,
+        origin = origin.addr
+    ))
+    .await;
+    let mut failures = Vec::new();
+    for host in [
+        "admin.example.com.",
+        "admin.example.com.:80",
+        "ADMIN.EXAMPLE.COM.",
+    ] {
+        let request = format!("GET /h/secret HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        match one(gw.addr, request.as_bytes()).await {
+            Ok(response) => {
+                if let Err(why) = check_problem(&response, 401, "unauthorized", None) {
+                    failures.push(format!("Host: {host}: {why}"));
+                }
+            }
+            Err(error) => failures.push(format!("Host: {host}: {error}")),
+        }
+    }
+    if origin.bytes_received() != 0 {
+        failures.push(format!(
+            "the origin received {} bytes without a token",
+            origin.bytes_received()
+        ));
+    }
+    verdict(&failures, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_header_does_not_open_the_fence_before_a_101() {
+    let origin = RawOrigin::with_delay(Duration::from_millis(300)).await;
+    let gw = Holdfast::start(&config(origin.addr, "")).await;
+    // A poll and a slow proxied request, each asking to upgrade; a second request follows
+    // while the first is still in progress.
+    let mut failures = Vec::new();
+    for (first, publish) in [
+        (
+            "GET /poll HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            true,
+        ),
+        (
+            "GET /pub/slow HTTP/1.1\r\nHost: a\r\nUpgrade: foo\r\nConnection: Upgrade\r\n\r\n",
+            false,
+        ),
+    ] {
+        let mut client = RawClient::connect(gw.addr).await;
+        client.send(first.as_bytes()).await.expect("send");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client
+            .send(b"GET /pub/second HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .expect("send");
+        if publish {
+            let pushed = reqwest::Client::new()
+                .post(gw.url("/push"))
+                .body("news")
+                .send()
+                .await
+                .expect("publish");
+            assert_eq!(pushed.status(), 201);
+        }
+        match client.read_responses(2, ANSWER).await {
+            Ok(responses) => {
+                if responses[0].status != 200 || responses[1].status != 200 {
+                    failures.push(format!(
+                        "{first:?}: want 200 then 200, got {} then {}",
+                        responses[0], responses[1]
+                    ));
+                }
+            }
+            Err((got, error)) => {
+                failures.push(format!("{first:?}: {} answer(s), then {error}", got.len()))
+            }
+        }
+    }
+    let seconds: Vec<String> = origin
+        .requests()
+        .iter()
+        .map(|seen| seen.request_line().to_owned())
+        .filter(|line| line.contains("second"))
+        .collect();
+    if seconds != ["GET /pub/second HTTP/1.1", "GET /pub/second HTTP/1.1"] {
+        failures.push(format!("the origin saw the second requests as {seconds:?}"));
+    }
+    verdict(&failures, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_and_unforwardable_connection_headers_get_problem_answers() {
+    let origin = RawOrigin::start().await;
+    let gw = Holdfast::start(&config(origin.addr, "")).await;
+    let mut failures = Vec::new();
+    let cases: [(&str, u16, &str); 3] = [
+        (
+            "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+            501,
+            "not-implemented",
+        ),
+        (
+            "CONNECT /pub HTTP/1.1\r\nHost: a\r\n\r\n",
+            501,
+            "not-implemented",
+        ),
+        (
+            "GET /pub/x HTTP/1.1\r\nHost: a\r\nConnection: X-Forwarded-For\r\n\r\n",
+            400,
+            "malformed-request",
+        ),
+    ];
+    for (request, status, kind) in cases {
+        match one(gw.addr, request.as_bytes()).await {
+            Ok(response) => {
+                if let Err(why) = check_problem(&response, status, kind, None) {
+                    failures.push(format!("{request:?}: {why}"));
+                }
+            }
+            Err(error) => failures.push(format!("{request:?}: {error}")),
+        }
+    }
+    verdict(&failures, cases.len());
+}

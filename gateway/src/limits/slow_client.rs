@@ -247,7 +247,7 @@ pub async fn serve_http1(
                 return Served::Done;
             }
         };
-        let (answered, head_len, framing) = match admit_head(&mut prefix, &runtime.state.load()) {
+        let admitted = match admit_head(&mut prefix, &runtime.state.load()) {
             Ok(admitted) => admitted,
             Err(problem) => {
                 refuse_head(fence.inner_mut(), method_label(&prefix), &problem).await;
@@ -256,8 +256,8 @@ pub async fn serve_http1(
         };
         // What was read past the head: this request's body (as far as it came), then the next
         // request. A malformed chunk already here is refused before anything is forwarded.
-        let mut rest = prefix.split_off(head_len);
-        let mut body = BodyFraming::new(framing);
+        let mut rest = prefix.split_off(admitted.len);
+        let mut body = BodyFraming::new(admitted.framing);
         let used = match body.advance(&rest) {
             Ok(used) => used,
             Err(error) => {
@@ -269,7 +269,8 @@ pub async fn serve_http1(
         };
         let next = rest.split_off(used);
         prefix.unsplit(rest);
-        fence.begin(body, next);
+        // Answered routes never switch protocols.
+        fence.begin(body, next, admitted.upgrade && !admitted.answered);
         let prepare = |session: &mut ServerSession| {
             if let Some(settings) = persistent.take() {
                 HttpPersistentSettings::apply_to_session(settings, session);
@@ -283,7 +284,7 @@ pub async fn serve_http1(
             session.set_read_timeout(Some(settings.body_timeout));
             session.set_pipelined_prefix(prefix);
         };
-        let reusable = if answered {
+        let reusable = if admitted.answered {
             let mut session = crate::answered::session(fence);
             prepare(&mut session.downstream_session);
             // Boxed: this connection's task stays small while it idles between requests.
@@ -311,16 +312,26 @@ pub async fn serve_http1(
     }
 }
 
+/// Where a checked request goes, and how its body is framed.
+struct Admitted {
+    /// The gateway answers it itself (answered.rs), rather than Pingora's proxy.
+    answered: bool,
+    /// The head's length.
+    len: usize,
+    framing: crate::framing::Framing,
+    /// It asks to switch protocols; the fence lets it become a tunnel after a `101`.
+    upgrade: bool,
+}
+
 /// Checks the head at the start of `buf`, rewriting an absolute-form target into origin form in
 /// place, and decides where the request is served: whether the gateway answers it itself, the
 /// head's length and the body's framing.
-fn admit_head(
-    buf: &mut BytesMut,
-    state: &crate::state::State,
-) -> Result<(bool, usize, crate::framing::Framing), Problem> {
-    let decide = |head: crate::head::Checked<'_>| {
-        let answered = crate::answered::answered_here(state, head.method, head.target, head.host);
-        (answered, head.len, head.framing)
+fn admit_head(buf: &mut BytesMut, state: &crate::state::State) -> Result<Admitted, Problem> {
+    let decide = |head: crate::head::Checked<'_>| Admitted {
+        answered: crate::answered::answered_here(state, head.method, head.target, head.host),
+        len: head.len,
+        framing: head.framing,
+        upgrade: head.upgrade,
     };
     let head = crate::head::check(buf, state.max_headers)?;
     let Some(rewritten) = crate::head::origin_form(buf, &head)? else {
