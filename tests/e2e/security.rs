@@ -108,6 +108,17 @@ async fn one(addr: SocketAddr, bytes: &[u8]) -> Result<RawResponse, String> {
         .map_err(|(_, error)| error.to_string())
 }
 
+/// Sends `bytes` on a fresh connection and checks that the answer is the problem expected.
+async fn expect_problem(
+    addr: SocketAddr,
+    bytes: &[u8],
+    status: u16,
+    kind: &str,
+    keyword: Option<&str>,
+) -> Result<(), String> {
+    check_problem(&one(addr, bytes).await?, status, kind, keyword)
+}
+
 /// A reqwest response as a [`RawResponse`], to check it the same way.
 async fn raw(response: reqwest::Response) -> RawResponse {
     let status = response.status().as_u16();
@@ -244,13 +255,9 @@ async fn dot_segments_are_normalized_before_routing_auth_and_forwarding() {
         };
         cases += 2;
         let before = mark(&origin);
-        match one(gw.addr, &get(target, "")).await {
-            Ok(response) => {
-                if let Err(error) = check_problem(&response, 401, "unauthorized", None) {
-                    failures.push(format!("{target} without a token: {error}"));
-                }
-            }
-            Err(error) => failures.push(format!("{target} without a token: {error}")),
+        if let Err(why) = expect_problem(gw.addr, &get(target, ""), 401, "unauthorized", None).await
+        {
+            failures.push(format!("{target} without a token: {why}"));
         }
         if let Some(got) = received_since(&origin, &before) {
             failures.push(format!("{target} without a token: {got}"));
@@ -373,13 +380,10 @@ async fn encoded_slashes_backslashes_nul_and_bad_percent_encoding_are_400_bad_pa
     let mut failures = Vec::new();
     for &(target, keyword) in cases {
         let before = mark(&origin);
-        match one(gw.addr, &get(target, "")).await {
-            Ok(response) => {
-                if let Err(error) = check_problem(&response, 400, "bad-path", Some(keyword)) {
-                    failures.push(format!("{target}: {error}"));
-                }
-            }
-            Err(error) => failures.push(format!("{target}: {error}")),
+        if let Err(why) =
+            expect_problem(gw.addr, &get(target, ""), 400, "bad-path", Some(keyword)).await
+        {
+            failures.push(format!("{target}: {why}"));
         }
         if let Some(got) = received_since(&origin, &before) {
             failures.push(format!("{target}: {got}"));
@@ -688,14 +692,16 @@ async fn an_invalid_missing_or_repeated_host_is_400() {
     let mut failures = Vec::new();
     for (what, request) in &cases {
         let before = mark(&origin);
-        match one(gw.addr, request.as_bytes()).await {
-            Ok(response) => {
-                if let Err(error) = check_problem(&response, 400, "malformed-request", Some("Host"))
-                {
-                    failures.push(format!("{what}: {error}"));
-                }
-            }
-            Err(error) => failures.push(format!("{what}: {error}")),
+        if let Err(why) = expect_problem(
+            gw.addr,
+            request.as_bytes(),
+            400,
+            "malformed-request",
+            Some("Host"),
+        )
+        .await
+        {
+            failures.push(format!("{what}: {why}"));
         }
         if let Some(got) = received_since(&origin, &before) {
             failures.push(format!("{what}: {got}"));
@@ -1649,13 +1655,10 @@ routes:
         "ADMIN.EXAMPLE.COM.",
     ] {
         let request = format!("GET /h/secret HTTP/1.1\r\nHost: {host}\r\n\r\n");
-        match one(gw.addr, request.as_bytes()).await {
-            Ok(response) => {
-                if let Err(why) = check_problem(&response, 401, "unauthorized", None) {
-                    failures.push(format!("Host: {host}: {why}"));
-                }
-            }
-            Err(error) => failures.push(format!("Host: {host}: {error}")),
+        if let Err(why) =
+            expect_problem(gw.addr, request.as_bytes(), 401, "unauthorized", None).await
+        {
+            failures.push(format!("Host: {host}: {why}"));
         }
     }
     if origin.bytes_received() != 0 {
@@ -1749,13 +1752,8 @@ async fn connect_and_unforwardable_connection_headers_get_problem_answers() {
         ),
     ];
     for (request, status, kind) in cases {
-        match one(gw.addr, request.as_bytes()).await {
-            Ok(response) => {
-                if let Err(why) = check_problem(&response, status, kind, None) {
-                    failures.push(format!("{request:?}: {why}"));
-                }
-            }
-            Err(error) => failures.push(format!("{request:?}: {error}")),
+        if let Err(why) = expect_problem(gw.addr, request.as_bytes(), status, kind, None).await {
+            failures.push(format!("{request:?}: {why}"));
         }
     }
     verdict(&failures, cases.len());
