@@ -177,7 +177,15 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        prepare_upstream_request(session, upstream, ctx)
+        prepare_upstream_request(session, upstream, ctx)?;
+        // An HTTP/1.0 client may leave `Host` out; the upstream request is HTTP/1.1, which
+        // must carry one (RFC 9112 §3.2): the target's address, as nginx's `$proxy_host`.
+        if !upstream.headers.contains_key(http::header::HOST) {
+            if let Some(target) = ctx.tried.last() {
+                upstream.insert_header(http::header::HOST, target.to_string())?;
+            }
+        }
+        Ok(())
     }
 
     async fn request_body_filter(

@@ -1758,3 +1758,20 @@ async fn connect_and_unforwardable_connection_headers_get_problem_answers() {
     }
     verdict(&failures, cases.len());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_1_0_request_without_host_goes_upstream_with_one() {
+    let origin = RawOrigin::start().await;
+    let gw = Holdfast::start(&config(origin.addr, "")).await;
+    let response = one(gw.addr, b"GET /pub/h10 HTTP/1.0\r\n\r\n")
+        .await
+        .expect("an answer");
+    assert_eq!(response.status, 200, "{response}");
+    let seen = origin.requests();
+    let hosts = seen.last().expect("forwarded").header_values("host");
+    assert_eq!(
+        hosts,
+        [origin.addr.to_string()],
+        "the Host the origin received"
+    );
+}
