@@ -25,6 +25,8 @@ pub enum PathError {
     Backslash,
     #[error("the path contains an encoded NUL (%00)")]
     EncodedNul,
+    #[error("the path has a `.` or `..` segment with parameters (`..;`), which some origins read as a dot segment")]
+    DotParams,
     #[error("the path contains invalid percent-encoding at byte {0}")]
     BadPercent(usize),
     #[error("the path contains a byte that must be percent-encoded (0x{0:02x})")]
@@ -63,6 +65,8 @@ fn already_normal(path: &[u8]) -> Result<bool, PathError> {
                     || next == b".."
                     || next.starts_with(b"./")
                     || next.starts_with(b"../")
+                    || next.starts_with(b".;")
+                    || next.starts_with(b"..;")
                 {
                     normal = false;
                 }
@@ -129,6 +133,10 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
         decode_segment(raw, offset, &mut decoded)?;
         offset += raw.len() + 1;
         let segment = &decoded[start..];
+        // Tomcat and Spring drop `;params` from a segment before they resolve dot segments.
+        if segment.starts_with(b".;") || segment.starts_with(b"..;") {
+            return Err(PathError::DotParams);
+        }
         let is_last = index == last;
         match segment {
             b"" => {
@@ -282,6 +290,13 @@ mod tests {
         assert_eq!(normalize("/a b"), Err(PathError::BadByte(b' ')));
         assert_eq!(normalize("/a\u{e9}"), Err(PathError::BadByte(0xc3)));
         assert_eq!(normalize("a"), Err(PathError::NotAbsolute));
+        assert_eq!(normalize("/pub/..;/admin"), Err(PathError::DotParams));
+        assert_eq!(
+            normalize("/pub/%2e%2e;x=1/admin"),
+            Err(PathError::DotParams)
+        );
+        assert_eq!(normalize("/pub/.;/admin"), Err(PathError::DotParams));
+        assert!(matches!(normalize("/pub/a;b/..c;d"), Ok(Cow::Borrowed(_))));
     }
 
     /// Path pieces an attacker would combine: dot segments plain, encoded and mixed, encoded

@@ -376,6 +376,8 @@ async fn encoded_slashes_backslashes_nul_and_bad_percent_encoding_are_400_bad_pa
         ("/pub/a%00b", "NUL"),
         ("/pub/%zz", "percent"),
         ("/pub/%4", "percent"),
+        ("/pub/..;/admin/secret", "..;"),
+        ("/pub/%2e%2e;/admin/secret", "..;"),
     ];
     let mut failures = Vec::new();
     for &(target, keyword) in cases {
