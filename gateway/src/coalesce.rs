@@ -163,22 +163,27 @@ where
             let finished_key = key.clone();
             let task = tokio::spawn(async move {
                 let result = Arc::new(call.await);
-                sender.send_replace(Some(result.clone()));
-                let mut table = lock_table();
-                if table.flights.get(&finished_key).is_some_and(|f| f.id == id) {
-                    table.flights.remove(&finished_key);
-                }
-                if let Some(ttl) = cache.filter(|_| cacheable(&result)) {
-                    if table.cache.len() >= MAX_CACHED {
-                        let now = Instant::now();
-                        table.cache.retain(|_, (until, _)| *until > now);
+                // The answer is cached (and the flight retired) before any waiter hears of it:
+                // a waiter that returns and calls again at once must find it in the cache, not
+                // start a second call.
+                {
+                    let mut table = lock_table();
+                    if table.flights.get(&finished_key).is_some_and(|f| f.id == id) {
+                        table.flights.remove(&finished_key);
                     }
-                    if table.cache.len() < MAX_CACHED {
-                        table
-                            .cache
-                            .insert(finished_key, (Instant::now() + ttl, result));
+                    if let Some(ttl) = cache.filter(|_| cacheable(&result)) {
+                        if table.cache.len() >= MAX_CACHED {
+                            let now = Instant::now();
+                            table.cache.retain(|_, (until, _)| *until > now);
+                        }
+                        if table.cache.len() < MAX_CACHED {
+                            table
+                                .cache
+                                .insert(finished_key, (Instant::now() + ttl, result.clone()));
+                        }
                     }
                 }
+                sender.send_replace(Some(result));
             });
             table.flights.insert(
                 key.clone(),
