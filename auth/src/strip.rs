@@ -62,21 +62,25 @@ pub fn strip_query(query: &str, names: &[String]) -> Option<String> {
 /// A `Cookie` header value without the cookies named in `names`, or `None` when none of them
 /// is there. An empty result means: remove the header.
 pub fn strip_cookies(header: &str, names: &[String]) -> Option<String> {
-    if names.is_empty() {
-        return None;
-    }
+    strip_cookie_value(header.as_bytes(), names)
+        .map(|kept| String::from_utf8_lossy(&kept).into_owned())
+}
+
+/// One `Cookie` value without the cookies named in `names` (`None` when it holds none of
+/// them): the bytes both [`strip_cookies`] and [`strip_cookie_headers`] work on.
+fn strip_cookie_value(value: &[u8], names: &[String]) -> Option<Vec<u8>> {
     let mut removed = false;
-    let kept: Vec<&str> = header
-        .split(';')
-        .map(str::trim)
-        .filter(|pair| {
-            let key = pair.split('=').next().unwrap_or_default().trim();
-            let drop = names.iter().any(|name| name == key);
-            removed |= drop;
-            !drop && !pair.is_empty()
-        })
-        .collect();
-    removed.then(|| kept.join("; "))
+    let mut kept: Vec<&[u8]> = Vec::new();
+    for pair in value.split(|&b| b == b';') {
+        let pair = pair.trim_ascii();
+        let key = pair.split(|&b| b == b'=').next().unwrap_or_default();
+        if names.iter().any(|name| name.as_bytes() == key.trim_ascii()) {
+            removed = true;
+        } else if !pair.is_empty() {
+            kept.push(pair);
+        }
+    }
+    removed.then(|| kept.join(&b"; "[..]))
 }
 
 /// Every `Cookie` header's value without the cookies named in `names`, or `None` when no header
@@ -96,28 +100,17 @@ pub fn strip_cookie_headers<'a>(
     let mut removed = false;
     let mut kept_headers = Vec::new();
     for value in values {
-        let mut kept: Vec<&[u8]> = Vec::new();
-        let mut removed_here = false;
-        for pair in value.as_bytes().split(|&b| b == b';') {
-            let pair = pair.trim_ascii();
-            let key = pair.split(|&b| b == b'=').next().unwrap_or_default();
-            if names.iter().any(|name| name.as_bytes() == key.trim_ascii()) {
-                removed_here = true;
-            } else if !pair.is_empty() {
-                kept.push(pair);
-            }
-        }
-        if !removed_here {
+        let Some(kept) = strip_cookie_value(value.as_bytes(), names) else {
             kept_headers.push(value.clone());
             continue;
-        }
+        };
         removed = true;
         if kept.is_empty() {
             continue;
         }
         // The pieces come from a valid value, so the joined one is valid too; were it not, the
         // header is dropped rather than forwarded with the credential.
-        if let Ok(value) = HeaderValue::from_bytes(&kept.join(&b"; "[..])) {
+        if let Ok(value) = HeaderValue::from_bytes(&kept) {
             kept_headers.push(value);
         }
     }
