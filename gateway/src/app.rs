@@ -2,13 +2,17 @@
 //! service on the `listen` addresses, the admin service, and the background services (reload,
 //! health checks). This is the only place that turns config into sockets and threads.
 
-use crate::admin::Admin;
-use crate::longpoll::Hub;
-use crate::metrics::METRICS;
-use crate::proxy::Gateway;
-use crate::reload::{HealthChecks, Reloader};
-use crate::runtime::Runtime;
-use crate::state::State;
+pub mod admin;
+pub mod jwks;
+pub mod reload;
+
+use crate::app::admin::Admin;
+use crate::app::reload::{HealthChecks, Reloader};
+use crate::core::runtime::Runtime;
+use crate::core::state::State;
+use crate::hub::Hub;
+use crate::observe::metrics::METRICS;
+use crate::pipeline::gateway::Gateway;
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::Acceptor;
@@ -33,7 +37,7 @@ fn start_hub(config: &conf::Config) -> Hub {
         .unwrap_or_else(|error| fail(&format!("cannot start the hub runtime: {error}")));
     let hub = {
         let _entered = runtime.enter();
-        crate::jobs::shared::init(config);
+        crate::actions::jobs::shared::init(config);
         Hub::start(config)
             .unwrap_or_else(|error| fail(&format!("cannot start the channel hub: {error}")))
     };
@@ -99,7 +103,7 @@ fn http_proxy(server: &Arc<ServerConf>, runtime: &Arc<Runtime>) -> HttpProxy<Gat
 fn connection_listener(
     listener: &conf::Listener,
     runtime: &Arc<Runtime>,
-) -> crate::connection::Listener {
+) -> crate::edge::connection::Listener {
     let address = listener
         .address
         .parse()
@@ -111,14 +115,14 @@ fn connection_listener(
         .get(&listener.address)
         .cloned();
     let tls = certificates.map(|initial| {
-        let resolver = Arc::new(crate::tls::sni::SniResolver {
+        let resolver = Arc::new(crate::core::tls::sni::SniResolver {
             runtime: runtime.clone(),
             address: listener.address.clone(),
             initial,
         });
-        Acceptor::from_server_config(crate::tls::server_config(resolver, listener.http2))
+        Acceptor::from_server_config(crate::core::tls::server_config(resolver, listener.http2))
     });
-    crate::connection::Listener {
+    crate::edge::connection::Listener {
         address,
         tls,
         h2c: listener.h2c,
@@ -152,13 +156,13 @@ pub fn run(state: State, config_path: PathBuf) -> ! {
     };
     let mut server = Server::new_with_opt_and_conf(None, server_conf);
     server.bootstrap();
-    crate::outbound::init(
+    crate::core::outbound::init(
         pingora_core::connectors::ConnectorOptions::from_server_conf(&server.configuration),
     );
 
     let hub = start_hub(&config);
     let access_log = config.access_log.as_ref().map(|settings| {
-        crate::access_log::AccessLog::start(settings).unwrap_or_else(|error| {
+        crate::observe::access_log::AccessLog::start(settings).unwrap_or_else(|error| {
             fail(&format!(
                 "cannot open the access log {}: {error}",
                 settings.path
@@ -168,7 +172,7 @@ pub fn run(state: State, config_path: PathBuf) -> ! {
     let runtime = Arc::new(Runtime::new(state, config_path, hub, access_log));
     let mut proxy = Service::new(
         "holdfast".to_owned(),
-        crate::connection::Connections {
+        crate::edge::connection::Connections {
             proxy: Arc::new(http_proxy(&server.configuration, &runtime)),
             gateway: Gateway {
                 runtime: runtime.clone(),
@@ -220,7 +224,7 @@ pub fn run(state: State, config_path: PathBuf) -> ! {
     ));
     server.add_service(background_service(
         "jwks",
-        crate::jwks::JwksRefresher {
+        crate::app::jwks::JwksRefresher {
             runtime: runtime.clone(),
         },
     ));

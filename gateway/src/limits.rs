@@ -12,18 +12,15 @@ mod client_ip;
 mod concurrency;
 mod gcra;
 mod redis;
-pub mod slow_client;
 
 pub use client_ip::TrustedProxies;
 pub use concurrency::InFlightGuard;
 
-use crate::ctx::RequestCtx;
-use crate::metrics::METRICS;
+use crate::observe::metrics::METRICS;
 use crate::problem::Problem;
 use concurrency::{InFlight, Refused};
 use conf::KeySource;
 use gcra::Decision;
-use pingora_proxy::Session;
 use std::borrow::Cow;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
@@ -173,14 +170,22 @@ impl KeyValue<'_> {
     }
 }
 
+/// Who a request comes from, as the limits key it.
+pub struct Subject<'a> {
+    /// The route's name, shared: no copy per request.
+    pub route: &'a Arc<str>,
+    /// The connection's peer (`None` when it is not an inet socket).
+    pub peer: Option<IpAddr>,
+    pub headers: &'a http::HeaderMap,
+    pub identity: Option<&'a auth::Identity>,
+}
+
 /// The client address after trusted proxies (the peer for a non-inet peer: `0.0.0.0`).
-pub fn client_ip(session: &Session, trusted: &TrustedProxies) -> IpAddr {
-    let peer = session
-        .client_addr()
-        .and_then(|addr| addr.as_inet())
-        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
-    let forwarded = session
-        .req_header()
+pub fn client_ip(subject: &Subject<'_>, trusted: &TrustedProxies) -> IpAddr {
+    let peer = subject
+        .peer
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let forwarded = subject
         .headers
         .get_all("x-forwarded-for")
         .iter()
@@ -192,106 +197,92 @@ pub fn client_ip(session: &Session, trusted: &TrustedProxies) -> IpAddr {
 /// the client address (so leaving the header out never escapes the limit).
 fn key_value<'a>(
     source: &KeySource,
-    session: &'a Session,
-    ctx: &'a RequestCtx,
+    subject: &Subject<'a>,
     trusted: &TrustedProxies,
 ) -> (u8, KeyValue<'a>) {
     let found = match source {
         KeySource::Ip => None,
-        KeySource::Identity => ctx
+        KeySource::Identity => subject
             .identity
-            .as_ref()
             .map(|identity| KeyValue::Text(Cow::Owned(identity.key()))),
-        KeySource::Claim(path) => ctx
+        KeySource::Claim(path) => subject
             .identity
-            .as_ref()
             .and_then(|identity| identity.claims().text(path))
             .map(KeyValue::Text),
-        KeySource::Header(name) => session
-            .req_header()
+        KeySource::Header(name) => subject
             .headers
             .get(name.as_str())
             .map(|value| KeyValue::Bytes(value.as_bytes())),
     };
     match found {
         Some(value) => (1, value),
-        None => (0, KeyValue::Ip(client_ip(session, trusted))),
+        None => (0, KeyValue::Ip(client_ip(subject, trusted))),
     }
 }
 
-/// Applies the route's limits; on success the in-flight guard goes into `ctx`.
+/// Applies the route's limits: the request's in-flight slot (held until it is dropped), or the
+/// refusal to answer with.
 pub async fn admit(
     limiter: &Limiter,
     trusted: &TrustedProxies,
     limits: &RouteLimits,
-    session: &Session,
-    ctx: &mut RequestCtx,
-) -> Option<Problem> {
-    // The route's name is shared: no copy per request.
-    let route: std::sync::Arc<str> = ctx
-        .route
-        .as_ref()
-        .map_or_else(|| "none".into(), |r| r.name.clone());
+    subject: &Subject<'_>,
+) -> Result<Option<InFlightGuard>, Problem> {
+    let route = subject.route;
+    let mut slot = None;
     if let Some((in_flight, key)) = &limits.in_flight {
         let key_hash = in_flight.max_per_key.map(|_| {
             let mut hasher = limiter.hasher.build_hasher();
-            let (kind, value) = key_value(key, session, ctx, trusted);
+            let (kind, value) = key_value(key, subject, trusted);
             kind.hash(&mut hasher);
             value.hash_with(&mut hasher);
             hasher.finish()
         });
         match in_flight.acquire(key_hash) {
-            Ok(guard) => ctx.in_flight = Some(guard),
+            Ok(guard) => slot = Some(guard),
             Err(refused) => {
                 METRICS
                     .limit_rejections
-                    .with_label_values(&[&*route, "concurrency"])
+                    .with_label_values(&[&**route, "concurrency"])
                     .inc();
-                return Some(
-                    match refused {
-                        Refused::Route(max) => Problem::new(
-                            503,
-                            "overloaded",
-                            "Service Unavailable",
-                            format!(
-                                "this route already serves its maximum of {max} requests at once"
-                            ),
-                        ),
-                        Refused::Key(max) => Problem::new(
-                            429,
-                            "too-many-in-flight",
-                            "Too Many Requests",
-                            format!(
-                                "this client already has {max} requests in flight on this route"
-                            ),
-                        ),
-                    }
-                    .with_header("retry-after", "1"),
-                );
+                return Err(match refused {
+                    Refused::Route(max) => Problem::new(
+                        503,
+                        "overloaded",
+                        "Service Unavailable",
+                        format!("this route already serves its maximum of {max} requests at once"),
+                    ),
+                    Refused::Key(max) => Problem::new(
+                        429,
+                        "too-many-in-flight",
+                        "Too Many Requests",
+                        format!("this client already has {max} requests in flight on this route"),
+                    ),
+                }
+                .with_header("retry-after", "1"));
             }
         }
     }
     if limits.rates.is_empty() {
-        return None;
+        return Ok(slot);
     }
-    let denied = check_rates(limiter, trusted, limits, session, ctx).await?;
-    let (rule, retry_nanos) = denied;
+    let Some((rule, retry_nanos)) = check_rates(limiter, trusted, limits, subject).await else {
+        return Ok(slot);
+    };
     let retry = retry_nanos.div_ceil(1_000_000_000).max(1);
     METRICS
         .ratelimit_rejections
-        .with_label_values(&[&*route, &*rule.name])
+        .with_label_values(&[&**route, &*rule.name])
         .inc();
-    Some(
-        Problem::new(
-            429,
-            "rate-limited",
-            "Too Many Requests",
-            format!("rate limit `{}` exceeded; retry in {retry}s", rule.name),
-        )
-        .with_header("retry-after", retry.to_string())
-        .with_header("ratelimit-policy", limits.policy.clone())
-        .with_header("ratelimit", format!("\"{}\";r=0;t={retry}", rule.name)),
+    Err(Problem::new(
+        429,
+        "rate-limited",
+        "Too Many Requests",
+        format!("rate limit `{}` exceeded; retry in {retry}s", rule.name),
     )
+    .with_header("retry-after", retry.to_string())
+    .with_header("ratelimit-policy", limits.policy.clone())
+    .with_header("ratelimit", format!("\"{}\";r=0;t={retry}", rule.name)))
 }
 
 /// Checks every rate limit; the refusing limit and nanoseconds until retry, if any.
@@ -299,14 +290,13 @@ async fn check_rates<'l>(
     limiter: &Limiter,
     trusted: &TrustedProxies,
     limits: &'l RouteLimits,
-    session: &Session,
-    ctx: &RequestCtx,
+    subject: &Subject<'_>,
 ) -> Option<(&'l RateRule, u64)> {
     if let Some(redis) = &limiter.redis {
         let mut keys = Vec::with_capacity(limits.rates.len());
         let mut args = Vec::with_capacity(limits.rates.len() * 2);
         for rule in &limits.rates {
-            let (kind, value) = key_value(&rule.key, session, ctx, trusted);
+            let (kind, value) = key_value(&rule.key, subject, trusted);
             let mut key = Vec::with_capacity(64);
             key.extend_from_slice(redis.prefix.as_bytes());
             key.extend_from_slice(rule.id.as_bytes());
@@ -332,7 +322,7 @@ async fn check_rates<'l>(
     for (index, rule) in limits.rates.iter().enumerate() {
         let mut hasher = limiter.hasher.build_hasher();
         rule.id.hash(&mut hasher);
-        let (kind, value) = key_value(&rule.key, session, ctx, trusted);
+        let (kind, value) = key_value(&rule.key, subject, trusted);
         kind.hash(&mut hasher);
         value.hash_with(&mut hasher);
         let key = hasher.finish();
@@ -362,46 +352,6 @@ pub fn body_too_large(limit: u64) -> Problem {
         "Content Too Large",
         format!("the body is larger than this route's limit of {limit} bytes"),
     )
-}
-
-/// A route whose request mapping reads the JSON body enforces `max_body` itself (`mapped.rs`).
-pub fn mapping_reads_body(route: &crate::routes::CompiledRoute) -> bool {
-    route
-        .mapping
-        .as_ref()
-        .is_some_and(|mapping| mapping.request.needs_body())
-}
-
-/// The declared `Content-Length`, when there is a valid one.
-pub fn declared_length(session: &Session) -> Option<u64> {
-    session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-}
-
-/// Counts the streamed body of a proxied request; the problem to answer once it passes
-/// the route's limit or takes longer than `body_timeout`.
-pub fn count_body(
-    ctx: &mut RequestCtx,
-    chunk: usize,
-    body_timeout: std::time::Duration,
-) -> Option<Problem> {
-    let route = ctx.route.as_ref()?;
-    if mapping_reads_body(route) {
-        return None;
-    }
-    let limit = route.max_body;
-    ctx.body_bytes = ctx.body_bytes.saturating_add(chunk as u64);
-    if ctx.body_bytes > limit {
-        return Some(body_too_large(limit));
-    }
-    if ctx.started.elapsed() > body_timeout {
-        return Some(request_timeout("the request body did not arrive in time"));
-    }
-    None
 }
 
 /// 408 for a client too slow to send its request.

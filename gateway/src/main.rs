@@ -3,49 +3,26 @@
 //!
 //! `holdfast run -c conf/example.yaml` serves; `holdfast check PATH` validates a config and
 //! prints every error with its file and line. Start reading at [`app::run`] (the build step),
-//! then [`proxy::Gateway`] (the request path).
+//! then [`pipeline::gateway::Gateway`] (the request path) — or docs/architecture.md.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-mod access_log;
-mod admin;
-mod answered;
+mod actions;
 mod app;
-mod authn;
-mod body;
-mod call;
-mod channels;
-mod client_log;
-mod coalesce;
-mod connection;
-mod cors;
-mod counting;
-mod ctx;
-mod fanin;
-mod fence;
-mod framing;
-mod head;
-mod jobs;
-mod jwks;
-mod labels;
+mod core;
+mod edge;
+mod exchange;
+mod hub;
 mod limits;
-mod longpoll;
-mod mapped;
-mod metrics;
-mod outbound;
+mod observe;
+mod pipeline;
 mod problem;
-mod proxy;
-mod reload;
-mod request_checks;
-mod routes;
-mod runtime;
-mod state;
-mod target;
-mod tls;
-mod underscores;
-mod upstream;
+mod wire;
+
+#[cfg(test)]
+mod layers;
 
 // mimalloc: +25–35 % requests/s over the system allocator on the proxy path (bench/RESULTS.md).
 #[global_allocator]
@@ -94,7 +71,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => match state::load(&cli.config, None) {
+        Command::Run => match core::state::load(&cli.config, None) {
             Ok(state) => app::run(state, cli.config),
             Err(errors) => {
                 eprintln!("holdfast: the configuration is invalid:\n{errors}");
@@ -132,7 +109,7 @@ fn main() -> ExitCode {
         }
         Command::Check { path } => {
             let path = path.unwrap_or(cli.config);
-            match state::load(&path, None) {
+            match core::state::load(&path, None) {
                 Ok(state) => {
                     println!(
                         "{}: ok ({} routes, {} upstreams)",

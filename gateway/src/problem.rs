@@ -1,10 +1,7 @@
-//! Answers the gateway writes itself: `application/problem+json` (RFC 9457) with `type`,
-//! `title`, `status` and `detail`, always with a `Content-Length` so keep-alive clients do not
-//! hang (docs/architecture.md: a self-written answer without one is close-delimited).
+//! Refusals and failures the gateway answers itself, as `application/problem+json` (RFC 9457)
+//! with `type`, `title`, `status` and `detail`. Written as an `exchange::Reply`.
 
 use bytes::Bytes;
-use pingora_http::ResponseHeader;
-use pingora_proxy::Session;
 use serde::Serialize;
 
 /// An error answer the gateway produces itself.
@@ -90,34 +87,6 @@ impl Problem {
         };
         // Serialising a struct of strings and numbers cannot fail.
         Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
-    }
-
-    /// The response header for this problem, with `Content-Length`.
-    pub fn header(&self, body_len: usize) -> pingora_error::Result<ResponseHeader> {
-        let mut header = ResponseHeader::build(self.status, Some(4 + self.headers.len()))?;
-        header.insert_header("content-type", "application/problem+json")?;
-        header.insert_header("cache-control", "no-store")?;
-        for (name, value) in &self.headers {
-            header.insert_header(*name, value.as_str())?;
-        }
-        header.set_content_length(body_len)?;
-        Ok(header)
-    }
-
-    /// Writes the whole answer to the client.
-    pub async fn send(&self, session: &mut Session) -> pingora_error::Result<()> {
-        let body = self.body();
-        let header = self.header(body.len())?;
-        // An early answer leaves any request body unread: don't let Pingora drain an unbounded
-        // body just to keep the connection alive.
-        if !session.is_body_empty() && self.status >= 400 {
-            session.set_keepalive(None);
-        }
-        session
-            .write_response_header(Box::new(header), false)
-            .await?;
-        session.write_response_body(Some(body), true).await?;
-        Ok(())
     }
 }
 

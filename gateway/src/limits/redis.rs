@@ -7,7 +7,7 @@
 //! one per request. The switch is logged once each way and shown by
 //! `holdfast_ratelimit_backend{backend}` and `holdfast_ratelimit_fallbacks_total`.
 
-use crate::metrics::METRICS;
+use crate::observe::metrics::METRICS;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;

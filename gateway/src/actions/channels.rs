@@ -1,0 +1,248 @@
+//! Long-poll and publish routes answered by the gateway itself (docs/architecture.md): a poll
+//! is held in a `select!` beside client-gone detection and shutdown; a publish stores the body
+//! on the hub. The hub (`longpoll`) holds the channels; this module speaks HTTP.
+
+mod params;
+mod reply;
+
+use crate::actions::Admitted;
+use crate::core::runtime::Runtime;
+use crate::core::spec::channel::{LongPollSpec, PublishSpec};
+use crate::exchange::hold::{hold, Held};
+use crate::exchange::{body, Exchange, Reply};
+use crate::hub::{HubError, PollOutcome, PollRequest};
+use crate::observe::metrics::METRICS;
+use crate::problem::Problem;
+use pingora_error::Result;
+use reply::{messages_reply, timeout_reply, Ending};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Held polls past a cap are told to come back after this many seconds.
+const RETRY_AFTER_SECS: &str = "1";
+
+fn unavailable(detail: String) -> Problem {
+    Problem::new(503, "unavailable", "Service Unavailable", detail)
+        .with_header("retry-after", RETRY_AFTER_SECS)
+}
+
+/// A hub error as the client sees it.
+fn hub_problem(error: &HubError) -> Problem {
+    if let HubError::CursorAhead { newest, .. } = error {
+        let problem = Problem::new(400, "cursor-ahead", "Bad Request", error.to_string());
+        return match newest {
+            Some(newest) => problem.with_member("newest", newest.to_string().into()),
+            None => problem,
+        };
+    }
+    match error.status() {
+        400 => Problem::new(400, "bad-request", "Bad Request", error.to_string()),
+        503 => unavailable("the channel backplane is unreachable; try again shortly".to_owned()),
+        507 => Problem::new(507, "queue-full", "Insufficient Storage", error.to_string()),
+        _ => Problem::new(
+            500,
+            "internal",
+            "Internal Server Error",
+            "the channel could not be read",
+        ),
+    }
+}
+
+/// Releases a held poll's slots (route and instance) and its gauge when the poll ends.
+struct HeldSlot<'a> {
+    spec: &'a LongPollSpec,
+    runtime: &'a Runtime,
+    gauge: prometheus::IntGauge,
+}
+
+impl Drop for HeldSlot<'_> {
+    fn drop(&mut self) {
+        self.spec.held.fetch_sub(1, Ordering::Relaxed);
+        self.runtime.release_held();
+        self.gauge.dec();
+    }
+}
+
+fn take_slot<'a>(
+    runtime: &'a Runtime,
+    spec: &'a LongPollSpec,
+    route: &str,
+) -> Result<HeldSlot<'a>, Problem> {
+    if let Some(max) = spec.settings.max_held {
+        if spec.held.fetch_add(1, Ordering::Relaxed) >= max {
+            spec.held.fetch_sub(1, Ordering::Relaxed);
+            return Err(unavailable(format!(
+                "this route already holds its maximum of {max} polls"
+            )));
+        }
+    } else {
+        spec.held.fetch_add(1, Ordering::Relaxed);
+    }
+    if !runtime.acquire_held() {
+        spec.held.fetch_sub(1, Ordering::Relaxed);
+        return Err(unavailable(
+            "this instance already holds its maximum of polls".to_owned(),
+        ));
+    }
+    let gauge = METRICS.longpoll_held.with_label_values(&[route]);
+    gauge.inc();
+    Ok(HeldSlot {
+        spec,
+        runtime,
+        gauge,
+    })
+}
+
+/// Serves a `longpoll` route; `None` when the client left.
+pub async fn poll(
+    runtime: &Runtime,
+    exchange: &mut impl Exchange,
+    admitted: &mut Admitted<'_>,
+    spec: &LongPollSpec,
+) -> Result<Option<Reply>> {
+    let route = admitted.route.name.clone();
+    let settings = &spec.settings;
+    let header = exchange.head();
+    let max_len = runtime.channels.max_name_length;
+    let inputs = params::channel_key(
+        &spec.channel,
+        header,
+        admitted.captures,
+        admitted.identity.map(|i| i.claims().as_value()),
+        max_len,
+    )
+    .and_then(|key| {
+        Ok((
+            key,
+            params::cursor(header)?,
+            params::hold(header, settings.timeout.get())?,
+        ))
+    });
+    let (key, cursor, hold_for) = match inputs {
+        Ok(inputs) => inputs,
+        Err(problem) => return Ok(Some(Reply::problem(&problem))),
+    };
+    let slot = match take_slot(runtime, spec, &route) {
+        Ok(slot) => slot,
+        Err(problem) => return Ok(Some(Reply::problem(&problem))),
+    };
+    // Noticing that the client left reads the connection: any request body must be out of the
+    // way first.
+    if let Err(problem) = body::drain(exchange, admitted.body_timeout).await? {
+        return Ok(Some(Reply::problem(&problem)));
+    }
+    let limit = match settings.format {
+        conf::PollFormat::Raw => 1,
+        conf::PollFormat::Batch => settings.limit,
+    };
+    let request = PollRequest {
+        cursor,
+        start: settings.start,
+        limit,
+    };
+    let deadline = tokio::time::Instant::now() + hold_for;
+    // The hub ends the poll at the deadline itself (with the cursor to resume from).
+    let held = hold(
+        runtime,
+        exchange,
+        None,
+        runtime.hub.poll(&key, request, deadline),
+    )
+    .await;
+    drop(slot);
+    let ending = Ending {
+        settings,
+        cors: admitted.route.cors.as_ref(),
+        origin: exchange
+            .head()
+            .headers
+            .get(http::header::ORIGIN)
+            .and_then(|v| v.to_str().ok()),
+    };
+    let (outcome, reply) = match held {
+        Held::Done(Ok(PollOutcome::Messages { messages, cursor })) => {
+            let now = std::time::SystemTime::now();
+            let delivery = METRICS.publish_to_delivery.with_label_values(&[&route]);
+            for message in &messages {
+                delivery.observe(
+                    now.duration_since(message.published_at)
+                        .unwrap_or(Duration::ZERO)
+                        .as_secs_f64(),
+                );
+            }
+            ("data", Some(messages_reply(&ending, &messages, &cursor)))
+        }
+        Held::Done(Ok(PollOutcome::Timeout { cursor })) => (
+            "timeout",
+            Some(timeout_reply(&ending, cursor.as_ref(), false)),
+        ),
+        Held::Done(Ok(PollOutcome::Gone { oldest })) => {
+            let problem = Problem::new(
+                410,
+                "cursor-gone",
+                "Gone",
+                format!("the cursor is older than the channel's buffer; resume from `{oldest}`, the oldest cursor still held"),
+            )
+            .with_member("oldest", oldest.to_string().into());
+            ("gone", Some(Reply::problem(&problem)))
+        }
+        Held::Done(Err(error)) => ("error", Some(Reply::problem(&hub_problem(&error)))),
+        Held::ClientGone => ("client_gone", None),
+        Held::Shutdown | Held::HoldEnded => (
+            "shutdown",
+            Some(timeout_reply(&ending, cursor.as_ref(), true)),
+        ),
+    };
+    admitted.outcome = Some(outcome);
+    METRICS
+        .longpoll_completions
+        .with_label_values(&[&route, outcome])
+        .inc();
+    Ok(reply)
+}
+
+/// Serves a `publish` route: stores the body (with its content type) and answers 201.
+pub async fn publish(
+    runtime: &Runtime,
+    exchange: &mut impl Exchange,
+    admitted: &Admitted<'_>,
+    spec: &PublishSpec,
+) -> Result<Reply> {
+    let header = exchange.head();
+    let key = match params::channel_key(
+        &spec.channel,
+        header,
+        admitted.captures,
+        admitted.identity.map(|i| i.claims().as_value()),
+        runtime.channels.max_name_length,
+    ) {
+        Ok(key) => key,
+        Err(problem) => return Ok(Reply::problem(&problem)),
+    };
+    let content_type = header
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let read = body::read_whole(exchange, admitted.route.max_body, admitted.body_timeout).await?;
+    let body = match read {
+        Ok(body) => body,
+        Err(problem) => return Ok(Reply::problem(&problem)),
+    };
+    match runtime
+        .hub
+        .publish(&key, body, content_type.as_deref())
+        .await
+    {
+        Ok(published) => {
+            METRICS
+                .messages_published
+                .with_label_values(&[&admitted.route.name])
+                .inc();
+            let cursor = published.cursor.to_string();
+            let body = serde_json::json!({"id": cursor, "cursor": cursor, "delivered_to": published.delivered_to});
+            Ok(Reply::json(201, &body).header("poll-cursor", &cursor))
+        }
+        Err(error) => Ok(Reply::problem(&hub_problem(&error))),
+    }
+}

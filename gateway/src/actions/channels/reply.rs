@@ -1,0 +1,97 @@
+//! The replies of a poll: `200` with the message as published (or a batch envelope), `204` (or
+//! an empty batch) when the hold ran out, always with `Cache-Control: no-store`, the cursor in
+//! `ETag` and `Poll-Cursor`, CORS headers where the route allows browsers, and `Connection:
+//! close` when the answer is given because the gateway is shutting down.
+
+use crate::core::spec::channel::allowed_origin;
+use crate::exchange::Reply;
+use crate::hub::{Cursor, Message};
+use bytes::Bytes;
+use http::HeaderValue;
+
+/// What shapes every answer of one poll.
+pub struct Ending<'a> {
+    pub settings: &'a conf::LongPoll,
+    pub cors: Option<&'a conf::Cors>,
+    /// The request's `Origin`.
+    pub origin: Option<&'a str>,
+}
+
+fn reply(status: u16, ending: &Ending<'_>, cursor: Option<&Cursor>) -> Reply {
+    let mut reply = Reply::fresh(status);
+    if let Some(cursor) = cursor {
+        let cursor = cursor.to_string();
+        reply = reply
+            .header("etag", &format!("\"{cursor}\""))
+            .header("poll-cursor", &cursor);
+    }
+    if let (Some(cors), Some(origin)) = (ending.cors, ending.origin) {
+        if let Some(allowed) = allowed_origin(cors, origin) {
+            reply = reply
+                .header("access-control-allow-origin", allowed)
+                .header("access-control-expose-headers", "ETag, Poll-Cursor");
+            if cors.credentials {
+                reply = reply.header("access-control-allow-credentials", "true");
+            }
+            reply = reply.header("vary", "Origin");
+        }
+    }
+    reply
+}
+
+/// 200 with the messages.
+pub fn messages_reply(ending: &Ending<'_>, messages: &[Message], cursor: &Cursor) -> Reply {
+    match (ending.settings.format, messages) {
+        (conf::PollFormat::Raw, [message, ..]) => {
+            let content_type = message
+                .content_type
+                .as_deref()
+                .and_then(|t| HeaderValue::from_str(t).ok());
+            // The body is the published `Bytes`: shared, never copied per subscriber.
+            reply(200, ending, Some(&message.id)).with_body(content_type, message.body.clone())
+        }
+        _ => reply(200, ending, Some(cursor)).with_body(
+            Some(HeaderValue::from_static("application/json")),
+            batch(messages, Some(cursor)),
+        ),
+    }
+}
+
+/// The answer when nothing came: 204 (or an empty batch with `on_timeout: 200`).
+pub fn timeout_reply(ending: &Ending<'_>, cursor: Option<&Cursor>, shutdown: bool) -> Reply {
+    let reply = if ending.settings.on_timeout == conf::OnTimeout::EmptyBatch {
+        reply(200, ending, cursor).with_body(
+            Some(HeaderValue::from_static("application/json")),
+            batch(&[], cursor),
+        )
+    } else {
+        reply(204, ending, cursor)
+    };
+    if shutdown {
+        reply.closing()
+    } else {
+        reply
+    }
+}
+
+/// `{"messages":[{"id","content_type","data"}…],"cursor":"…"}`; JSON bodies are embedded as
+/// JSON, anything else as a string (lossy for non-UTF-8 bytes).
+fn batch(messages: &[Message], cursor: Option<&Cursor>) -> Bytes {
+    let messages: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|message| {
+            let is_json = message.content_type.as_deref().is_some_and(|t| {
+                let essence = t.split(';').next().unwrap_or("").trim();
+                essence == "application/json" || essence.ends_with("+json")
+            });
+            let data: serde_json::Value = is_json
+                .then(|| serde_json::from_slice(&message.body).ok())
+                .flatten()
+                .unwrap_or_else(|| String::from_utf8_lossy(&message.body).into_owned().into());
+            serde_json::json!({"id": message.id.to_string(), "content_type": message.content_type.as_deref(), "data": data})
+        })
+        .collect();
+    let envelope =
+        serde_json::json!({"messages": messages, "cursor": cursor.map(ToString::to_string)});
+    Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
+}

@@ -1,0 +1,246 @@
+//! `job` routes: a slow (AI) upstream call started by one request and collected
+//! by long-polling another.
+//!
+//! - `POST <prefix>` (any method but `GET`/`HEAD`) reads and maps the request like any upstream
+//!   call, starts the call in the background and answers `202 {"job":"<id>","poll":"<prefix>/<id>"}`
+//!   with the poll URL in `Location` too. Past the route's `max_running` jobs running on this
+//!   instance: `503` + `Retry-After: 1`.
+//! - `GET <prefix>/<id>` holds until the result is there (at most the job's `timeout`, or less
+//!   with `?wait=SECONDS`): `200` with the upstream's body and content type and the upstream's
+//!   own status in `Holdfast-Upstream-Status` (a `500` of the upstream is still a `200` poll
+//!   answer: the job ran), `204` when the hold ends first, `404` for an id that is unknown — or
+//!   that another identity started (a job is bound to the `provider:subject` that created it) —
+//!   and `410` once the result's `ttl` has passed. A result stays pollable, repeatedly, for
+//!   `ttl` after it came; `410` is given for another `ttl`, then the id is forgotten (`404`).
+//! - A job whose call failed keeps a *failed* result, and polls get its problem: `504`
+//!   (`upstream-timeout`) when the upstream did not answer in time, `502` otherwise — in
+//!   particular `502 job-result-too-large` when the answer was over `max_result` (default
+//!   10 MiB; the answer is not kept, the connection is closed as soon as the limit is passed).
+//!
+//! The background call runs on the serving runtime (it outlives the request that started it,
+//! not the process): a job running during shutdown is lost. Jobs live in this instance's memory;
+//! with several instances, poll the instance that started the job (the Redis backplane does not
+//! carry jobs yet). Gauge: `holdfast_jobs{route,state}` with `running`, `done` and `failed`.
+
+pub mod shared;
+mod store;
+
+use crate::actions::call::{self, timeout_reply};
+use crate::actions::Admitted;
+use crate::core::runtime::Runtime;
+use crate::core::spec::job::JobSpec;
+use crate::core::upstream::exchange::{send, UpstreamError};
+use crate::exchange::hold::{hold, Held};
+use crate::exchange::{body, Exchange, Reply};
+use crate::problem::Problem;
+use pingora_error::Result;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{JobResult, Lookup, STORE};
+
+fn not_found(id: &str) -> Problem {
+    Problem::new(
+        404,
+        "job-not-found",
+        "Not Found",
+        format!("there is no job `{id}` for this caller"),
+    )
+}
+
+/// Serves a `job` route: starts a job or polls one, by method and path. `None` when the client
+/// left.
+pub async fn serve(
+    runtime: &Runtime,
+    exchange: &mut impl Exchange,
+    admitted: &mut Admitted<'_>,
+    spec: &JobSpec,
+) -> Result<Option<Reply>> {
+    let header = exchange.head();
+    let rest = header
+        .uri
+        .path()
+        .strip_prefix(spec.prefix.as_str())
+        .unwrap_or("")
+        .trim_start_matches('/')
+        .to_owned();
+    let polling = matches!(header.method, http::Method::GET | http::Method::HEAD);
+    match (rest.is_empty(), polling) {
+        (true, false) => start(exchange, admitted, spec).await.map(Some),
+        (false, true) if !rest.contains('/') => {
+            poll(runtime, exchange, admitted, spec, &rest).await
+        }
+        (true, true) => {
+            let problem = Problem::method_not_allowed(header.method.as_str(), "POST");
+            Ok(Some(Reply::problem(&problem)))
+        }
+        _ => {
+            let problem = Problem::not_found(&format!("{} {}", header.method, header.uri.path()));
+            Ok(Some(Reply::problem(&problem)))
+        }
+    }
+}
+
+async fn start(
+    exchange: &mut impl Exchange,
+    admitted: &Admitted<'_>,
+    spec: &JobSpec,
+) -> Result<Reply> {
+    let request = match call::outbound(exchange, admitted).await? {
+        Ok(request) => Arc::new(request),
+        Err(problem) => return Ok(Reply::problem(&problem)),
+    };
+    let route = admitted.route.name.clone();
+    let owner = admitted.owner();
+    let Some(job) = STORE.start(&route, owner.clone(), spec.max_running) else {
+        let problem = Problem::new(
+            503,
+            "jobs-busy",
+            "Service Unavailable",
+            format!(
+                "this route already runs its maximum of {} jobs; try again shortly",
+                spec.max_running
+            ),
+        )
+        .with_header("retry-after", "1");
+        return Ok(Reply::problem(&problem));
+    };
+    let id = job.id.clone();
+    // Mirrored before the 202, so a poll on another instance finds the job at once.
+    shared::started(&id, &route, owner.as_deref(), MIRROR_RUNNING, spec.ttl).await;
+    let (pool, options, max_result, ttl) = (
+        spec.pool.clone(),
+        spec.options.clone(),
+        spec.max_result,
+        spec.ttl,
+    );
+    tokio::spawn(async move {
+        let call = call::until_ready(options.repoll.as_ref(), || {
+            let (pool, request) = (&pool, &request);
+            async move { Arc::new(send(pool, request, max_result).await) }
+        });
+        let result = if options.repoll.is_some() {
+            tokio::time::timeout(options.hold, call)
+                .await
+                .unwrap_or_else(|_| Arc::new(Err(UpstreamError::Timeout(pool.name.clone()))))
+        } else {
+            call.await
+        };
+        let result = match &*result {
+            Ok(answer) => JobResult::Answer(answer.clone()),
+            Err(UpstreamError::TooLarge(name, limit)) => JobResult::Failed(Problem::new(
+                502,
+                "job-result-too-large",
+                "Bad Gateway",
+                format!("the answer of upstream `{name}` was larger than this route's max_result of {limit} bytes; it was not kept"),
+            )),
+            Err(error) => JobResult::Failed(error.problem()),
+        };
+        shared::finished(&job.id, &route, owner.as_deref(), &result, ttl).await;
+        STORE.finish(&job, result, ttl);
+    });
+    let poll = format!("{}/{id}", spec.prefix);
+    let body = serde_json::json!({"job": id, "poll": poll});
+    Ok(Reply::json(202, &body).header("location", &poll))
+}
+
+/// `?wait=SECONDS`, capped by the route's hold; `Err` for a value that is not a number.
+fn hold_of(exchange: &impl Exchange, route_hold: Duration) -> Result<Duration, Problem> {
+    let query = exchange.head().uri.query().unwrap_or("");
+    let Some((_, wait)) = form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == "wait")
+    else {
+        return Ok(route_hold);
+    };
+    wait.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(route_hold.as_secs_f64())))
+        .ok_or_else(|| {
+            Problem::new(
+                400,
+                "bad-request",
+                "Bad Request",
+                format!(
+                    "invalid wait `{wait}`: give a number of seconds from 0 to {}",
+                    route_hold.as_secs()
+                ),
+            )
+        })
+}
+
+async fn poll(
+    runtime: &Runtime,
+    exchange: &mut impl Exchange,
+    admitted: &Admitted<'_>,
+    spec: &JobSpec,
+    id: &str,
+) -> Result<Option<Reply>> {
+    let hold_for = match hold_of(exchange, spec.hold) {
+        Ok(hold) => hold,
+        Err(problem) => return Ok(Some(Reply::problem(&problem))),
+    };
+    let owner = admitted.owner();
+    let route = &admitted.route.name;
+    let expired = || {
+        Problem::new(
+            410,
+            "job-expired",
+            "Gone",
+            format!("the result of job `{id}` has expired"),
+        )
+    };
+    // A job started here is in the local table; one started on another instance (Redis
+    // backplane) is found in Redis.
+    let local = match STORE.lookup(route, id, owner.as_deref()) {
+        Lookup::Expired => return Ok(Some(Reply::problem(&expired()))),
+        Lookup::Found(waiting) => Some(waiting),
+        Lookup::Unknown => match shared::lookup(id, route, owner.as_deref()).await {
+            shared::Remote::Unknown => return Ok(Some(Reply::problem(&not_found(id)))),
+            shared::Remote::Expired => return Ok(Some(Reply::problem(&expired()))),
+            shared::Remote::Done(result) => return Ok(Some(result_reply(&result))),
+            shared::Remote::Running => None,
+        },
+    };
+    if let Err(problem) = body::drain(exchange, admitted.body_timeout).await? {
+        return Ok(Some(Reply::problem(&problem)));
+    }
+    let deadline = tokio::time::Instant::now() + hold_for;
+    let wait = async {
+        let Some(mut waiting) = local else {
+            return match shared::wait(id, route, owner.as_deref()).await {
+                shared::Remote::Done(result) => Some(Arc::new(result)),
+                _ => None,
+            };
+        };
+        loop {
+            if let Some(result) = waiting.borrow_and_update().clone() {
+                return Some(result);
+            }
+            if waiting.changed().await.is_err() {
+                return None;
+            }
+        }
+    };
+    Ok(match hold(runtime, exchange, Some(deadline), wait).await {
+        Held::Done(Some(result)) => Some(result_reply(&result)),
+        Held::Done(None) | Held::HoldEnded => Some(timeout_reply(false)),
+        Held::Shutdown => Some(timeout_reply(true)),
+        Held::ClientGone => None,
+    })
+}
+
+/// How long a running job's mirror in Redis lives before its result replaces it.
+const MIRROR_RUNNING: Duration = Duration::from_secs(3600);
+
+/// 200 with the upstream's answer (its status in `Holdfast-Upstream-Status`), or the stored
+/// problem of a failed job.
+fn result_reply(result: &JobResult) -> Reply {
+    match result {
+        JobResult::Answer(upstream) => {
+            let content_type = upstream.headers.get(http::header::CONTENT_TYPE).cloned();
+            Reply::fresh(200)
+                .with_body(content_type, upstream.body.clone())
+                .header("holdfast-upstream-status", &upstream.status.to_string())
+        }
+        JobResult::Failed(problem) => Reply::problem(problem),
+    }
+}

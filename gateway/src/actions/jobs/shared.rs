@@ -1,0 +1,251 @@
+//! Jobs shared between instances through Redis (`backplane: redis`): the instance that runs a
+//! job mirrors its state and result into two keys, so a poll that lands on another instance finds
+//! it there. `<prefix>job:<id>` holds the metadata (route, owner, state, and for a finished job
+//! its status, content type and expiry); `<prefix>job:<id>:body` holds the result's bytes. Both
+//! expire on their own: a finished job is kept for its `ttl`, then remembered as expired (410)
+//! for another `ttl`. A poll on another instance reads the keys, and while the job runs it reads
+//! again with a short back-off (jobs are few and slow; one Redis GET every 100–500 ms per held
+//! poll is cheap, and needs no wake-up path of its own).
+
+use super::store::JobResult;
+use crate::problem::Problem;
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+static SHARED: OnceLock<Shared> = OnceLock::new();
+
+struct Shared {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+/// Connects the mirror when the config uses the Redis backplane; call inside a runtime that
+/// lives as long as the process (the connection's driver runs there).
+pub fn init(config: &conf::Config) {
+    let conf::Backplane::Redis(redis_conf) = &config.backplane else {
+        return;
+    };
+    let client = match redis::Client::open(redis_conf.url.as_str()) {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "jobs cannot use the Redis backplane");
+            return;
+        }
+    };
+    let settings = redis::aio::ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(1)));
+    match ConnectionManager::new_lazy_with_config(client, settings) {
+        Ok(conn) => {
+            let _ = SHARED.set(Shared {
+                conn,
+                prefix: redis_conf.prefix.clone(),
+            });
+        }
+        Err(error) => tracing::error!(%error, "jobs cannot use the Redis backplane"),
+    }
+}
+
+/// A job's state as the other instances see it.
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    route: String,
+    owner: Option<String>,
+    /// `running`, `done` or `failed`.
+    state: String,
+    status: u16,
+    content_type: Option<String>,
+    /// For a failed job: the problem's slug and detail.
+    kind: Option<String>,
+    detail: Option<String>,
+    /// Unix milliseconds after which the result is gone (410).
+    expires_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+async fn store(key: String, value: Vec<u8>, keep: Duration) {
+    let Some(shared) = SHARED.get() else { return };
+    let mut conn = shared.conn.clone();
+    let result: redis::RedisResult<()> = conn
+        .pset_ex(
+            format!("{}{key}", shared.prefix),
+            value,
+            millis(keep).max(1),
+        )
+        .await;
+    if let Err(error) = result {
+        tracing::warn!(%error, "cannot mirror a job into Redis; it can be polled on its own instance only");
+    }
+}
+
+/// Mirrors a job that just started (kept until it may finish plus twice its ttl).
+pub async fn started(
+    id: &str,
+    route: &str,
+    owner: Option<&str>,
+    runs_for: Duration,
+    ttl: Duration,
+) {
+    let meta = Meta {
+        route: route.to_owned(),
+        owner: owner.map(str::to_owned),
+        state: "running".to_owned(),
+        status: 0,
+        content_type: None,
+        kind: None,
+        detail: None,
+        expires_ms: 0,
+    };
+    store(
+        format!("job:{id}"),
+        serde_json::to_vec(&meta).unwrap_or_default(),
+        runs_for + ttl * 2,
+    )
+    .await;
+}
+
+/// Mirrors a finished job's result.
+pub async fn finished(
+    id: &str,
+    route: &str,
+    owner: Option<&str>,
+    result: &JobResult,
+    ttl: Duration,
+) {
+    if SHARED.get().is_none() {
+        return;
+    }
+    let (state, status, content_type, kind, detail, body) = match result {
+        JobResult::Answer(answer) => (
+            "done",
+            answer.status,
+            answer.content_type().map(str::to_owned),
+            None,
+            None,
+            answer.body.clone(),
+        ),
+        JobResult::Failed(problem) => (
+            "failed",
+            problem.status,
+            None,
+            Some(problem.kind.to_owned()),
+            Some(problem.detail.clone()),
+            Bytes::new(),
+        ),
+    };
+    let meta = Meta {
+        route: route.to_owned(),
+        owner: owner.map(str::to_owned),
+        state: state.to_owned(),
+        status,
+        content_type,
+        kind,
+        detail,
+        expires_ms: now_ms() + millis(ttl),
+    };
+    store(format!("job:{id}:body"), body.to_vec(), ttl).await;
+    store(
+        format!("job:{id}"),
+        serde_json::to_vec(&meta).unwrap_or_default(),
+        ttl * 2,
+    )
+    .await;
+}
+
+/// What another instance knows of a job.
+pub enum Remote {
+    /// Redis is not the backplane, or has no such job for this route and owner.
+    Unknown,
+    Running,
+    Expired,
+    Done(JobResult),
+}
+
+/// Looks job `id` up in Redis (for a poll that landed on an instance that did not start it).
+pub async fn lookup(id: &str, route: &str, owner: Option<&str>) -> Remote {
+    let Some(shared) = SHARED.get() else {
+        return Remote::Unknown;
+    };
+    let mut conn = shared.conn.clone();
+    let meta: Option<Vec<u8>> = conn
+        .get(format!("{}job:{id}", shared.prefix))
+        .await
+        .unwrap_or(None);
+    let Some(meta) = meta.and_then(|bytes| serde_json::from_slice::<Meta>(&bytes).ok()) else {
+        return Remote::Unknown;
+    };
+    if meta.route != route || meta.owner.as_deref() != owner {
+        return Remote::Unknown;
+    }
+    if meta.state == "running" {
+        return Remote::Running;
+    }
+    if meta.expires_ms <= now_ms() {
+        return Remote::Expired;
+    }
+    if meta.state == "failed" {
+        let detail = meta.detail.unwrap_or_default();
+        let kind = if meta.kind.as_deref() == Some("job-result-too-large") {
+            "job-result-too-large"
+        } else {
+            "upstream-failed"
+        };
+        let title = if meta.status == 504 {
+            "Gateway Timeout"
+        } else {
+            "Bad Gateway"
+        };
+        return Remote::Done(JobResult::Failed(Problem::new(
+            meta.status,
+            kind,
+            title,
+            detail,
+        )));
+    }
+    let body: Option<Vec<u8>> = conn
+        .get(format!("{}job:{id}:body", shared.prefix))
+        .await
+        .unwrap_or(None);
+    let Some(body) = body else {
+        return Remote::Expired;
+    };
+    let mut headers = http::HeaderMap::new();
+    if let Some(content_type) = meta
+        .content_type
+        .and_then(|ct| http::HeaderValue::from_str(&ct).ok())
+    {
+        headers.insert(http::header::CONTENT_TYPE, content_type);
+    }
+    Remote::Done(JobResult::Answer(crate::core::upstream::exchange::Answer {
+        status: meta.status,
+        headers,
+        body: Bytes::from(body),
+    }))
+}
+
+/// Waits for a job running on another instance, reading Redis with a growing pause.
+pub async fn wait(id: &str, route: &str, owner: Option<&str>) -> Remote {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match lookup(id, route, owner).await {
+            Remote::Running => {}
+            other => return other,
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}

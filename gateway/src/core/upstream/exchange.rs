@@ -1,0 +1,221 @@
+//! The upstream exchange for calls the gateway makes itself (re-polled, coalesced, fanned-in
+//! and job calls): one request to a pool's target, the whole answer back, through Pingora's one
+//! pooled connector. Target choice and connect retries are the pool's (`Pool::next_target`).
+
+use crate::core::upstream::Pool;
+use crate::observe::labels;
+use crate::observe::metrics::METRICS;
+use crate::problem::Problem;
+use bytes::{Bytes, BytesMut};
+use pingora_error::ErrorType;
+use pingora_http::RequestHeader;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The largest upstream answer a directly answered route buffers.
+pub const MAX_BUFFERED: usize = 10 << 20;
+
+/// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1), plus framing the gateway sets itself.
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+    "content-length",
+];
+
+/// An upstream's answer, whole.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn content_type(&self) -> Option<&str> {
+        self.headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Why an upstream gave no (usable) answer — to a call the gateway made, or to a proxied
+/// request — and, in [`UpstreamError::problem`], what the client is told then.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("no target of upstream `{0}` is available")]
+    NoTarget(Arc<str>),
+    #[error("upstream `{0}` refused or dropped the connection")]
+    Failed(Arc<str>),
+    #[error("upstream `{0}` did not answer in time")]
+    Timeout(Arc<str>),
+    #[error("the answer of upstream `{0}` is larger than {1} bytes")]
+    TooLarge(Arc<str>, usize),
+    #[error("the call to upstream `{0}` was cancelled")]
+    Cancelled(Arc<str>),
+}
+
+impl UpstreamError {
+    /// The failure of upstream `name` that Pingora's `error` reports.
+    pub fn of(name: Arc<str>, error: &pingora_error::Error) -> Self {
+        match error.etype() {
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                UpstreamError::Timeout(name)
+            }
+            ErrorType::ConnectNoRoute => UpstreamError::NoTarget(name),
+            _ => UpstreamError::Failed(name),
+        }
+    }
+
+    /// The short outcome word used in `Holdfast-Upstreams` and problem bodies.
+    pub fn label(&self) -> &'static str {
+        match self {
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::TooLarge(..) => "too-large",
+            UpstreamError::Cancelled(_) => "cancelled",
+            UpstreamError::NoTarget(_) | UpstreamError::Failed(_) => "error",
+        }
+    }
+
+    /// The answer a client gets when this call was all there was to answer with.
+    pub fn problem(&self) -> Problem {
+        match self {
+            UpstreamError::Timeout(_) => {
+                Problem::new(504, "upstream-timeout", "Gateway Timeout", self.to_string())
+            }
+            UpstreamError::NoTarget(_) => {
+                Problem::new(502, "upstream-unavailable", "Bad Gateway", self.to_string())
+            }
+            UpstreamError::TooLarge(..) => {
+                Problem::new(502, "upstream-too-large", "Bad Gateway", self.to_string())
+            }
+            UpstreamError::Failed(_) | UpstreamError::Cancelled(_) => {
+                Problem::new(502, "upstream-failed", "Bad Gateway", self.to_string())
+            }
+        }
+    }
+}
+
+pub type CallResult = Result<Answer, UpstreamError>;
+
+/// The request the gateway sends upstream, built once per client request.
+#[derive(Clone)]
+pub struct OutboundRequest {
+    pub header: RequestHeader,
+    pub body: Bytes,
+}
+
+impl OutboundRequest {
+    /// The same request with another path (the query is kept).
+    pub fn with_path(&self, path: &str) -> Self {
+        let mut request = self.clone();
+        let uri = match self.header.uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path.to_owned(),
+        };
+        if let Ok(uri) = uri.parse() {
+            request.header.set_uri(uri);
+        }
+        request
+    }
+}
+
+/// One call to `pool`: a target by round robin (the next one when connecting fails), the
+/// request, the whole answer up to `max_body` bytes. Counted in the upstream metrics.
+pub async fn send(pool: &Pool, request: &OutboundRequest, max_body: usize) -> CallResult {
+    let started = Instant::now();
+    let result = exchange(pool, request, max_body, started).await;
+    let code = result.as_ref().map_or(0, |answer| answer.status);
+    METRICS
+        .upstream_requests
+        .with_label_values(&[&*pool.name, labels::code(code)])
+        .inc();
+    result
+}
+
+async fn exchange(
+    pool: &Pool,
+    request: &OutboundRequest,
+    max_body: usize,
+    started: Instant,
+) -> CallResult {
+    let name = &pool.name;
+    let mut tried = Vec::new();
+    let mut stale_retries = 0;
+    loop {
+        let Some(peer) = pool.next_attempt(&mut tried) else {
+            return Err(UpstreamError::NoTarget(name.clone()));
+        };
+        let (mut session, reused) = match crate::core::outbound::connector()
+            .get_http_session(&peer)
+            .await
+        {
+            Ok(session) => session,
+            Err(error) => {
+                if pool.may_retry_connect(&tried) {
+                    continue;
+                }
+                return Err(UpstreamError::of(name.clone(), &error));
+            }
+        };
+        let sent = async {
+            session
+                .write_request_header(Box::new(request.header.clone()))
+                .await?;
+            if request.body.is_empty() {
+                session.finish_request_body().await?;
+            } else {
+                session
+                    .write_request_body(request.body.clone(), true)
+                    .await?;
+            }
+            session.read_response_header().await
+        }
+        .await;
+        if let Err(error) = sent {
+            // A pooled connection the upstream closed while idle: nothing was processed.
+            if reused && stale_retries < 2 {
+                stale_retries += 1;
+                // The same target again: it did not fail, its idle connection did.
+                tried.pop();
+                continue;
+            }
+            return Err(UpstreamError::of(name.clone(), &error));
+        }
+        let (status, headers) = match session.response_header() {
+            Some(header) => (header.status.as_u16(), header.headers.clone()),
+            None => return Err(UpstreamError::Failed(name.clone())),
+        };
+        METRICS
+            .upstream_duration
+            .with_label_values(&[&**name])
+            .observe(started.elapsed().as_secs_f64());
+        let mut body = BytesMut::new();
+        loop {
+            match session.read_response_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > max_body {
+                        return Err(UpstreamError::TooLarge(name.clone(), max_body));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(error) => return Err(UpstreamError::of(name.clone(), &error)),
+            }
+        }
+        let idle = peer.options.idle_timeout;
+        crate::core::outbound::connector()
+            .release_http_session(session, &peer, idle)
+            .await;
+        return Ok(Answer {
+            status,
+            headers,
+            body: body.freeze(),
+        });
+    }
+}

@@ -1,0 +1,207 @@
+//! Requests for routes the gateway answers itself (long-poll, publish, upstream calls, fan-in,
+//! jobs), served without Pingora's proxy state machine.
+//!
+//! Pingora runs every request inside `HttpProxy::process_new_http`, one future sized for its
+//! largest state: proxying with its cache, retries and upstream session, tens of KiB. A held
+//! long-poll sits in `request_filter` for up to its whole wait, and kept all of that allocated
+//! (bench/RESULTS.md §2). These routes only ever reach `request_filter`, which writes the
+//! answer and returns `true`, so here they run exactly the part of Pingora's
+//! `process_request` that such a request takes — `request_filter`, then `logging`, then
+//! finishing the session for reuse, or `fail_to_proxy` on an error — with the same `Gateway`
+//! hooks, and nothing else is held.
+//!
+//! Which requests come here is decided from the raw head (slow_client.rs read it already) with
+//! the same route lookup `request_filter` makes; anything unusual (an absolute-form target,
+//! more headers than the parser's array, `CONNECT`) goes to Pingora, which serves every request.
+
+use crate::core::routes::{Action, Lookup};
+use crate::core::state::State;
+use crate::pipeline::gateway::Gateway;
+use crate::pipeline::{respond, routing};
+use crate::problem::Problem;
+use pingora_core::apps::{HttpPersistentSettings, ReusedHttpStream};
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+use pingora_proxy::{ProxyHttp, Session};
+
+/// Whether the request with this method, target and `Host` (from a checked head) is for a
+/// route the gateway answers itself.
+pub fn answered_here(state: &State, method: &str, target: &str, host: Option<&str>) -> bool {
+    if !state.routes.answers_any() {
+        return false;
+    }
+    // Origin form only (`/path?query`): Pingora resolves the other forms.
+    if !target.starts_with('/') {
+        return false;
+    }
+    let Ok(method) = http::Method::from_bytes(method.as_bytes()) else {
+        return false;
+    };
+    if method == http::Method::CONNECT {
+        return false;
+    }
+    // As Pingora's request target parsing: the path ends at the query or a fragment.
+    let path = target.split(['?', '#']).next().unwrap_or(target);
+    // Routed on its normal form, as `request_filter` does; a path that has none is refused
+    // there.
+    let Ok(path) = crate::wire::target::normalize(path) else {
+        return false;
+    };
+    matches!(
+        routing::find(state, host, &method, &path),
+        Lookup::Found(route, _) if !matches!(route.action, Action::Proxy(_))
+    )
+}
+
+/// Serves the one request whose head `session` holds (as its pipelined prefix), as Pingora's
+/// `process_request` would when `request_filter` answers it. Returns the connection when it may
+/// serve another request.
+pub async fn serve(
+    gateway: &Gateway,
+    mut session: Session,
+    shutdown: &ShutdownWatch,
+) -> Option<ReusedHttpStream> {
+    // Reading the head and finishing the session are boxed, so that while the request is held
+    // this future keeps only the session, the context and the hook's own (boxed) future.
+    match Box::pin(session.downstream_session.read_request()).await {
+        Ok(true) => {
+            // Reading the head set keep-alive from the request; as in Pingora's
+            // `process_new_http`, a server shutting down answers with `Connection: close`.
+            if *shutdown.borrow() {
+                session.set_keepalive(None);
+            }
+        }
+        Ok(false) => return None,
+        Err(_) => {
+            // The head was complete but does not parse: what Pingora answers too.
+            if let Err(error) = session.downstream_session.respond_error(400).await {
+                tracing::debug!(%error, "cannot answer a malformed request");
+            }
+            session.downstream_session.shutdown().await;
+            return None;
+        }
+    }
+    let mut ctx = gateway.new_ctx();
+    let error = match gateway.request_filter(&mut session, &mut ctx).await {
+        Ok(true) => {
+            gateway.logging(&mut session, None, &mut ctx).await;
+            return finish(session).await;
+        }
+        // A reload between the decision and `request_filter` made the route a proxied one
+        // (anything else is a disagreement with `answered_here`, worth knowing about).
+        Ok(false) => {
+            let summary = gateway.request_summary(&session, &ctx);
+            tracing::warn!(request = %summary, "the route changed while the request was read");
+            match respond::problem(&mut session, &mut ctx, &route_changed()).await {
+                Ok(_) => {
+                    gateway.logging(&mut session, None, &mut ctx).await;
+                    return finish(session).await;
+                }
+                Err(error) => error,
+            }
+        }
+        Err(error) => error,
+    };
+    let failed = gateway.fail_to_proxy(&mut session, &error, &mut ctx).await;
+    if !gateway.suppress_error_log(&session, &ctx, &error) {
+        let summary = gateway.request_summary(&session, &ctx);
+        tracing::error!(%error, status = failed.error_code, request = %summary, "cannot serve the request");
+    }
+    gateway.logging(&mut session, Some(&error), &mut ctx).await;
+    session.downstream_session.on_proxy_failure(error);
+    if failed.can_reuse_downstream {
+        finish(session).await
+    } else {
+        None
+    }
+}
+
+/// Ends the request; the connection when it may be reused.
+async fn finish(session: Session) -> Option<ReusedHttpStream> {
+    let settings = HttpPersistentSettings::for_session(&session.downstream_session);
+    let reusable = Box::pin(session.downstream_session.finish())
+        .await
+        .ok()
+        .flatten()?;
+    Some(ReusedHttpStream::from_reusable_stream(reusable, settings))
+}
+
+fn route_changed() -> Problem {
+    Problem::new(
+        503,
+        "reloading",
+        "Service Unavailable",
+        "the configuration changed while the request arrived; retry it",
+    )
+    .with_header("retry-after", "0")
+}
+
+/// A connection's stream as Pingora's HTTP/1 session wants it, for [`serve`].
+pub fn session(stream: Stream) -> Session {
+    Session::new_h1_with_modules(stream, &pingora_core::modules::http::HttpModules::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answered_here;
+    use std::path::Path;
+
+    const CONFIG: &str = r#"
+upstreams:
+  api: { targets: ["127.0.0.1:9"] }
+routes:
+  - { name: api, match: { prefix: /api }, upstream: api }
+  - { name: sub, match: { path: "/sub/{ch}", methods: [GET] }, longpoll: { channel: "{ch}" } }
+  - { name: hosted, match: { path: /h, host: poll.example.com }, longpoll: { channel: h } }
+  - { name: proxied, match: { path: /h }, upstream: api }
+  - { name: exact, match: { path: /poll/x }, upstream: api }
+  - { name: polls, match: { prefix: /poll }, longpoll: { channel: p } }
+"#;
+
+    fn state(yaml: &str) -> crate::core::state::State {
+        let config = conf::load_str(Path::new("t.yaml"), yaml).expect("parses");
+        crate::core::state::compile(config, None).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn only_heads_for_answered_routes_are_answered_here() {
+        let state = state(CONFIG);
+        let here = |head: &str| {
+            crate::wire::head::check(head.as_bytes(), 100)
+                .is_ok_and(|head| answered_here(&state, head.method, head.target, head.host))
+        };
+        assert!(here("GET /sub/a HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(here("GET /sub/a?cursor=1 HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(here(
+            "GET /h HTTP/1.1\r\nhost: POLL.example.com:8080\r\n\r\n"
+        ));
+        assert!(!here("GET /h HTTP/1.1\r\nHost: other.example.com\r\n\r\n"));
+        // A fully qualified name (trailing dot) is the same host.
+        assert!(here(
+            "GET /h HTTP/1.1\r\nHost: poll.example.com.:80\r\n\r\n"
+        ));
+        // What `request_filter` reads: a path ends at a fragment too, and a Host that is not
+        // visible ASCII is no host at all.
+        assert!(!here("GET /poll/x#y HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(here("GET /poll/y#x HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!here(
+            "GET /h HTTP/1.1\r\nHost: poll.example.com:\u{e9}\r\n\r\n"
+        ));
+        assert!(!here("GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n"));
+        // Not found or not allowed: Pingora's path answers those.
+        assert!(!here("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!here("POST /sub/a HTTP/1.1\r\nHost: x\r\n\r\n"));
+        // Unusual forms go to Pingora, which serves everything.
+        assert!(!here("GET http://x/sub/a HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!here("CONNECT /sub/a HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!here("GET /sub/a HTTP/1.1\r\nHost: x\r\n"));
+        assert!(!here("\u{1}\u{2} garbage\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_proxy_only_config_skips_the_decision() {
+        let state = state("upstreams: { a: { targets: [\"127.0.0.1:9\"] } }\nroutes: [{ name: a, upstream: a }]\n");
+        assert!(!state.routes.answers_any());
+        assert!(!answered_here(&state, "GET", "/", None));
+    }
+}

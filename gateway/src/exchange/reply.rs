@@ -1,0 +1,191 @@
+//! [`Reply`]: every answer the gateway writes itself — problems, poll and publish answers,
+//! upstream answers of calls, fan-in and jobs, CORS preflights — as one value, built by the
+//! actions and written in one place. Always with a `Content-Length`, so keep-alive clients do not
+//! hang on a close-delimited body.
+
+use crate::core::upstream::exchange::{Answer, HOP_BY_HOP};
+use crate::problem::Problem;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::HeaderMap;
+use pingora_http::ResponseHeader;
+
+/// An answer the gateway writes itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The connection closes after this reply (`Connection: close`): the gateway is shutting
+    /// down, or the connection cannot be trusted any more.
+    pub close: bool,
+    /// The problem's kind, when this reply is a problem+json refusal.
+    pub problem: Option<&'static str>,
+}
+
+impl Reply {
+    /// `status` with no headers and an empty body.
+    pub fn new(status: u16) -> Self {
+        Self {
+            status,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            close: false,
+            problem: None,
+        }
+    }
+
+    /// `status`, not to be cached (`Cache-Control: no-store`): what the gateway answers from
+    /// state that changes (channels, calls, jobs).
+    pub fn fresh(status: u16) -> Self {
+        Self::new(status).with(CACHE_CONTROL, HeaderValue::from_static("no-store"))
+    }
+
+    /// The `application/problem+json` answer for `problem`.
+    pub fn problem(problem: &Problem) -> Self {
+        let mut reply = Self::fresh(problem.status).with_body(
+            Some(HeaderValue::from_static("application/problem+json")),
+            problem.body(),
+        );
+        for (name, value) in &problem.headers {
+            reply = reply.header(name, value.as_str());
+        }
+        reply.problem = Some(problem.kind);
+        reply
+    }
+
+    /// An upstream's answer as it came (its status, end-to-end headers and body).
+    pub fn upstream(answer: &Answer) -> Self {
+        let mut reply = Self::new(answer.status);
+        for (name, value) in &answer.headers {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                reply.headers.append(name.clone(), value.clone());
+            }
+        }
+        reply.body = answer.body.clone();
+        reply
+    }
+
+    /// JSON, not to be cached.
+    pub fn json(status: u16, value: &serde_json::Value) -> Self {
+        // Serialising a JSON value cannot fail.
+        let body = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
+        Self::fresh(status).with_body(Some(HeaderValue::from_static("application/json")), body)
+    }
+
+    /// Sets `name` (replacing any value). A value that cannot be a header value is left out.
+    pub fn header(self, name: &'static str, value: &str) -> Self {
+        match HeaderValue::from_str(value) {
+            Ok(value) => self.with(HeaderName::from_static(name), value),
+            Err(_) => {
+                tracing::debug!(name, "a reply header value is not valid; left out");
+                self
+            }
+        }
+    }
+
+    /// Sets `name` to `value` (replacing any value).
+    pub fn with(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+
+    /// Sets the body and its content type.
+    pub fn with_body(mut self, content_type: Option<HeaderValue>, body: Bytes) -> Self {
+        if let Some(content_type) = content_type {
+            self.headers.insert(CONTENT_TYPE, content_type);
+        }
+        self.body = body;
+        self
+    }
+
+    /// The reply closes the connection after it.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
+    /// The response header to write: the reply's headers, `Content-Length`, and `Connection:
+    /// close` when it closes.
+    pub fn response_header(&self) -> pingora_error::Result<ResponseHeader> {
+        let mut header = ResponseHeader::build(self.status, Some(self.headers.len() + 2))?;
+        for (name, value) in &self.headers {
+            header.append_header(name.clone(), value.clone())?;
+        }
+        header.set_content_length(self.body.len())?;
+        if self.close {
+            header.insert_header(http::header::CONNECTION, "close")?;
+        }
+        Ok(header)
+    }
+
+    /// The reply as HTTP/1.1 bytes, for a connection that has no HTTP session (yet).
+    pub fn to_http1(&self) -> Vec<u8> {
+        let reason = http::StatusCode::from_u16(self.status)
+            .ok()
+            .and_then(|status| status.canonical_reason())
+            .unwrap_or("");
+        let mut out = format!("HTTP/1.1 {} {reason}\r\n", self.status).into_bytes();
+        for (name, value) in &self.headers {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if self.close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(format!("content-length: {}\r\n\r\n", self.body.len()).as_bytes());
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_reply_is_problem_json_with_its_headers() {
+        let problem = Problem::not_found("/x").with_header("retry-after", "1");
+        let reply = Reply::problem(&problem);
+        assert_eq!(reply.status, 404);
+        assert_eq!(reply.problem, Some("not-found"));
+        assert_eq!(reply.headers["content-type"], "application/problem+json");
+        assert_eq!(reply.headers["cache-control"], "no-store");
+        assert_eq!(reply.headers["retry-after"], "1");
+        assert_eq!(reply.body, problem.body());
+    }
+
+    #[test]
+    fn an_upstream_reply_drops_hop_by_hop_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", HeaderValue::from_static("keep-alive"));
+        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        headers.append("set-cookie", HeaderValue::from_static("a=1"));
+        headers.append("set-cookie", HeaderValue::from_static("b=2"));
+        let answer = Answer {
+            status: 201,
+            headers,
+            body: Bytes::from_static(b"x"),
+        };
+        let reply = Reply::upstream(&answer);
+        assert_eq!(reply.status, 201);
+        assert!(reply.headers.get("connection").is_none());
+        assert!(reply.headers.get("transfer-encoding").is_none());
+        assert_eq!(reply.headers.get_all("set-cookie").iter().count(), 2);
+    }
+
+    #[test]
+    fn the_wire_form_carries_length_and_close() {
+        let reply = Reply::fresh(204).closing();
+        let wire = String::from_utf8(reply.to_http1()).expect("ascii");
+        assert_eq!(
+            wire,
+            "HTTP/1.1 204 No Content\r\ncache-control: no-store\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+        );
+        let header = reply.response_header().expect("header");
+        assert_eq!(header.headers["connection"], "close");
+        assert_eq!(header.headers["content-length"], "0");
+    }
+}

@@ -1,0 +1,65 @@
+//! The end of every request, proxied or answered here: the access log line, the request counted
+//! if no answer counted it (the client left, an error ended it), the duration, and an upstream
+//! request that got no answer.
+
+use crate::core::runtime::Runtime;
+use crate::observe::access_log::{Entry, UpstreamEntry};
+use crate::observe::labels;
+use crate::observe::metrics::METRICS;
+use crate::pipeline::counting;
+use crate::pipeline::ctx::RequestCtx;
+use pingora_proxy::Session;
+
+/// Records the finished request.
+pub fn finished(runtime: &Runtime, session: &Session, ctx: &mut RequestCtx) {
+    let status = ctx
+        .answered
+        .or_else(|| session.response_written().map(|r| r.status.as_u16()))
+        .unwrap_or(0);
+    if let Some(log) = &runtime.access_log {
+        log.record(&access_entry(session, ctx, status));
+    }
+    // Answers were counted before they were written (`counting`, and limit refusals in
+    // `respond`); what is left got no answer.
+    counting::answered(session, ctx, status);
+    METRICS
+        .request_duration
+        .with_label_values(&[ctx.route_name()])
+        .observe(ctx.started.elapsed().as_secs_f64());
+    if let Some(pool) = &ctx.pool {
+        if !ctx.tried.is_empty() && !ctx.upstream_counted {
+            let code = labels::code(ctx.upstream_status.unwrap_or(0));
+            METRICS
+                .upstream_requests
+                .with_label_values(&[&*pool.name, code])
+                .inc();
+        }
+    }
+}
+
+/// What the access log records of a finished request.
+fn access_entry<'a>(session: &'a Session, ctx: &'a RequestCtx, status: u16) -> Entry<'a> {
+    Entry {
+        request: session.req_header(),
+        status,
+        bytes: session.body_bytes_sent(),
+        client: session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip()),
+        request_id: ctx.request_id.as_ref().and_then(|id| id.to_str().ok()),
+        route: ctx.route.as_ref().map(|route| &*route.name),
+        started: ctx.started,
+        upstream: ctx.tried.last().map(|&target| UpstreamEntry {
+            name: ctx.pool.as_ref().map(|pool| &*pool.name),
+            target,
+            status: ctx.upstream_status,
+            elapsed: ctx.upstream_elapsed,
+        }),
+        outcome: ctx.outcome,
+        identity: ctx
+            .identity
+            .as_ref()
+            .map(|identity| (identity.provider(), identity.subject())),
+    }
+}

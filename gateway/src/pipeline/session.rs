@@ -1,0 +1,41 @@
+//! Pingora's HTTP session as an [`Exchange`]: how the actions' requests are read and their
+//! replies written when Pingora carries the request (HTTP/1 and HTTP/2).
+
+use crate::exchange::{Exchange, Reply};
+use bytes::Bytes;
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+
+impl Exchange for Session {
+    fn head(&self) -> &RequestHeader {
+        self.req_header()
+    }
+
+    fn body_done(&mut self) -> bool {
+        self.is_body_empty()
+    }
+
+    async fn read_body(&mut self) -> pingora_error::Result<Option<Bytes>> {
+        self.read_request_body().await
+    }
+
+    async fn client_gone(&mut self) {
+        // Reads until the client closes (or sends more than it should, which ends it too).
+        let _ = self.read_body_or_idle(true).await;
+    }
+
+    fn close_after(&mut self) {
+        self.set_keepalive(None);
+    }
+
+    async fn send(&mut self, reply: Reply) -> pingora_error::Result<()> {
+        // An early refusal leaves any request body unread: don't let Pingora drain an unbounded
+        // body just to keep the connection alive.
+        if reply.close || (!self.is_body_empty() && reply.status >= 400) {
+            self.set_keepalive(None);
+        }
+        let header = reply.response_header()?;
+        self.write_response_header(Box::new(header), false).await?;
+        self.write_response_body(Some(reply.body), true).await
+    }
+}
