@@ -1,31 +1,6 @@
-//! The long-poll hub: channels, cursors, held polls and their wake-ups, over one of two
-//! backplanes — this process's memory, or Redis shared by several Holdfast instances
-//! (docs/architecture.md). No Pingora types: the gateway parses the request, calls [`Hub::poll`] or
-//! [`Hub::publish`] and writes the answer.
-//!
-//! ```ignore
-//! let hub = longpoll::Hub::start(&config)?;            // inside the tokio runtime that lives as long as the server
-//! let key = longpoll::ChannelKey::new(conf::ChannelMode::Broadcast, "updates");
-//! let request = longpoll::PollRequest { cursor: Some("1700000000000-0".parse()?), start: conf::StartAt::Newest, limit: 1 };
-//! match hub.poll(&key, request, tokio::time::Instant::now() + hold).await? {
-//!     longpoll::PollOutcome::Messages { messages, cursor } => { /* 200 */ }
-//!     longpoll::PollOutcome::Timeout { cursor } => { /* 204 */ }
-//!     longpoll::PollOutcome::Gone { oldest } => { /* 410 */ }
-//! }
-//! ```
-//!
-//! - Cursors are `<ms>-<seq>` on both backplanes ([`Cursor`]); a cursor means "seen up to and
-//!   including this message".
-//! - A held poll is a future the gateway may drop at any moment (client gone, shutdown): every
-//!   poll is cancel-safe, and in queue mode a message handed to a poll that is being dropped goes
-//!   back to the head of the queue.
-//! - Holding is cheap: no task per poll. A broadcast poll waits on its channel's
-//!   `tokio::sync::Notify`; a queue poll waits on a oneshot in its channel's waiter line.
-//! - [`Hub::is_up`] and [`Hub::up_changes`] feed `/readyz` and `holdfast_backplane_up`.
-//!
-//! Files: `cursor` (ids), `name` (channel name rules), `message` (what poll and publish
-//! return), `error`, `shards` (the channel table), `queue_waiters` (the cancel-safe line of
-//! queue pollers), `memory` and `redis` (the backplanes).
+//! The long-poll hub: channels, cursors, held polls and their wake-ups, over this process's
+//! memory or Redis shared by several Holdfast instances. No Pingora types: the gateway calls
+//! [`Hub::poll`] or [`Hub::publish`] and writes the answer. See docs/hub.md.
 
 mod cursor;
 mod error;

@@ -1,12 +1,6 @@
-//! Traffic protection on the request path (issue 9): per-route rate limits (GCRA, local or
-//! shared through Redis), in-flight caps (route-wide and per key), the body-size limit for
-//! proxied requests, and the slow-client guard that bounds the time to receive a request head.
-//!
-//! Everything decidable at load is compiled into [`RouteLimits`] (parsed rates, key sources,
-//! the `RateLimit-Policy` value); a route without limits has `None` there and pays one branch.
-//!
-//! Files: `gcra` (the algorithm and the local store), `redis` (the shared store), `client_ip`
-//! (trusted proxies), `concurrency` (in-flight caps), `slow_client` (the header timeout).
+//! Per-route traffic limits: rate limits (GCRA, local or shared through Redis) and in-flight
+//! caps (route-wide and per key), compiled at load into [`RouteLimits`]; the refusals of body
+//! and time limits. Files: `gcra`, `redis`, `client_ip` (trusted proxies), `concurrency`.
 
 mod client_ip;
 mod concurrency;
@@ -368,5 +362,113 @@ pub fn rejection_kind(status: u16) -> Option<&'static str> {
         414 => Some("url"),
         431 => Some("header"),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use std::path::Path;
+
+    const CONFIG: &str = r#"
+upstreams: { a: { targets: ["127.0.0.1:9"] } }
+routes:
+  - name: rated
+    upstream: a
+    rate_limits: [{ key: header.x-tenant, rate: 1/m, name: per-tenant }]
+  - name: capped
+    match: { prefix: /capped }
+    upstream: a
+    concurrency: { max_in_flight: 2, max_per_key: 1, key: ip }
+"#;
+
+    fn limits(name: &str) -> (conf::Config, Arc<RouteLimits>) {
+        let config = conf::load_str(Path::new("t.yaml"), CONFIG).expect("parses");
+        let route = config
+            .routes
+            .iter()
+            .find(|route| route.name == name)
+            .expect("route");
+        let limits = RouteLimits::compile(route).expect("limits");
+        (config, limits)
+    }
+
+    fn subject<'a>(route: &'a Arc<str>, ip: u8, headers: &'a http::HeaderMap) -> Subject<'a> {
+        Subject {
+            route,
+            peer: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, ip))),
+            headers,
+            identity: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rate_limit_counts_per_key_and_says_when_to_retry() {
+        let (config, limits) = limits("rated");
+        let limiter = Limiter::start(&config);
+        let trusted = TrustedProxies::default();
+        let route: Arc<str> = Arc::from("rated");
+        let mut tenant = http::HeaderMap::new();
+        tenant.insert("x-tenant", http::HeaderValue::from_static("t1"));
+        let first = admit(&limiter, &trusted, &limits, &subject(&route, 1, &tenant)).await;
+        assert!(first.is_ok());
+        // Another address, the same tenant: the same key.
+        let refused = admit(&limiter, &trusted, &limits, &subject(&route, 2, &tenant))
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!((refused.status, refused.kind), (429, "rate-limited"));
+        let header = |name| {
+            refused
+                .headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("ratelimit-policy"), Some("\"per-tenant\";q=1;w=60"));
+        assert_eq!(header("retry-after"), Some("60"));
+        // Without the header the key is the client address: a fresh one.
+        let none = http::HeaderMap::new();
+        assert!(
+            admit(&limiter, &trusted, &limits, &subject(&route, 3, &none))
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn in_flight_slots_are_held_until_dropped() {
+        let (config, limits) = limits("capped");
+        let limiter = Limiter::start(&config);
+        let trusted = TrustedProxies::default();
+        let route: Arc<str> = Arc::from("capped");
+        let headers = http::HeaderMap::new();
+        let first = admit(&limiter, &trusted, &limits, &subject(&route, 1, &headers))
+            .await
+            .expect("admitted")
+            .expect("a slot");
+        let same_client = admit(&limiter, &trusted, &limits, &subject(&route, 1, &headers))
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(
+            (same_client.status, same_client.kind),
+            (429, "too-many-in-flight")
+        );
+        let second = admit(&limiter, &trusted, &limits, &subject(&route, 2, &headers))
+            .await
+            .expect("admitted");
+        let full = admit(&limiter, &trusted, &limits, &subject(&route, 3, &headers))
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!((full.status, full.kind), (503, "overloaded"));
+        drop((first, second));
+        assert!(
+            admit(&limiter, &trusted, &limits, &subject(&route, 3, &headers))
+                .await
+                .is_ok()
+        );
     }
 }

@@ -1,23 +1,6 @@
-//! Upstream calls the gateway makes itself — for `upstream` routes with
-//! `repoll_on`, `coalesce` or `cache`, and for the fan-in and job actions — instead of going
-//! through Pingora's proxy phases.
-//!
-//! **Why locally.** Pingora's proxy path sends the request once and streams the answer back; it
-//! cannot ask again after a `204`, nor share one upstream answer between many clients. So such
-//! routes are answered in `request_filter`: the request is built once ([`outbound`]: the head the
-//! pipeline prepared, with the body read whole up to the route's `max_body`, or the mapped one),
-//! and each attempt (`core::upstream::exchange::send`) goes through Pingora's one pooled
-//! `Connector` to a target the pool picks round robin.
-//!
-//! **Cancellation** is dropping the future: the upstream connection is then closed (not returned
-//! to the pool), which the upstream sees as a disconnect.
-//!
-//! **Re-poll** ([`until_ready`]): while the upstream answers one of `repoll_on`'s statuses the
-//! call is made again after a back-off (`initial`, doubled up to `max`) until another answer or
-//! the end of the hold; the client then gets the route's timeout answer, `204`.
-//!
-//! Answers are buffered (they may be shared, merged or stored), up to [`MAX_BUFFERED`] for
-//! routes answered directly; larger ones are a 502.
+//! Upstream calls the gateway makes itself — for `upstream` routes with `repoll_on`, `coalesce`
+//! or `cache`, and for fan-in and jobs: the request built once, the call made again while the
+//! answer is "not ready", the answer buffered whole. See docs/actions.md.
 
 use crate::actions::{coalesce, Admitted};
 use crate::core::runtime::Runtime;

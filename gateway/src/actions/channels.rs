@@ -1,6 +1,6 @@
-//! Long-poll and publish routes answered by the gateway itself (docs/architecture.md): a poll
-//! is held in a `select!` beside client-gone detection and shutdown; a publish stores the body
-//! on the hub. The hub (`longpoll`) holds the channels; this module speaks HTTP.
+//! Long-poll and publish routes: a poll is held on the hub (beside the client leaving and
+//! shutdown) and ends with its reply; a publish stores the body on the hub. The hub holds the
+//! channels; this module speaks HTTP. See docs/hub.md.
 
 mod params;
 mod reply;

@@ -1,19 +1,6 @@
-//! Request coalescing (`coalesce:`) and the short answer cache (`cache:`): identical upstream
-//! requests in flight share one upstream call and its answer, so N clients long-polling the
-//! same resource cost one upstream request per poll cycle.
-//!
-//! **Identical** means the same route, upstream, method, path and query (after mapping), the
-//! same values of the headers the route lists in `vary`, and — unless the route says
-//! `coalesce: { shared: true }` — the same authenticated identity (`provider:subject`), so one
-//! user's answer never reaches another. Only `GET` and `HEAD` are coalesced.
-//!
-//! **How.** One process-wide table of flights, key → the flight's `watch` receiver, its waiter
-//! count and its task. The first caller spawns the upstream call as a task (so it does not die
-//! with that caller); later callers subscribe. A caller that leaves decrements the count; when
-//! the last one leaves before the answer, the task is aborted — the upstream call is cancelled,
-//! exactly as without coalescing. A finished flight leaves the table at once; with `cache` its
-//! answer (a status below 500 that is not a re-poll status) stays for the cache time. The cache
-//! holds at most [`MAX_CACHED`] entries; expired ones are dropped when it is full.
+//! Request coalescing (`coalesce:`) and the short answer cache (`cache:`): identical `GET` and
+//! `HEAD` requests in flight share one upstream call, through one process-wide table of flights
+//! and cached answers. See docs/actions.md.
 
 use crate::core::upstream::exchange::{CallResult, UpstreamError};
 use crate::observe::metrics::METRICS;

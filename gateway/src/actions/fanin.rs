@@ -1,31 +1,6 @@
-//! `fanin` routes: one client request goes to several upstreams concurrently,
-//! and their answers are merged into one.
-//!
-//! **Calls.** The request — built once as for every gateway-made call (`call::OutboundRequest`:
-//! credential stripped, claims and route mapping applied; an upstream's `path` replaces the path)
-//! — goes to every listed upstream at once. Each upstream's part is re-polled while it answers a
-//! `repoll_on` status, and limited by its own `timeout` (its outcome is then `timeout`). Calls go
-//! through the route's coalescing when it has one.
-//!
-//! **When to answer** (`until`). A *success* is a 2xx answer that is not a re-poll status (and,
-//! under `merge: concat | deep`, whose body is JSON). The answer is decided as soon as:
-//! - a `required` upstream fails → `502`;
-//! - there are enough successes (`first`: 1, `all`: every upstream, `quorum N`: N) and every
-//!   required upstream succeeded → `200`, `Holdfast-Complete: true`;
-//! - every call ended, or the hold (`hold`, default 30s) ran out → with some successes a
-//!   partial `200` with `Holdfast-Complete: false` (or `502` when `partial: false`); with none,
-//!   `204` if no upstream failed (all were still "not ready" or silent), else `502`.
-//!
-//! Calls still running when the answer is decided are cancelled (dropped: their connections
-//! close), and so is everything when the client leaves. On shutdown the client gets the timeout
-//! answer (`204`, `Connection: close`).
-//!
-//! **Status map.** Every fan-in answer carries `Holdfast-Upstreams: news=200, ai=timeout` in
-//! list order; an outcome is the upstream's status code, `timeout`, `error` (refused, reset, no
-//! target), `too-large`, `invalid-json`, or `cancelled` (not needed once the answer was
-//! decided). A `502` lists the same map as the `upstreams` member of its problem+json body.
-//!
-//! **Merge**: see `fanin/merge.rs`.
+//! `fanin` routes: one client request goes to several upstreams at once; this module decides
+//! when to answer (`until`, `required`, `partial`, the hold) and builds the answer with its
+//! `Holdfast-Upstreams` status map. See docs/actions.md.
 
 mod merge;
 

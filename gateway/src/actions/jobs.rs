@@ -1,26 +1,6 @@
-//! `job` routes: a slow (AI) upstream call started by one request and collected
-//! by long-polling another.
-//!
-//! - `POST <prefix>` (any method but `GET`/`HEAD`) reads and maps the request like any upstream
-//!   call, starts the call in the background and answers `202 {"job":"<id>","poll":"<prefix>/<id>"}`
-//!   with the poll URL in `Location` too. Past the route's `max_running` jobs running on this
-//!   instance: `503` + `Retry-After: 1`.
-//! - `GET <prefix>/<id>` holds until the result is there (at most the job's `timeout`, or less
-//!   with `?wait=SECONDS`): `200` with the upstream's body and content type and the upstream's
-//!   own status in `Holdfast-Upstream-Status` (a `500` of the upstream is still a `200` poll
-//!   answer: the job ran), `204` when the hold ends first, `404` for an id that is unknown — or
-//!   that another identity started (a job is bound to the `provider:subject` that created it) —
-//!   and `410` once the result's `ttl` has passed. A result stays pollable, repeatedly, for
-//!   `ttl` after it came; `410` is given for another `ttl`, then the id is forgotten (`404`).
-//! - A job whose call failed keeps a *failed* result, and polls get its problem: `504`
-//!   (`upstream-timeout`) when the upstream did not answer in time, `502` otherwise — in
-//!   particular `502 job-result-too-large` when the answer was over `max_result` (default
-//!   10 MiB; the answer is not kept, the connection is closed as soon as the limit is passed).
-//!
-//! The background call runs on the serving runtime (it outlives the request that started it,
-//! not the process): a job running during shutdown is lost. Jobs live in this instance's memory;
-//! with several instances, poll the instance that started the job (the Redis backplane does not
-//! carry jobs yet). Gauge: `holdfast_jobs{route,state}` with `running`, `done` and `failed`.
+//! `job` routes: `POST <prefix>` starts a slow upstream call in the background and
+//! `GET <prefix>/<id>` long-polls for its result. `store` is the job table; `shared` mirrors
+//! jobs into Redis for polls on other instances. See docs/actions.md.
 
 pub mod shared;
 mod store;

@@ -1,18 +1,6 @@
 //! Requests for routes the gateway answers itself (long-poll, publish, upstream calls, fan-in,
-//! jobs), served without Pingora's proxy state machine.
-//!
-//! Pingora runs every request inside `HttpProxy::process_new_http`, one future sized for its
-//! largest state: proxying with its cache, retries and upstream session, tens of KiB. A held
-//! long-poll sits in `request_filter` for up to its whole wait, and kept all of that allocated
-//! (bench/RESULTS.md §2). These routes only ever reach `request_filter`, which writes the
-//! answer and returns `true`, so here they run exactly the part of Pingora's
-//! `process_request` that such a request takes — `request_filter`, then `logging`, then
-//! finishing the session for reuse, or `fail_to_proxy` on an error — with the same `Gateway`
-//! hooks, and nothing else is held.
-//!
-//! Which requests come here is decided from the raw head (slow_client.rs read it already) with
-//! the same route lookup `request_filter` makes; anything unusual (an absolute-form target,
-//! more headers than the parser's array, `CONNECT`) goes to Pingora, which serves every request.
+//! jobs): which ones, and serving them on HTTP/1 with only the Pingora hooks they need, not its
+//! proxy state machine. See docs/edge.md.
 
 use crate::core::routes::{Action, Lookup};
 use crate::core::state::State;

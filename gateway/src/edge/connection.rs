@@ -1,11 +1,6 @@
 //! Each accepted connection, from the socket to HTTP sessions: which listener accepted it, the
-//! TLS handshake on TLS listeners (bounded by `limits.header_timeout`, failures counted by
-//! reason), then the protocol — HTTP/2 when ALPN chose `h2` or an h2c listener receives the
-//! HTTP/2 preface, served by Pingora's HTTP/2 server; HTTP/1.x otherwise, served under the
-//! slow-client guard (limits/slow_client.rs). Connections are counted by protocol.
-//!
-//! Pingora's listeners are all plain TCP here: doing the handshake in this service, rather than
-//! in Pingora's TLS listener, is what lets it be timed out and its failures be counted.
+//! TLS handshake on TLS listeners (timed, failures counted), then HTTP/2 (Pingora's server) or
+//! HTTP/1.x (our connection loop, `http1.rs`). See docs/edge.md.
 
 use crate::core::runtime::Runtime;
 use crate::edge::http1::{serve_http1, Served};

@@ -1,14 +1,6 @@
 //! The stream Pingora gets for one HTTP/1 request: it delivers that request's body and nothing
-//! past it.
-//!
-//! Pingora reads the connection while it proxies or holds a request: to stream the body, and
-//! after the body to notice a client that leaves. Bytes it reads there that belong to a
-//! pipelined next request were lost (the next request reached the origin without its first
-//! byte) or reset the connection. Behind the fence, reads stop at the end of the current
-//! request's body (framing.rs decides where that is, refusing malformed chunks as they stream);
-//! what arrives after it is held for the connection loop, which serves it as the next request
-//! once this one is answered. A close is still passed on at once, so a held poll sees its
-//! client leave.
+//! past it, and holds the bytes of the next pipelined request for the connection loop. See
+//! docs/edge.md.
 
 use crate::wire::framing::{BodyFraming, Framing, FramingError};
 use async_trait::async_trait;

@@ -1,25 +1,6 @@
-//! The slow-client guard: a bound on the time to receive a request head.
-//!
-//! Pingora 0.9 reads the request head inside `HttpProxy::process_new_http` with a timeout per
-//! `read()` call (`read_timeout`, 60 s by default; the keep-alive timeout on a reused
-//! connection), never on the whole head, and no `ProxyHttp` hook runs before the head is
-//! parsed. A client trickling one byte per second therefore keeps a connection (and a task)
-//! for as long as it likes. So HTTP/1 connections are served by [`serve_http1`], which does
-//! what Pingora's own HTTP/1 loop does (`impl ServerApp for HttpServerApp`), except that it
-//! first reads the request head itself under `limits.header_timeout`:
-//! - a new connection must deliver its whole head within `header_timeout` of being accepted;
-//!   a kept-alive one may idle up to `limits.idle_timeout`, then must deliver its head within
-//!   `header_timeout` of its first byte;
-//! - past the deadline with part of a head received: a `408` problem+json, then the connection
-//!   is closed; with nothing received: the connection is closed silently (as nginx does);
-//! - a head larger than `limits.max_header_bytes`: `431`, then closed (the bytes are never
-//!   buffered past that bound).
-//!
-//! The bytes read are handed to Pingora's parser as the session's pipelined prefix, so Pingora
-//! parses exactly what it would have read itself. Request bodies are bounded separately:
-//! `body_timeout` is the per-read timeout and the total (checked per chunk in
-//! `request_body_filter`). Serves HTTP/1.x, in clear or over TLS; connection.rs decides which
-//! connections come here and which go to Pingora's HTTP/2 server.
+//! The HTTP/1 connection loop: reads each request head under the header and idle timeouts (the
+//! slow-client guard), checks it, fences the connection at the request's end, and hands the
+//! request to Pingora's proxy or to the answered-here path. See docs/edge.md.
 
 use crate::core::runtime::Runtime;
 use crate::edge::fence::Fence;

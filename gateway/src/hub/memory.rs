@@ -1,16 +1,6 @@
-//! The in-memory backplane: every channel lives in this process.
-//!
-//! A broadcast channel is a [`buffer::Buffer`] plus a `tokio::sync::Notify`: a held poll is one
-//! `Notified` future (an intrusive list node, no allocation) and a publish calls
-//! `notify_waiters()`, which wakes that channel's waiters and nobody else's. Each woken poll then
-//! reads its own messages after its own cursor under the channel lock.
-//!
-//! A broadcast poll's cursor past the channel's newest id is refused (`CursorAhead`); see
-//! [`buffer::Buffer::check_cursor`] for a channel with no history.
-//!
-//! A queue channel is a [`queue::Queue`]: a publish hands the message straight to the
-//! longest-waiting poller's oneshot, or queues it. See `queue_waiters` for why that is
-//! cancel-safe.
+//! The in-memory backplane: every channel lives in this process. A broadcast channel is a
+//! bounded buffer and a `tokio::sync::Notify`; a queue channel is a queue and its line of
+//! waiters. See docs/hub.md.
 
 mod buffer;
 mod queue;

@@ -69,7 +69,6 @@ pub struct Published {
     /// The message's id (its cursor).
     pub cursor: Cursor,
     /// Memory: the held polls that were woken with the message (broadcast) or handed it
-    /// (queue: 0 or 1). Redis: the Holdfast instances the wake-up reached (see the `redis`
-    /// module doc) — waiters on other instances cannot be counted without a round trip each.
+    /// (queue: 0 or 1). Redis: the Holdfast instances the wake-up reached (see docs/hub.md) — waiters on other instances cannot be counted without a round trip each.
     pub delivered_to: usize,
 }

@@ -1,62 +1,6 @@
-//! The Redis backplane: channels shared by every Holdfast instance on one Redis.
-//!
-//! **Storage.** A broadcast channel is a Redis Stream `<prefix>b:<name>` whose entry ids are the
-//! cursors, so a client may poll instance A, then instance B with the same cursor and lose or
-//! repeat nothing. Publishing is one Lua script (`scripts::PUBLISH`): `XADD`, then `XDEL` of
-//! the entries past `buffer_messages` and older than `buffer_age` (on Redis' clock), `PEXPIRE`
-//! of `buffer_age + idle_expiry`, then `PUBLISH` of the wake-up — atomically, so wake-ups
-//! arrive in id order. Not `XADD MAXLEN ~`: approximate trimming drops whole 100-entry nodes,
-//! so small buffers would not be bounded, and (checked on Redis 7.0) neither `MAXLEN` nor
-//! `MINID` trimming records `max-deleted-entry-id`, which Gone detection needs; `XDEL` does.
-//! Age is applied when someone publishes (and by the key's TTL), not on a timer. `buffer_bytes`
-//! is not applied in Redis (streams have no byte bound; the gateway's body limit bounds each
-//! message).
-//! A queue channel is a list `<prefix>q:<name>`: publish `LPUSH`es (refused past
-//! `queue_max_messages` → 507, checked in the same script), pollers `RPOP`.
-//!
-//! **Gone.** Reading is one script (`scripts::READ`) that returns `XINFO STREAM`'s
-//! `max-deleted-entry-id` with the `XRANGE (cursor +` result: a cursor below the greatest
-//! deleted id missed something → `Gone`; otherwise nothing after it was deleted. This is exact
-//! at the boundary (a cursor equal to the last deleted id is fine). Needs Redis ≥ 7.0; on older
-//! Redis a cursor more than one id before the first entry counts as gone (never a silent skip,
-//! sometimes a needless 410).
-//!
-//! **A cursor from the future.** The same read returns `last-generated-id` (or, when there is no
-//! stream, Redis' `TIME`): a cursor past it would skip the next messages, whose ids are smaller,
-//! so it is refused (`CursorAhead`, 400). A shared read may be older than the message a cursor
-//! names, so a cursor is refused only after a read of its own.
-//!
-//! **Wake-ups across instances.** Each instance keeps ONE dedicated RESP3 connection
-//! subscribed to `<prefix>notify`; publishers `PUBLISH` `b:<name>` or `q:<name>` there. The
-//! listener looks the channel up among this instance's *local* channels (those with held polls
-//! here) and ignores the rest. Chosen over one `XREAD BLOCK` loop per instance because the set
-//! of channels with waiters changes with every poll, and a blocked `XREAD` cannot be amended
-//! without cancelling it (another connection, a `CLIENT UNBLOCK` round trip per change); pub/sub
-//! costs every instance one small message per publish, which it drops in a hash lookup when it
-//! has no waiters. A local broadcast channel wakes its waiters through a `Notify`; waiters with
-//! the same cursor share one read per wake-up (`fetch`), so 15,000 held polls cost one
-//! `XRANGE`, not 15,000.
-//!
-//! **Queue mode.** Each local queue channel has a line of waiters (oldest first) and, while it
-//! has waiters and a wake-up is pending, one dispatcher task that `RPOP`s for the
-//! longest-waiting local poller and hands the batch to it through a oneshot. Instances race for
-//! each message with atomic `RPOP`s, so each goes to exactly one poller; "oldest waiting poller
-//! first" holds among the pollers of one instance, not across instances. A poller that goes away
-//! after being handed a message gives it back with `RPUSH` (the pop end: the head again).
-//!
-//! **`delivered_to`** is what `PUBLISH` returns: the number of Holdfast instances listening,
-//! i.e. that were told about the message, not the number of polls it reached; counting those
-//! would cost a round trip per instance.
-//!
-//! **Redis down.** Every command is bounded by `COMMAND_TIMEOUT` and every poll's read by its
-//! deadline, so nothing hangs. `is_up()` is false while the health `PING` fails or the pub/sub connection
-//! is lost; polls and publishes then fail fast with `Unavailable` (503). Held polls keep waiting
-//! and end at their deadline with `Timeout`. The command connection is a `ConnectionManager`
-//! that reconnects by itself; the listener reconnects with back-off. On recovery every local
-//! channel is woken to re-read, so nothing published meanwhile is missed.
-//!
-//! Files: `scripts` (Lua and decoding), `fetch` (shared reads), `queue` (the dispatcher),
-//! `subscriber` (the wake-up listener).
+//! The Redis backplane: channels shared by every Holdfast instance on one Redis. A broadcast
+//! channel is a Stream whose ids are the cursors, a queue channel is a list, and one pub/sub
+//! connection per instance carries the wake-ups. See docs/hub.md.
 
 mod fetch;
 mod queue;

@@ -1,29 +1,6 @@
-//! The gateway side of parameter mapping: adapts Pingora's request and response to the
-//! `mapping` crate's plain model, buffers bodies only when a body rule needs them, and writes
-//! the rewritten method, path, query, headers and body back.
-//!
-//! **Request bodies** are read whole in `request_filter`, before any upstream is chosen, so a
-//! refused body (not JSON, too large, a failing rule) is answered here and the upstream never
-//! sees the request. Pingora then has to be made to send the rewritten bytes: its forwarding
-//! loop calls `request_body_filter` for a body that was already read only when the session's
-//! retry buffer holds bytes (`proxy_h1.rs`, `proxy_handle_downstream`), and that buffer keeps at
-//! most 64 KiB. So the retry buffer is switched on only for the last ≤ 64 KiB of a body whose
-//! `Content-Length` is known — any size up to the route's limit works — and `request_body`
-//! swaps the rewritten body in for those bytes (a retry to another target replays it the same
-//! way). A body without a declared length (chunked) has to fit the 64 KiB buffer whole; a larger
-//! one is refused with 411 Length Required. The upstream gets the new `Content-Length`.
-//!
-//! **Response bodies** (response rules that touch the body, JSON responses only) are buffered
-//! in `response_body` and rewritten at the end; the header has already gone to the client by
-//! then, so it loses `Content-Length` and goes chunked. The rules run twice: on the header
-//! (with no body) to rewrite headers before they are sent, and on the whole body at the end,
-//! where only the body is taken. A response header therefore cannot take a value from the
-//! response body. A response that cannot be mapped is a 502 problem when that is known from its
-//! header (too large, compressed); when the body itself fails the rules, it is a 502 if
-//! Pingora has not flushed the header yet, else the answer is cut short — never delivered
-//! unmapped.
-//!
-//! Mapping applies to proxied routes; other actions read the request themselves.
+//! The gateway side of parameter mapping: adapts Pingora's request and response to the `mapping`
+//! crate's model, reads bodies only when a rule needs them, and writes the rewrite back. See
+//! "Mapping in the proxy path" in docs/architecture.md.
 
 use crate::core::routes::Action;
 use crate::exchange::Reply;

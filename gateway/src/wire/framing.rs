@@ -1,15 +1,6 @@
 //! Where an HTTP/1 request body ends: after `Content-Length` bytes, or after the last chunk and
-//! trailer section of a chunked body, checked strictly as it streams.
-//!
-//! The gateway decides this itself, before Pingora reads a byte of the body, for two reasons:
-//! a malformed chunk size must be refused, never read as the end of the body (an empty size
-//! line is not a last chunk), and bytes past the end of a request belong to the next one and
-//! must not be consumed by the current request (pipelining; see fence.rs).
-//!
-//! Accepted chunk size lines: `1*HEXDIG [ *(SP / HTAB) ";" chunk-ext ] CRLF`, at most 16 hex
-//! digits, at most [`MAX_LINE`] bytes. Refused: an empty size, a sign or `0x` prefix, a space
-//! inside the size, a bare LF, anything else after the digits, data not followed by CRLF, and
-//! a trailer section over [`MAX_TRAILERS`] bytes.
+//! trailers of a chunked body, parsed strictly as it streams, so that a malformed chunk is
+//! refused and the next pipelined request is never read as this one's. See docs/security.md.
 
 /// How a request's body is delimited, from its head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

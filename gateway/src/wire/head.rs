@@ -1,13 +1,6 @@
-//! Checking an HTTP/1 request head as it arrived on the wire, before Pingora parses it: every
-//! head that is malformed or ambiguous is answered here with a problem that names what is
-//! wrong, and the connection is closed (its framing cannot be trusted).
-//!
-//! Refused: a request line that is not `METHOD target HTTP/1.x` (505 for another version), a
-//! target with a byte that is not visible ASCII, folded header lines (obs-fold), control
-//! characters in names or values, more headers than `limits.max_headers` (431), an HTTP/1.1
-//! request without exactly one valid `Host` (RFC 9112 §3.2), and every unclear body framing:
-//! `Content-Length` that is not one decimal number, `Transfer-Encoding` other than `chunked`
-//! (501), given twice, or in an HTTP/1.0 request, and both together (RFC 9112 §6).
+//! Checking an HTTP/1 request head as it arrived on the wire, before Pingora parses it: a
+//! malformed or ambiguous head is refused with a problem that names the fault, and an
+//! absolute-form target is rewritten into origin form. See docs/security.md.
 
 use crate::problem::Problem;
 use crate::wire::framing::Framing;

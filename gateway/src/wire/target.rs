@@ -1,18 +1,6 @@
 //! The one normalized form of a request path, decided before routing so that the route, its
-//! auth, its mapping and the upstream all see the same path (docs/security.md).
-//!
-//! An origin such as nginx decodes and normalizes the path it receives; a gateway that routed on
-//! the raw path would let `/pub/../admin` pass an open route and reach a protected one. So the
-//! path is normalized here once, the request is routed on the result, and exactly that path is
-//! forwarded:
-//! - percent-encoded unreserved characters are decoded (`%2e` → `.`, `%61` → `a`), other
-//!   percent-encodings get upper-case hex (RFC 3986 §6.2.2);
-//! - `.` and `..` segments are removed (RFC 3986 §5.2.4); `..` never climbs above the root;
-//! - repeated slashes are merged (as nginx's `merge_slashes` does).
-//!
-//! Refused, because an origin may read them as path structure the gateway did not route on:
-//! an encoded slash (`%2F`), a backslash raw or encoded (`%5C`), an encoded NUL, a control
-//! character or a non-ASCII byte, and malformed percent-encoding.
+//! auth, its mapping and the upstream all see the same path; a path an origin could read
+//! differently is refused. See docs/security.md.
 
 use std::borrow::Cow;
 

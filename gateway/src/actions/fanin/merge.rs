@@ -1,15 +1,6 @@
-//! Turning a fan-in's successful answers into one body. Pure functions over JSON values.
-//!
-//! - `by_name`: `{"<upstream>": <its body as JSON, or as a string when it is not JSON>, …}`.
-//! - `first`: the first successful answer in list order, as-is (status, content type, body).
-//! - `concat`: every answer must be JSON; arrays are concatenated in list order and any other
-//!   value is appended as one element.
-//! - `deep`: every answer must be JSON; values are merged in list order — objects merge key by
-//!   key recursively, two arrays concatenate, and in every other collision (scalars, or
-//!   different types) the later upstream in the list wins.
-//!
-//! Under `concat` and `deep` a body that is not JSON is that upstream's failure
-//! (`invalid-json`), never the whole answer's.
+//! Pure functions that merge a fan-in's JSON answers into one body: `by_name`, `concat` and
+//! `deep` (`first` needs none). `deep` merges objects key by key, concatenates two arrays, and in
+//! any other collision keeps the later upstream's value. See docs/actions.md.
 
 use serde_json::{Map, Value};
 

@@ -199,22 +199,8 @@ pub async fn lookup(id: &str, route: &str, owner: Option<&str>) -> Remote {
     }
     if meta.state == "failed" {
         let detail = meta.detail.unwrap_or_default();
-        let kind = if meta.kind.as_deref() == Some("job-result-too-large") {
-            "job-result-too-large"
-        } else {
-            "upstream-failed"
-        };
-        let title = if meta.status == 504 {
-            "Gateway Timeout"
-        } else {
-            "Bad Gateway"
-        };
-        return Remote::Done(JobResult::Failed(Problem::new(
-            meta.status,
-            kind,
-            title,
-            detail,
-        )));
+        let problem = failed_problem(meta.status, meta.kind.as_deref(), detail);
+        return Remote::Done(JobResult::Failed(problem));
     }
     let body: Option<Vec<u8>> = conn
         .get(format!("{}job:{id}:body", shared.prefix))
@@ -237,6 +223,26 @@ pub async fn lookup(id: &str, route: &str, owner: Option<&str>) -> Remote {
     }))
 }
 
+/// The problems a failed job can keep, with their titles (a problem's kind is static text).
+const FAILED_KINDS: &[(&str, &str)] = &[
+    ("upstream-timeout", "Gateway Timeout"),
+    ("upstream-unavailable", "Bad Gateway"),
+    ("upstream-too-large", "Bad Gateway"),
+    ("upstream-failed", "Bad Gateway"),
+    ("job-result-too-large", "Bad Gateway"),
+];
+
+/// A failed job's problem as another instance stored it: its status, kind and detail (an
+/// unknown kind reads as `upstream-failed`).
+fn failed_problem(status: u16, kind: Option<&str>, detail: String) -> Problem {
+    let (kind, title) = FAILED_KINDS
+        .iter()
+        .find(|(known, _)| Some(*known) == kind)
+        .copied()
+        .unwrap_or(("upstream-failed", "Bad Gateway"));
+    Problem::new(status, kind, title, detail)
+}
+
 /// Waits for a job running on another instance, reading Redis with a growing pause.
 pub async fn wait(id: &str, route: &str, owner: Option<&str>) -> Remote {
     let mut pause = Duration::from_millis(100);
@@ -247,5 +253,23 @@ pub async fn wait(id: &str, route: &str, owner: Option<&str>) -> Remote {
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failed_problem;
+
+    #[test]
+    fn a_failed_job_keeps_its_problem_kind_across_instances() {
+        let problem = failed_problem(504, Some("upstream-timeout"), "late".into());
+        assert_eq!(
+            (problem.status, problem.kind, problem.title),
+            (504, "upstream-timeout", "Gateway Timeout")
+        );
+        let problem = failed_problem(502, Some("upstream-unavailable"), "none".into());
+        assert_eq!(problem.kind, "upstream-unavailable");
+        let problem = failed_problem(502, Some("something-else"), "?".into());
+        assert_eq!(problem.kind, "upstream-failed");
     }
 }

@@ -1,5 +1,5 @@
 //! Queue mode on Redis: each instance's line of local pollers and the dispatcher that pops
-//! for them. See the `redis` module doc for the design.
+//! for them. See docs/hub.md for the design.
 
 use super::super::message::{Message, PollOutcome, PollRequest};
 use super::super::queue_waiters::{wait_in_line, Delivery, InLine};
