@@ -7,6 +7,8 @@
 #   holdfast_bin                 prints the Holdfast binary: $HOLDFAST_BIN, else the release build
 #                                (built if missing)
 #   to_ms VALUE                  wrk's latency ("850.00us", "1.23ms", "1.02s") in milliseconds
+#   cpu_ticks PID                utime+stime of a process, in clock ticks ($TICK per second)
+#   cpu_us_per_request TICKS N   CPU microseconds per request for TICKS spent on N requests
 
 ROOT="${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 export PATH="$PATH:/usr/sbin"
@@ -67,4 +69,11 @@ to_ms() {
         else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
         else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.3f", v * 60000 }
         else { sub(/s$/, "", v); printf "%.3f", v * 1000 } }'
+}
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICK="$(getconf CLK_TCK)"
+
+cpu_us_per_request() {
+    awk -v t="$1" -v hz="$TICK" -v n="$2" 'BEGIN { printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0) }'
 }

@@ -275,10 +275,6 @@ to_ms() {
     }'
 }
 
-# utime+stime of a process, in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-TICK="$(getconf CLK_TCK)"
-
 run_wrk() { # name port -> "rps p50 p99 origin_conns errors cpu_us_per_request"
     local name=$1 port=$2 out before after cpu_before cpu_after
     local url="http://127.0.0.1:$port/api/echo"
@@ -291,8 +287,7 @@ run_wrk() { # name port -> "rps p50 p99 origin_conns errors cpu_us_per_request"
     echo "$out" >"$TMP/wrk-$name.txt"
     local requests cpu_us
     requests="$(awk '/requests in/ { print $1 }' <<<"$out")"
-    cpu_us="$(awk -v t=$((cpu_after - cpu_before)) -v hz="$TICK" -v n="$requests" \
-        'BEGIN { printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0) }')"
+    cpu_us="$(cpu_us_per_request $((cpu_after - cpu_before)) "$requests")"
     local rps p50 p99 errors
     rps="$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
     p50="$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"

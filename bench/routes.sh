@@ -16,7 +16,8 @@
 # Every token is the same for the whole run, so the verified-token cache is what is measured
 # (a repeated token pays the signature check once; the criterion benches in auth/benches give
 # the uncached per-verification cost). It prints req/s and p99 per route and each route's
-# ratio to /plain. Goal: ≥ 0.9 for every route.
+# ratio to /plain, and the CPU µs per request of the Holdfast serving it (utime+stime ÷
+# requests, steadier than req/s on shared cores). Goal: ≥ 0.9 for every route.
 #
 # Run:    bench/routes.sh            (~1.5 min with the defaults)
 # Knobs:  DURATION=10 WARMUP=2 ROUNDS=2 CONNS=64 WRK_THREADS=2 PORT_BASE=28500 HOLDFAST_BIN=…
@@ -93,6 +94,7 @@ JWT="issuer: https://id.bench, audiences: [holdfast]"
 "$HOLDFAST_BIN" check "$TMP/holdfast.yaml" >/dev/null
 RUST_LOG="${RUST_LOG:-warn}" "$HOLDFAST_BIN" run -c "$TMP/holdfast.yaml" 2>"$TMP/holdfast.log" &
 PIDS+=($!)
+HOLDFAST_PID=$!
 {
     echo "listen: 127.0.0.1:$LIMITED_PORT"
     echo "admin: 127.0.0.1:$LIMITED_ADMIN_PORT"
@@ -111,12 +113,14 @@ PIDS+=($!)
 "$HOLDFAST_BIN" check "$TMP/limited.yaml" >/dev/null
 RUST_LOG="${RUST_LOG:-warn}" "$HOLDFAST_BIN" run -c "$TMP/limited.yaml" 2>"$TMP/limited.log" &
 PIDS+=($!)
+LIMITED_PID=$!
 
 mapfile -t TOKENS < <(python3 "$ROOT/bench/mint_tokens.py" "$SECRET" "$TESTDATA/rsa.key" "$TESTDATA/p256.key")
 declare -A TOKEN=([plain]="${TOKENS[0]}" [hs256]="${TOKENS[0]}" [rs256]="${TOKENS[1]}"
     [es256]="${TOKENS[2]}" [mapped]="${TOKENS[0]}" [both]="${TOKENS[0]}" [limited]="${TOKENS[0]}")
 declare -A PORT=([limited]=$LIMITED_PORT)
 port_of() { echo "${PORT[$1]:-$HOLDFAST_PORT}"; }
+pid_of() { if [ "$1" = limited ]; then echo "$LIMITED_PID"; else echo "$HOLDFAST_PID"; fi; }
 
 # A 1 KiB JSON body in the seed's shape.
 BODY="$(python3 -c 'import json; print(json.dumps({"inputText": "Hello", "requirement": "new data", "history": ["x" * 60] * 14}))')"
@@ -149,19 +153,23 @@ done
 
 echo "# bench/routes.sh — $(date -u +%Y-%m-%dT%H:%M:%SZ) — $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s --latency, POST ${#BODY}-byte JSON + bearer token, Holdfast threads: 1"
-declare -A SUM_RPS SUM_P99
-for route in "${ROUTES[@]}"; do SUM_RPS[$route]=0; SUM_P99[$route]=0; done
-printf '%-6s %-8s %10s %9s %8s\n' round route "req/s" "p99 ms" errors
+declare -A SUM_RPS SUM_P99 SUM_CPU
+for route in "${ROUTES[@]}"; do SUM_RPS[$route]=0; SUM_P99[$route]=0; SUM_CPU[$route]=0; done
+printf '%-6s %-8s %10s %9s %8s %10s\n' round route "req/s" "p99 ms" errors "CPU µs/req"
 for round in $(seq 1 "$ROUNDS"); do
     for route in "${ROUTES[@]}"; do
         lua="$(lua_for "$route")"
         url="http://127.0.0.1:$(port_of "$route")"
         wrk -t"$WRK_THREADS" -c"$CONNS" -d"${WARMUP}s" -s "$lua" "$url" >/dev/null
+        cpu_before="$(cpu_ticks "$(pid_of "$route")")"
         out="$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$lua" "$url")"
+        cpu_after="$(cpu_ticks "$(pid_of "$route")")"
+        cpu="$(cpu_us_per_request $((cpu_after - cpu_before)) "$(awk '/requests in/ { print $1 }' <<<"$out")")"
         rps="$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
         p99="$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
         errors="$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }' <<<"$out")"
-        printf '%-6s %-8s %10s %9s %8s\n' "$round" "$route" "$rps" "$p99" "$errors"
+        printf '%-6s %-8s %10s %9s %8s %10s\n' "$round" "$route" "$rps" "$p99" "$errors" "$cpu"
+        SUM_CPU[$route]="$(awk -v a="${SUM_CPU[$route]}" -v b="$cpu" 'BEGIN { print a + b }')"
         SUM_RPS[$route]="$(awk -v a="${SUM_RPS[$route]}" -v b="$rps" 'BEGIN { print a + b }')"
         SUM_P99[$route]="$(awk -v a="${SUM_P99[$route]}" -v b="$p99" 'BEGIN { print a + b }')"
     done
@@ -170,5 +178,6 @@ echo
 echo "# mean over $ROUNDS round(s); ratio = route req/s ÷ /plain req/s (goal ≥ 0.9)"
 for route in "${ROUTES[@]}"; do
     awk -v n="$route" -v r="${SUM_RPS[$route]}" -v p="${SUM_P99[$route]}" -v b="${SUM_RPS[plain]}" -v k="$ROUNDS" \
-        'BEGIN { printf "%-8s %10.0f req/s   p99 %7.3f ms   ratio %.2f\n", n, r / k, p / k, r / b }'
+        -v c="${SUM_CPU[$route]}" \
+        'BEGIN { printf "%-8s %10.0f req/s   p99 %7.3f ms   ratio %.2f   CPU %6.1f µs/request\n", n, r / k, p / k, r / b, c / k }'
 done

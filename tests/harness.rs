@@ -184,9 +184,13 @@ impl Holdfast {
     }
 
     fn spawn(&mut self) {
+        self.spawn_with(&["run", "-c"]);
+    }
+
+    fn spawn_with(&mut self, args: &[&str]) {
         let log = std::fs::File::create(&self.log).expect("log file");
         let child = Command::new(holdfast_bin())
-            .args(["run", "-c"])
+            .args(args)
             .arg(&self.serve)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -195,6 +199,32 @@ impl Holdfast {
             .spawn()
             .expect("start holdfast");
         self.child = Some(child);
+    }
+
+    /// Starts `holdfast run --upgrade` on this one's config, addresses and (through the
+    /// config's `server.pid_file`) process: it takes over the listening sockets. Not waited
+    /// for: both answer on the same addresses until this one has handed over.
+    pub fn start_upgrade(&self) -> Holdfast {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("holdfast.log");
+        let mut upgraded = Holdfast {
+            child: None,
+            addr: self.addr,
+            admin: self.admin,
+            dir,
+            config: self.config.clone(),
+            serve: self.serve.clone(),
+            log,
+        };
+        upgraded.spawn_with(&["run", "--upgrade", "-c"]);
+        upgraded
+    }
+
+    /// The exit code, if the process has exited.
+    pub fn exited(&mut self) -> Option<i32> {
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        self.child = None;
+        Some(status.code().unwrap_or(-1))
     }
 
     /// Waits until the admin `/readyz` answers 200; panics with the log if the process died.
@@ -310,6 +340,7 @@ pub fn send_signal(pid: i32, signal: i32) -> bool {
 
 pub const SIGHUP: i32 = 1;
 pub const SIGKILL: i32 = 9;
+pub const SIGQUIT: i32 = 3;
 pub const SIGTERM: i32 = 15;
 
 impl Drop for Holdfast {

@@ -68,6 +68,12 @@ pub struct Server {
     /// polls must not starve its other requests. Held polls per client are capped separately
     /// (`concurrency` limits).
     pub max_concurrent_streams: u32,
+    /// The Unix socket through which a process started with `holdfast run --upgrade` receives
+    /// the listening sockets of the one it replaces.
+    pub upgrade_socket: std::path::PathBuf,
+    /// Where the running process writes its process id; `holdfast run --upgrade` reads it to
+    /// tell the process it replaces to hand over (SIGQUIT).
+    pub pid_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Server {
@@ -80,6 +86,8 @@ impl Default for Server {
             watch_interval: Duration::from_secs(1),
             ca_file: None,
             max_concurrent_streams: 1000,
+            upgrade_socket: std::path::PathBuf::from("/tmp/holdfast-upgrade.sock"),
+            pid_file: None,
         }
     }
 }

@@ -31,8 +31,9 @@ pub struct Admitted<'a> {
     /// How long the request body may take to arrive (`limits.body_timeout`).
     pub body_timeout: Duration,
     /// The head to send upstream, for actions that call one: forwarding headers set, the
-    /// credential stripped, the mapping applied.
-    pub upstream_head: Option<RequestHeader>,
+    /// credential stripped, the mapping applied. Boxed: a held poll carries this struct, and
+    /// an inline head would add its size to every one.
+    pub upstream_head: Option<Box<RequestHeader>>,
     /// The body the route's mapping made, which replaces the client's upstream.
     pub mapped_body: Option<&'a Bytes>,
     /// How a held request ended, for the access log (set by the action).

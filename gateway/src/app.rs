@@ -16,9 +16,8 @@ use crate::pipeline::gateway::Gateway;
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::Acceptor;
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::protocols::http::v2::server::default_h2_options;
-use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
@@ -61,11 +60,6 @@ fn start_hub(config: &conf::Config) -> Hub {
     std::mem::forget(runtime);
     hub
 }
-
-/// No L4 read buffer on the proxy listener (reads go straight into the HTTP session's
-/// buffers), and Pingora's default 1460-byte write buffer.
-const DOWNSTREAM_READ_BUFFER: usize = 0;
-const DOWNSTREAM_WRITE_BUFFER: usize = 1460;
 
 fn fail(message: &str) -> ! {
     tracing::error!("{message}");
@@ -129,8 +123,42 @@ fn connection_listener(
     }
 }
 
-/// Starts serving `state` (loaded from `config_path`) and never returns.
-pub fn run(state: State, config_path: PathBuf) -> ! {
+/// Tells the process named in `server.pid_file` to hand over its listening sockets (SIGQUIT);
+/// Pingora's bootstrap then waits for them on `server.upgrade_socket`.
+fn ask_to_hand_over(server: &conf::Server) {
+    let Some(pid_file) = &server.pid_file else {
+        tracing::info!("no server.pid_file: send SIGQUIT to the running holdfast to hand over");
+        return;
+    };
+    let pid = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok());
+    let Some(pid) = pid else {
+        tracing::warn!(pid_file = %pid_file.display(), "no process id to upgrade from");
+        return;
+    };
+    let quit = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGQUIT,
+    );
+    match quit {
+        Ok(()) => tracing::info!(pid, "asked the running process to hand over"),
+        Err(error) => tracing::warn!(pid, %error, "cannot signal the running process"),
+    }
+}
+
+/// Records this process's id in `server.pid_file`, for the next upgrade.
+fn write_pid_file(server: &conf::Server) {
+    if let Some(pid_file) = &server.pid_file {
+        if let Err(error) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
+            tracing::warn!(pid_file = %pid_file.display(), %error, "cannot write the pid file");
+        }
+    }
+}
+
+/// Starts serving `state` (loaded from `config_path`) and never returns. With `upgrade`, it
+/// takes the listening sockets over from the running process.
+pub fn run(state: State, config_path: PathBuf, upgrade: bool) -> ! {
     let config = state.config.clone();
     let server_settings = &config.server;
     let threads = match server_settings.threads {
@@ -152,10 +180,20 @@ pub fn run(state: State, config_path: PathBuf) -> ! {
             .ca_file
             .as_ref()
             .map(|path| path.display().to_string()),
+        upgrade_sock: server_settings.upgrade_socket.display().to_string(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, server_conf);
+    let options = upgrade.then(|| Opt {
+        upgrade: true,
+        ..Opt::default()
+    });
+    let mut server = Server::new_with_opt_and_conf(options, server_conf);
+    if upgrade {
+        ask_to_hand_over(server_settings);
+    }
+    // With `upgrade`, this waits for the old process's sockets (and exits if none come).
     server.bootstrap();
+    write_pid_file(server_settings);
     crate::core::outbound::init(
         pingora_core::connectors::ConnectorOptions::from_server_conf(&server.configuration),
     );
@@ -170,32 +208,29 @@ pub fn run(state: State, config_path: PathBuf) -> ! {
         })
     });
     let runtime = Arc::new(Runtime::new(state, config_path, hub, access_log));
-    let mut proxy = Service::new(
-        "holdfast".to_owned(),
-        crate::edge::connection::Connections {
-            proxy: Arc::new(http_proxy(&server.configuration, &runtime)),
-            gateway: Gateway {
-                runtime: runtime.clone(),
-            },
-            listeners: config
-                .listen
-                .iter()
-                .map(|listener| connection_listener(listener, &runtime))
-                .collect(),
+    let connections = crate::edge::connection::Connections {
+        proxy: Arc::new(http_proxy(&server.configuration, &runtime)),
+        gateway: Gateway {
             runtime: runtime.clone(),
         },
-    );
-    for listener in &config.listen {
-        // Pingora's default 64 KiB L4 read buffer per downstream connection is most of what a
-        // held long-poll costs in memory (it is allocated zeroed and stays resident while the
-        // poll is held), and on small requests it only adds a copy: the HTTP/1 session reads
-        // the head into its own buffer, and bodies into theirs. See bench/RESULTS.md.
-        // Every listener is plain TCP to Pingora: connection.rs does the TLS handshakes.
-        proxy.add_listener(ListenerConfig::tcp(listener.address.as_str()).l4_buffer(
-            L4BufferSettings::new(DOWNSTREAM_READ_BUFFER, DOWNSTREAM_WRITE_BUFFER),
-        ));
-    }
-    server.add_service(proxy);
+        listeners: config
+            .listen
+            .iter()
+            .map(|listener| connection_listener(listener, &runtime))
+            .collect(),
+        runtime: runtime.clone(),
+    };
+    // Our own accept loop (edge/listen.rs), not Pingora's listener: a connection then costs
+    // only its own task. Reads go straight into the HTTP session's buffers (no L4 read
+    // buffer); small writes are gathered by the fence. TLS handshakes are connection.rs's.
+    server.add_service(crate::edge::listen::Listeners {
+        connections: Arc::new(connections),
+        addresses: config
+            .listen
+            .iter()
+            .map(|listener| listener.address.clone())
+            .collect(),
+    });
 
     if let Some(address) = &config.admin {
         let mut admin = Service::new(

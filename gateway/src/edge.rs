@@ -5,4 +5,6 @@
 pub mod answered;
 pub mod connection;
 pub mod fence;
+pub mod held;
 pub mod http1;
+pub mod listen;

@@ -45,7 +45,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve (the default).
-    Run,
+    Run {
+        /// Take over from the running process without dropping a connection: receive its
+        /// listening sockets (`server.upgrade_socket`), tell it to hand over (SIGQUIT, to the
+        /// process in `server.pid_file`), and serve while it finishes what it holds.
+        #[arg(long)]
+        upgrade: bool,
+    },
     /// Validate a config file or directory and print every error; exit 1 if there is one.
     Check {
         /// The config file or directory (defaults to --config).
@@ -70,9 +76,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Run => match core::state::load(&cli.config, None) {
-            Ok(state) => app::run(state, cli.config),
+    match cli.command.unwrap_or(Command::Run { upgrade: false }) {
+        Command::Run { upgrade } => match core::state::load(&cli.config, None) {
+            Ok(state) => app::run(state, cli.config, upgrade),
             Err(errors) => {
                 eprintln!("holdfast: the configuration is invalid:\n{errors}");
                 ExitCode::from(2)

@@ -10,6 +10,7 @@ pub mod counting;
 pub mod ctx;
 pub mod failure;
 pub mod gateway;
+pub mod inbound;
 pub mod logging;
 pub mod mapped;
 pub mod outbound;

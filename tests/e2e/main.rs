@@ -22,5 +22,6 @@ mod mapping;
 mod proxy;
 mod security;
 mod tls;
+mod upgrade;
 mod upstream_calls;
 mod upstream_tls;

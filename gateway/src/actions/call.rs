@@ -11,6 +11,7 @@ use crate::exchange::hold::{hold, Held};
 use crate::exchange::{body, Exchange, Reply};
 use crate::problem::Problem;
 use pingora_error::Result;
+use pingora_http::RequestHeader;
 use std::sync::Arc;
 
 /// Makes `attempt` again while its answer is "not ready" (per `repoll`), with back-off. Runs
@@ -75,7 +76,7 @@ pub async fn outbound(
         Err(problem) => return Ok(Err(problem)),
     };
     let mut header = match &request.upstream_head {
-        Some(head) => head.clone(),
+        Some(head) => RequestHeader::clone(head),
         None => exchange.head().clone(),
     };
     if !body.is_empty() || !matches!(header.method, http::Method::GET | http::Method::HEAD) {

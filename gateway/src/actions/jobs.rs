@@ -27,6 +27,11 @@ fn not_found(id: &str) -> Problem {
     )
 }
 
+/// Jobs running on this instance, on every route.
+pub fn running() -> usize {
+    STORE.running()
+}
+
 /// Serves a `job` route: starts a job or polls one, by method and path. `None` when the client
 /// left.
 pub async fn serve(

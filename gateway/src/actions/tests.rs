@@ -44,7 +44,7 @@ async fn serve(
         admitted.route.action,
         Action::Call(_) | Action::Fanin(_) | Action::Job(_)
     ) {
-        admitted.upstream_head = Some(exchange.head().clone());
+        admitted.upstream_head = Some(Box::new(exchange.head().clone()));
     }
     // A copy of the reference: the route outlives `admitted`, which the action borrows.
     let route = admitted.route;

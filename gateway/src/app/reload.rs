@@ -99,17 +99,43 @@ impl Reloader {
     /// answered the moment shutdown begins, so exit as soon as nothing is in flight.
     async fn exit_when_idle(&self) {
         self.runtime.begin_shutdown();
-        let deadline = tokio::time::Instant::now() + self.grace;
-        while crate::core::runtime::in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.grace;
+        let busy = || {
+            crate::core::runtime::in_flight() > 0 || crate::core::runtime::open_connections() > 0
+        };
+        while busy() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // A running job is no request, and its result would be lost: let it finish, within
+        // the longest job timeout (with the Redis backplane, the process that took over serves
+        // its result).
+        let jobs_deadline = started + longest_job(&self.runtime.state.load());
+        while crate::actions::jobs::running() > 0 && tokio::time::Instant::now() < jobs_deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tracing::info!(
             in_flight = crate::core::runtime::in_flight(),
+            jobs_running = crate::actions::jobs::running(),
             "shutdown complete"
         );
         self.runtime.hub.stop();
         std::process::exit(0);
     }
+}
+
+/// The longest time a job of the running config may take.
+fn longest_job(state: &crate::core::state::State) -> Duration {
+    state
+        .routes
+        .routes()
+        .iter()
+        .filter_map(|route| match &route.action {
+            crate::core::routes::Action::Job(spec) => Some(spec.hold),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(Duration::ZERO)
 }
 
 #[async_trait]

@@ -118,3 +118,28 @@ impl Drop for InFlight {
         IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// HTTP/1 connections open (TLS ones from their handshake on). Shutdown waits for them as for
+/// requests: idle keep-alive connections close at once, and a connection accepted just before
+/// shutdown is still served.
+static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
+pub fn open_connections() -> usize {
+    OPEN_CONNECTIONS.load(Ordering::Relaxed)
+}
+
+/// Counts one connection as open for as long as it lives.
+pub struct OpenConnection(());
+
+impl OpenConnection {
+    pub fn start() -> Self {
+        OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+        Self(())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+    }
+}

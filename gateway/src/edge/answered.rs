@@ -12,33 +12,53 @@ use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::{ProxyHttp, Session};
 
-/// Whether the request with this method, target and `Host` (from a checked head) is for a
-/// route the gateway answers itself.
-pub fn answered_here(state: &State, method: &str, target: &str, host: Option<&str>) -> bool {
+/// Who serves a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// Pingora's proxy.
+    Proxy,
+    /// Pingora's HTTP session with the gateway's hooks, without the proxy ([`serve`]).
+    Answered,
+    /// A long-poll, on the edge's own HTTP/1 path (`held.rs`).
+    HeldPoll,
+}
+
+/// Who serves the request with this method, target and `Host` (from a checked head).
+pub fn serving(state: &State, method: &str, target: &str, host: Option<&str>) -> Serving {
     if !state.routes.answers_any() {
-        return false;
+        return Serving::Proxy;
     }
+    match lookup_action(state, method, target, host) {
+        Some(Action::Proxy(_)) | None => Serving::Proxy,
+        Some(Action::LongPoll(_)) => Serving::HeldPoll,
+        Some(_) => Serving::Answered,
+    }
+}
+
+/// The action of the route the request is for, if it has one.
+fn lookup_action<'s>(
+    state: &'s State,
+    method: &str,
+    target: &str,
+    host: Option<&str>,
+) -> Option<&'s Action> {
     // Origin form only (`/path?query`): Pingora resolves the other forms.
     if !target.starts_with('/') {
-        return false;
+        return None;
     }
-    let Ok(method) = http::Method::from_bytes(method.as_bytes()) else {
-        return false;
-    };
+    let method = http::Method::from_bytes(method.as_bytes()).ok()?;
     if method == http::Method::CONNECT {
-        return false;
+        return None;
     }
     // As Pingora's request target parsing: the path ends at the query or a fragment.
     let path = target.split(['?', '#']).next().unwrap_or(target);
     // Routed on its normal form, as `request_filter` does; a path that has none is refused
     // there.
-    let Ok(path) = crate::wire::target::normalize(path) else {
-        return false;
-    };
-    matches!(
-        routing::find(state, host, &method, &path),
-        Lookup::Found(route, _) if !matches!(route.action, Action::Proxy(_))
-    )
+    let path = crate::wire::target::normalize(path).ok()?;
+    match routing::find(state, host, &method, &path) {
+        Lookup::Found(route, _) => Some(&route.action),
+        _ => None,
+    }
 }
 
 /// Serves the one request whose head `session` holds (as its pipelined prefix), as Pingora's
@@ -115,13 +135,7 @@ async fn finish(session: Session) -> Option<ReusedHttpStream> {
 }
 
 fn route_changed() -> Problem {
-    Problem::new(
-        503,
-        "reloading",
-        "Service Unavailable",
-        "the configuration changed while the request arrived; retry it",
-    )
-    .with_header("retry-after", "0")
+    crate::edge::held::route_changed()
 }
 
 /// A connection's stream as Pingora's HTTP/1 session wants it, for [`serve`].
@@ -131,7 +145,16 @@ pub fn session(stream: Stream) -> Session {
 
 #[cfg(test)]
 mod tests {
-    use super::answered_here;
+    use super::{serving, Serving};
+
+    fn answered_here(
+        state: &crate::core::state::State,
+        method: &str,
+        target: &str,
+        host: Option<&str>,
+    ) -> bool {
+        serving(state, method, target, host) != Serving::Proxy
+    }
     use std::path::Path;
 
     const CONFIG: &str = r#"
@@ -184,6 +207,18 @@ routes:
         assert!(!here("CONNECT /sub/a HTTP/1.1\r\nHost: x\r\n\r\n"));
         assert!(!here("GET /sub/a HTTP/1.1\r\nHost: x\r\n"));
         assert!(!here("\u{1}\u{2} garbage\r\n\r\n"));
+    }
+
+    #[test]
+    fn long_polls_are_held_on_the_edge_and_other_actions_answered_through_pingora() {
+        let channels = state(CONFIG);
+        assert_eq!(serving(&channels, "GET", "/sub/a", None), Serving::HeldPoll);
+        assert_eq!(serving(&channels, "GET", "/api/x", None), Serving::Proxy);
+        let jobs = state(
+            "upstreams: { a: { targets: [\"127.0.0.1:9\"] } }\nroutes:\n  - { name: j, match: { prefix: /jobs }, job: { upstream: a } }\n  - { name: p, match: { path: /p }, publish: { channel: c } }\n",
+        );
+        assert_eq!(serving(&jobs, "GET", "/jobs/1", None), Serving::Answered);
+        assert_eq!(serving(&jobs, "POST", "/p", None), Serving::Answered);
     }
 
     #[test]

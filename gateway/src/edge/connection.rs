@@ -100,6 +100,8 @@ impl ServerApp for Connections {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let listener = self.listener_of(&stream)?;
+        // HTTP/2 connections are Pingora's to close at shutdown; HTTP/1 ones are waited for.
+        let mut open = Some(crate::core::runtime::OpenConnection::start());
         let stream = match &listener.tls {
             // Boxed: inline, rustls's handshake state (~6.5 KB) would stay allocated in this
             // future for the whole life of every connection, TLS or not (bench/RESULTS.md §2).
@@ -107,6 +109,7 @@ impl ServerApp for Connections {
             None => stream,
         };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            open.take();
             self.serve_http2(stream, "h2", shutdown).await;
             return None;
         }
@@ -125,6 +128,7 @@ impl ServerApp for Connections {
             Served::H2cPreface(stream, read) => {
                 let mut tcp = stream.into_any().downcast::<TcpStream>().ok()?;
                 tcp.rewind(&read);
+                open.take();
                 self.serve_http2(tcp, "h2c", shutdown).await;
             }
         }

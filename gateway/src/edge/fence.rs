@@ -18,9 +18,16 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// stops reading and the client waits (TCP back-pressure).
 const AHEAD_LIMIT: usize = 64 * 1024;
 
+/// Writes smaller than this are gathered until a flush, so a small answer's head and body leave
+/// in one segment (the stream under the fence writes through).
+const WRITE_BUFFER: usize = 1460;
+
 /// A connection's stream, fenced at the end of the current request.
 pub struct Fence {
     inner: Stream,
+    /// Written and not yet sent; allocated on a small write, freed on flush, so an idle or held
+    /// connection keeps none.
+    pending: Vec<u8>,
     body: BodyFraming,
     /// Bytes past the end of the current request: the start of the next.
     ahead: BytesMut,
@@ -50,6 +57,7 @@ impl Fence {
     pub fn new(inner: Stream) -> Self {
         Self {
             inner,
+            pending: Vec::new(),
             body: BodyFraming::new(Framing::None),
             ahead: BytesMut::new(),
             closed: false,
@@ -69,6 +77,11 @@ impl Fence {
     /// Bytes read past the end of the last request, taken for the next head.
     pub fn take_ahead(&mut self) -> BytesMut {
         std::mem::take(&mut self.ahead)
+    }
+
+    /// Whether the current request's body has been read to its end.
+    pub fn body_done(&self) -> bool {
+        self.body.is_done()
     }
 
     /// Whether the client closed its side while a request was served.
@@ -162,6 +175,38 @@ impl AsyncRead for Fence {
     }
 }
 
+impl Fence {
+    /// Sends what was gathered; ready when nothing is left.
+    fn poll_send_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.pending.is_empty() {
+            let written =
+                std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.pending.drain(..written);
+        }
+        self.pending = Vec::new();
+        Poll::Ready(Ok(()))
+    }
+
+    /// Gathers `buf` when it is small, or sends it after what was gathered.
+    fn poll_gather(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.pending.len() + buf.len() <= WRITE_BUFFER {
+            if self.pending.capacity() == 0 {
+                self.pending.reserve_exact(WRITE_BUFFER);
+            }
+            self.pending.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        std::task::ready!(self.poll_send_pending(cx))?;
+        if buf.len() < WRITE_BUFFER {
+            return self.poll_gather(cx, buf);
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+}
+
 impl AsyncWrite for Fence {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -172,33 +217,19 @@ impl AsyncWrite for Fence {
         if this.watch_for_switch {
             this.watch_response(buf);
         }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.watch_for_switch {
-            if let Some(first) = bufs.iter().find(|buf| !buf.is_empty()) {
-                this.watch_response(first);
-            }
-        }
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        this.poll_gather(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        std::task::ready!(this.poll_send_pending(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        std::task::ready!(this.poll_send_pending(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 

@@ -3,6 +3,7 @@
 //! request to Pingora's proxy or to the answered-here path. See docs/edge.md.
 
 use crate::core::runtime::Runtime;
+use crate::edge::answered::Serving;
 use crate::edge::fence::Fence;
 use crate::exchange::Reply;
 use crate::observe::metrics::METRICS;
@@ -97,7 +98,7 @@ async fn read_head(
             }
             let partial = buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf);
             if partial {
-                match read_more(stream, &mut buf, deadline, shutdown).await {
+                match read_more(stream, &mut buf, deadline).await {
                     Some(head) => return head,
                     None => continue,
                 }
@@ -109,7 +110,7 @@ async fn read_head(
         if buf.len() > settings.max_header_bytes {
             return Head::TooLarge(settings.max_header_bytes);
         }
-        if let Some(head) = read_more(stream, &mut buf, deadline, shutdown).await {
+        if let Some(head) = read_more(stream, &mut buf, deadline).await {
             return head;
         }
     }
@@ -123,13 +124,11 @@ fn make_room(buf: &mut BytesMut) {
     }
 }
 
-/// Reads what is there into `buf`; `Some` when reading must stop there.
-async fn read_more(
-    stream: &mut Stream,
-    buf: &mut BytesMut,
-    deadline: Instant,
-    shutdown: &mut ShutdownWatch,
-) -> Option<Head> {
+/// Reads what is there into `buf`; `Some` when reading must stop there. Shutdown does not stop
+/// it: a connection accepted before shutdown is served (its answer closes it), so a client
+/// whose connection was accepted just then loses nothing; only idle keep-alive connections
+/// are closed at shutdown (in `read_head`).
+async fn read_more(stream: &mut Stream, buf: &mut BytesMut, deadline: Instant) -> Option<Head> {
     let before = buf.len();
     make_room(buf);
     tokio::select! {
@@ -140,13 +139,12 @@ async fn read_more(
         _ = tokio::time::sleep_until(deadline) => {
             Some(if before == 0 { Head::Closed } else { Head::TimedOut })
         }
-        _ = shutdown.changed(), if before == 0 => Some(Head::Closed),
     }
 }
 
 /// Writes `problem` on the raw connection, closing it.
 async fn refuse(stream: &mut Stream, problem: &Problem) {
-    let reply = Reply::problem(problem).closing().to_http1();
+    let reply = Reply::problem(problem).to_http1(false, true);
     let written = async {
         stream.write_all(&reply).await?;
         stream.flush().await?;
@@ -245,7 +243,24 @@ pub async fn serve_http1(
         let next = rest.split_off(used);
         prefix.unsplit(rest);
         // Answered routes never switch protocols.
-        fence.begin(body, next, admitted.upgrade && !admitted.answered);
+        let answered = admitted.serving != Serving::Proxy;
+        fence.begin(body, next, admitted.upgrade && !answered);
+        if admitted.serving == Serving::HeldPoll {
+            // Boxed: this connection's task stays small while it idles between requests.
+            let keep_alive = !settings.idle_timeout.is_zero();
+            let held = crate::edge::held::serve(
+                runtime,
+                &mut fence,
+                (prefix, admitted.len),
+                keep_alive,
+                &shutdown,
+            );
+            if !Box::pin(held).await {
+                return Served::Done;
+            }
+            reused = true;
+            continue;
+        }
         let prepare = |session: &mut ServerSession| {
             if let Some(settings) = persistent.take() {
                 HttpPersistentSettings::apply_to_session(settings, session);
@@ -259,7 +274,7 @@ pub async fn serve_http1(
             session.set_read_timeout(Some(settings.body_timeout));
             session.set_pipelined_prefix(prefix);
         };
-        let reusable = if admitted.answered {
+        let reusable = if answered {
             let mut session = crate::edge::answered::session(fence);
             prepare(&mut session.downstream_session);
             // Boxed: this connection's task stays small while it idles between requests.
@@ -289,8 +304,8 @@ pub async fn serve_http1(
 
 /// Where a checked request goes, and how its body is framed.
 struct Admitted {
-    /// The gateway answers it itself (answered.rs), rather than Pingora's proxy.
-    answered: bool,
+    /// Who serves it: Pingora's proxy, or the gateway itself (answered.rs, held.rs).
+    serving: Serving,
     /// The head's length.
     len: usize,
     framing: crate::wire::framing::Framing,
@@ -303,7 +318,7 @@ struct Admitted {
 /// head's length and the body's framing.
 fn admit_head(buf: &mut BytesMut, state: &crate::core::state::State) -> Result<Admitted, Problem> {
     let decide = |head: crate::wire::head::Checked<'_>| Admitted {
-        answered: crate::edge::answered::answered_here(state, head.method, head.target, head.host),
+        serving: crate::edge::answered::serving(state, head.method, head.target, head.host),
         len: head.len,
         framing: head.framing,
         upgrade: head.upgrade,

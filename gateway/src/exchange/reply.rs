@@ -119,24 +119,33 @@ impl Reply {
         Ok(header)
     }
 
-    /// The reply as HTTP/1.1 bytes, for a connection that has no HTTP session (yet).
-    pub fn to_http1(&self) -> Vec<u8> {
+    /// The reply as HTTP/1.1 bytes, head and body in one buffer (one write), for a connection
+    /// the edge serves itself: with `Date`, `Connection` (`keep-alive` only when `keep_alive`
+    /// and the reply does not close) and `Content-Length`; without the body when `with_body` is
+    /// false (a `HEAD` request).
+    pub fn to_http1(&self, keep_alive: bool, with_body: bool) -> Vec<u8> {
         let reason = http::StatusCode::from_u16(self.status)
             .ok()
             .and_then(|status| status.canonical_reason())
             .unwrap_or("");
-        let mut out = format!("HTTP/1.1 {} {reason}\r\n", self.status).into_bytes();
+        let body = if with_body { &self.body[..] } else { &[] };
+        let mut out = Vec::with_capacity(160 + self.headers.len() * 40 + body.len());
+        out.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", self.status).as_bytes());
         for (name, value) in &self.headers {
             out.extend_from_slice(name.as_str().as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        if self.close {
-            out.extend_from_slice(b"connection: close\r\n");
-        }
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(pingora_core::protocols::http::date::get_cached_date().as_bytes());
+        out.extend_from_slice(if keep_alive && !self.close {
+            b"\r\nconnection: keep-alive\r\n"
+        } else {
+            b"\r\nconnection: close\r\n"
+        });
         out.extend_from_slice(format!("content-length: {}\r\n\r\n", self.body.len()).as_bytes());
-        out.extend_from_slice(&self.body);
+        out.extend_from_slice(body);
         out
     }
 }
@@ -179,11 +188,12 @@ mod tests {
     #[test]
     fn the_wire_form_carries_length_and_close() {
         let reply = Reply::fresh(204).closing();
-        let wire = String::from_utf8(reply.to_http1()).expect("ascii");
-        assert_eq!(
-            wire,
-            "HTTP/1.1 204 No Content\r\ncache-control: no-store\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
-        );
+        let wire = String::from_utf8(reply.to_http1(true, true)).expect("ascii");
+        assert!(wire.starts_with("HTTP/1.1 204 No Content\r\ncache-control: no-store\r\ndate: "));
+        assert!(wire.ends_with("GMT\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"));
+        let head_only = Reply::fresh(200).with_body(None, Bytes::from_static(b"abc"));
+        let wire = String::from_utf8(head_only.to_http1(true, false)).expect("ascii");
+        assert!(wire.ends_with("connection: keep-alive\r\ncontent-length: 3\r\n\r\n"));
         let header = reply.response_header().expect("header");
         assert_eq!(header.headers["connection"], "close");
         assert_eq!(header.headers["content-length"], "0");

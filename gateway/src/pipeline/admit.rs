@@ -1,7 +1,8 @@
 //! Admission, in one place and in this order: the head's checks and the path's normal form →
-//! the route → auth → limits → mapping → dispatch to the route's action. Runs in Pingora's
-//! `request_filter`; `true` when the gateway answered the request itself, `false` when it is to
-//! be proxied.
+//! the route → auth → limits (for every transport: [`admit_request`]) → body limit and mapping
+//! → dispatch to the route's action. Runs in Pingora's `request_filter` ([`admit`]: `true` when
+//! the gateway answered the request itself, `false` when it is to be proxied), and for held
+//! polls on the edge's own HTTP/1 path.
 
 use crate::actions::{call, channels, fanin, jobs, Admitted};
 use crate::core::routes::{Action, Lookup};
@@ -9,6 +10,7 @@ use crate::core::runtime::Runtime;
 use crate::exchange::Reply;
 use crate::limits;
 use crate::pipeline::ctx::RequestCtx;
+use crate::pipeline::inbound::Inbound;
 use crate::pipeline::{authn, checks, cors, mapped, outbound, respond, routing, streamed};
 use crate::problem::Problem;
 use pingora_error::Result;
@@ -17,78 +19,12 @@ use pingora_proxy::Session;
 /// Admits the request, answering it when the gateway does: a refusal, a preflight, or the
 /// reply of the route's action.
 pub async fn admit(runtime: &Runtime, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-    let state = runtime.state.load_full();
-    ctx.request_id = Some(request_id(session.req_header()));
-    if let Some(problem) = checks::check_head(
-        session,
-        state.max_headers,
-        state.max_header_bytes,
-        state.max_url_bytes,
-    ) {
-        return refused(session, ctx, &problem).await;
+    if !admit_request(runtime, session, ctx).await? {
+        return Ok(true);
     }
-    // Routing, auth, mapping, the upstream and the access log all see the normal path.
-    let http2 = session.is_http2();
-    if let Err(error) = crate::wire::target::normalize_target(session.req_header_mut(), http2) {
-        let problem = Problem::new(400, "bad-path", "Bad Request", error.to_string());
-        return refused(session, ctx, &problem).await;
-    }
-    let header = session.req_header();
-    let preflight = cors::preflight_method(header);
-    let host = routing::raw_host(header);
-    let path = header.uri.path();
-    let mut lookup = routing::find(
-        &state,
-        host,
-        preflight.as_ref().unwrap_or(&header.method),
-        path,
-    );
-    if let (Some(method), Lookup::Found(route, _)) = (&preflight, &lookup) {
-        match &route.cors {
-            Some(cors) => {
-                let reply = cors::preflight_reply(header, cors, method);
-                ctx.route = Some((*route).clone());
-                respond::reply(session, ctx, reply).await?;
-                return Ok(true);
-            }
-            // Not a CORS route: an OPTIONS request like any other.
-            None => lookup = routing::find(&state, host, &header.method, path),
-        }
-    }
-    let (route, captures) = match lookup {
-        Lookup::Found(route, captures) => (route.clone(), captures),
-        Lookup::MethodNotAllowed(allow) => {
-            let problem = Problem::method_not_allowed(header.method.as_str(), &allow);
-            return refused(session, ctx, &problem).await;
-        }
-        Lookup::NotFound => {
-            let problem = Problem::not_found(&format!("{} {}", header.method, path));
-            return refused(session, ctx, &problem).await;
-        }
+    let Some(route) = ctx.route.clone() else {
+        return Ok(true);
     };
-    ctx.route = Some(route.clone());
-    ctx.captures = captures;
-    ctx.state = Some(state.clone());
-    if let Some(requirement) = &route.auth {
-        if let Err(problem) = authn::authenticate(session, ctx, requirement) {
-            return refused(session, ctx, &problem).await;
-        }
-    }
-    if let Some(limits) = &route.limits {
-        let subject = limits::Subject {
-            route: &route.name,
-            peer: session
-                .client_addr()
-                .and_then(|addr| addr.as_inet())
-                .map(|addr| addr.ip()),
-            headers: &session.req_header().headers,
-            identity: ctx.identity.as_ref(),
-        };
-        match limits::admit(&runtime.limiter, &state.trusted_proxies, limits, &subject).await {
-            Ok(slot) => ctx.in_flight = slot,
-            Err(problem) => return refused(session, ctx, &problem).await,
-        }
-    }
     if matches!(route.action, Action::Proxy(_))
         && !streamed::mapping_reads_body(&route)
         && streamed::declared_length(session).is_some_and(|length| length > route.max_body)
@@ -109,20 +45,109 @@ pub async fn admit(runtime: &Runtime, session: &mut Session, ctx: &mut RequestCt
         return Ok(false);
     }
     let reply = dispatch(runtime, session, ctx).await?;
-    match reply {
-        Some(reply) => {
-            respond::reply(session, ctx, reply).await?;
+    finish(session, ctx, reply).await?;
+    Ok(true)
+}
+
+/// What every transport's admission does, up to the action: request id → head checks → the
+/// path's normal form → CORS preflight → route → auth → limits. `true` when the request goes
+/// on (its route, identity and in-flight slot are in `ctx`); `false` when it was answered here.
+pub async fn admit_request(
+    runtime: &Runtime,
+    inbound: &mut impl Inbound,
+    ctx: &mut RequestCtx,
+) -> Result<bool> {
+    let state = runtime.state.load_full();
+    ctx.request_id = Some(request_id(inbound.head()));
+    if let Some(problem) = checks::check_head(
+        inbound,
+        state.max_headers,
+        state.max_header_bytes,
+        state.max_url_bytes,
+    ) {
+        return refused(inbound, ctx, &problem).await.map(|_| false);
+    }
+    // Routing, auth, mapping, the upstream and the access log all see the normal path.
+    let http2 = inbound.is_http2();
+    if let Err(error) = crate::wire::target::normalize_target(inbound.head_mut(), http2) {
+        let problem = Problem::new(400, "bad-path", "Bad Request", error.to_string());
+        return refused(inbound, ctx, &problem).await.map(|_| false);
+    }
+    let header = inbound.head();
+    let preflight = cors::preflight_method(header);
+    let host = routing::raw_host(header);
+    let path = header.uri.path();
+    let mut lookup = routing::find(
+        &state,
+        host,
+        preflight.as_ref().unwrap_or(&header.method),
+        path,
+    );
+    if let (Some(method), Lookup::Found(route, _)) = (&preflight, &lookup) {
+        match &route.cors {
+            Some(cors) => {
+                let reply = cors::preflight_reply(header, cors, method);
+                ctx.route = Some((*route).clone());
+                respond::reply(inbound, ctx, reply).await?;
+                return Ok(false);
+            }
+            // Not a CORS route: an OPTIONS request like any other.
+            None => lookup = routing::find(&state, host, &header.method, path),
         }
-        // The client left before there was an answer.
-        None => ctx.answered = Some(0),
+    }
+    let (route, captures) = match lookup {
+        Lookup::Found(route, captures) => (route.clone(), captures),
+        Lookup::MethodNotAllowed(allow) => {
+            let problem = Problem::method_not_allowed(header.method.as_str(), &allow);
+            return refused(inbound, ctx, &problem).await.map(|_| false);
+        }
+        Lookup::NotFound => {
+            let problem = Problem::not_found(&format!("{} {}", header.method, path));
+            return refused(inbound, ctx, &problem).await.map(|_| false);
+        }
+    };
+    ctx.route = Some(route.clone());
+    ctx.captures = captures;
+    ctx.state = Some(state.clone());
+    if let Some(requirement) = &route.auth {
+        if let Err(problem) = authn::authenticate(inbound.head(), ctx, requirement) {
+            return refused(inbound, ctx, &problem).await.map(|_| false);
+        }
+    }
+    if let Some(limits) = &route.limits {
+        let subject = limits::Subject {
+            route: &route.name,
+            peer: inbound.client_ip(),
+            headers: &inbound.head().headers,
+            identity: ctx.identity.as_ref(),
+        };
+        match limits::admit(&runtime.limiter, &state.trusted_proxies, limits, &subject).await {
+            Ok(slot) => ctx.in_flight = slot,
+            Err(problem) => return refused(inbound, ctx, &problem).await.map(|_| false),
+        }
     }
     Ok(true)
 }
 
+/// Writes the action's reply; with none, the client left before there was one.
+pub async fn finish(
+    inbound: &mut impl Inbound,
+    ctx: &mut RequestCtx,
+    reply: Option<Reply>,
+) -> Result<()> {
+    match reply {
+        Some(reply) => {
+            respond::reply(inbound, ctx, reply).await?;
+        }
+        None => ctx.answered = Some(0),
+    }
+    Ok(())
+}
+
 /// Runs the route's action (every one but proxying); its reply, or `None` when the client left.
-async fn dispatch(
+pub async fn dispatch(
     runtime: &Runtime,
-    session: &mut Session,
+    inbound: &mut impl Inbound,
     ctx: &mut RequestCtx,
 ) -> Result<Option<Reply>> {
     let Some(route) = ctx.route.clone() else {
@@ -130,7 +155,7 @@ async fn dispatch(
     };
     let upstream_head = match &route.action {
         Action::Call(_) | Action::Fanin(_) | Action::Job(_) => {
-            Some(outbound::call_head(session, ctx)?)
+            Some(Box::new(outbound::call_head(inbound, ctx)?))
         }
         _ => None,
     };
@@ -147,22 +172,27 @@ async fn dispatch(
     // size this whole hook's future, which every held long-poll keeps allocated.
     let reply = match &route.action {
         Action::Proxy(_) => None,
-        Action::LongPoll(spec) => channels::poll(runtime, session, &mut admitted, spec).await?,
-        Action::Publish(spec) => Some(channels::publish(runtime, session, &admitted, spec).await?),
-        Action::Call(spec) => Box::pin(call::serve(runtime, session, &mut admitted, spec)).await?,
+        Action::LongPoll(spec) => channels::poll(runtime, inbound, &mut admitted, spec).await?,
+        Action::Publish(spec) => Some(channels::publish(runtime, inbound, &admitted, spec).await?),
+        Action::Call(spec) => Box::pin(call::serve(runtime, inbound, &mut admitted, spec)).await?,
         Action::Fanin(spec) => {
-            Box::pin(fanin::serve(runtime, session, &mut admitted, spec)).await?
+            Box::pin(fanin::serve(runtime, inbound, &mut admitted, spec)).await?
         }
-        Action::Job(spec) => Box::pin(jobs::serve(runtime, session, &mut admitted, spec)).await?,
+        Action::Job(spec) => Box::pin(jobs::serve(runtime, inbound, &mut admitted, spec)).await?,
     };
     let outcome = admitted.outcome;
     ctx.outcome = outcome;
     Ok(reply)
 }
 
-/// Answers with `problem`: the request is refused.
-async fn refused(session: &mut Session, ctx: &mut RequestCtx, problem: &Problem) -> Result<bool> {
-    respond::problem(session, ctx, problem).await?;
+/// Answers with `problem`: the request is refused (and answered: `true`, as `request_filter`
+/// says it).
+async fn refused(
+    inbound: &mut impl Inbound,
+    ctx: &mut RequestCtx,
+    problem: &Problem,
+) -> Result<bool> {
+    respond::problem(inbound, ctx, problem).await?;
     Ok(true)
 }
 

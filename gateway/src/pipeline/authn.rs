@@ -6,7 +6,6 @@ use crate::observe::metrics::METRICS;
 use crate::pipeline::ctx::RequestCtx;
 use crate::problem::Problem;
 use http::{HeaderName, HeaderValue};
-use pingora_proxy::Session;
 use std::time::SystemTime;
 
 /// What a successful authentication leaves for the upstream request.
@@ -18,11 +17,10 @@ pub struct Upstream {
 
 /// Runs `requirement` on the request; on success the identity is kept in the context.
 pub fn authenticate(
-    session: &Session,
+    header: &pingora_http::RequestHeader,
     ctx: &mut RequestCtx,
     requirement: &auth::RouteRequirement,
 ) -> Result<(), Problem> {
-    let header = session.req_header();
     let verified = requirement
         .authenticate(&header.headers, header.uri.query(), SystemTime::now())
         .and_then(|identity| Ok((requirement.claim_headers(&identity)?, identity)));

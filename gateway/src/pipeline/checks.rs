@@ -3,17 +3,17 @@
 //! ambiguous framing — `Content-Length` together with `Transfer-Encoding` is refused outright
 //! (RFC 9112 §6.1 allows it; a gateway that forwards it invites request smuggling).
 
+use crate::pipeline::inbound::Inbound;
 use crate::problem::Problem;
-use pingora_proxy::Session;
 
 /// The first problem with the request head, if any.
 pub fn check_head(
-    session: &Session,
+    inbound: &impl Inbound,
     max_headers: usize,
     max_header_bytes: usize,
     max_url_bytes: usize,
 ) -> Option<Problem> {
-    let header = session.req_header();
+    let header = inbound.head();
     let target = header.raw_path().len();
     if target > max_url_bytes {
         return Some(Problem::new(
@@ -28,10 +28,7 @@ pub fn check_head(
             "the request has more than {max_headers} headers"
         )));
     }
-    let raw = session
-        .as_downstream()
-        .as_http1()
-        .map(|h1| h1.get_headers_raw_bytes());
+    let raw = inbound.raw_head();
     let size = match &raw {
         Some(raw) => raw.len(),
         None => {

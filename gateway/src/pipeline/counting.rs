@@ -7,14 +7,13 @@
 use crate::observe::labels;
 use crate::observe::metrics::METRICS;
 use crate::pipeline::ctx::RequestCtx;
-use pingora_proxy::Session;
 
-/// Counts the request with `status`, unless it was counted already.
-pub fn answered(session: &Session, ctx: &mut RequestCtx, status: u16) {
+/// Counts the request (`method`) with `status`, unless it was counted already.
+pub fn answered(method: &http::Method, ctx: &mut RequestCtx, status: u16) {
     if std::mem::replace(&mut ctx.counted, true) {
         return;
     }
-    let method = labels::method(&session.req_header().method);
+    let method = labels::method(method);
     METRICS
         .requests
         .with_label_values(&[ctx.route_name(), method, labels::code(status)])

@@ -117,7 +117,7 @@ impl ProxyHttp for Gateway {
         if end_of_stream {
             // The mapped body passed the rules: the status held back in `response_filter` stands.
             if let Some(status) = ctx.count_at_end.take() {
-                counting::answered(session, ctx, status);
+                counting::answered(&session.req_header().method, ctx, status);
             }
         }
         Ok(None)
@@ -169,7 +169,7 @@ impl ProxyHttp for Gateway {
             if ctx.mapped.buffers_response() {
                 ctx.count_at_end = Some(status);
             } else {
-                counting::answered(session, ctx, status);
+                counting::answered(&session.req_header().method, ctx, status);
             }
         }
         Ok(())
@@ -216,6 +216,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        logging::finished(&self.runtime, session, ctx);
+        let written = session.response_written().map(|r| r.status.as_u16());
+        logging::finished(&self.runtime, session, ctx, written);
     }
 }

@@ -8,20 +8,23 @@ use crate::observe::labels;
 use crate::observe::metrics::METRICS;
 use crate::pipeline::counting;
 use crate::pipeline::ctx::RequestCtx;
-use pingora_proxy::Session;
+use crate::pipeline::inbound::Inbound;
 
-/// Records the finished request.
-pub fn finished(runtime: &Runtime, session: &Session, ctx: &mut RequestCtx) {
-    let status = ctx
-        .answered
-        .or_else(|| session.response_written().map(|r| r.status.as_u16()))
-        .unwrap_or(0);
+/// Records the finished request; `written` is the status of an answer that was not the
+/// gateway's own (a proxied one).
+pub fn finished(
+    runtime: &Runtime,
+    inbound: &impl Inbound,
+    ctx: &mut RequestCtx,
+    written: Option<u16>,
+) {
+    let status = ctx.answered.or(written).unwrap_or(0);
     if let Some(log) = &runtime.access_log {
-        log.record(&access_entry(session, ctx, status));
+        log.record(&access_entry(inbound, ctx, status));
     }
     // Answers were counted before they were written (`counting`, and limit refusals in
     // `respond`); what is left got no answer.
-    counting::answered(session, ctx, status);
+    counting::answered(&inbound.head().method, ctx, status);
     METRICS
         .request_duration
         .with_label_values(&[ctx.route_name()])
@@ -38,15 +41,12 @@ pub fn finished(runtime: &Runtime, session: &Session, ctx: &mut RequestCtx) {
 }
 
 /// What the access log records of a finished request.
-fn access_entry<'a>(session: &'a Session, ctx: &'a RequestCtx, status: u16) -> Entry<'a> {
+fn access_entry<'a>(inbound: &'a impl Inbound, ctx: &'a RequestCtx, status: u16) -> Entry<'a> {
     Entry {
-        request: session.req_header(),
+        request: inbound.head(),
         status,
-        bytes: session.body_bytes_sent(),
-        client: session
-            .client_addr()
-            .and_then(|addr| addr.as_inet())
-            .map(|addr| addr.ip()),
+        bytes: inbound.body_bytes_sent(),
+        client: inbound.client_ip(),
         request_id: ctx.request_id.as_ref().and_then(|id| id.to_str().ok()),
         route: ctx.route.as_ref().map(|route| &*route.name),
         started: ctx.started,

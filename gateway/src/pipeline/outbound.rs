@@ -6,21 +6,21 @@
 
 use crate::core::upstream::exchange::HOP_BY_HOP;
 use crate::pipeline::ctx::RequestCtx;
+use crate::pipeline::inbound::Inbound;
 use crate::pipeline::{authn, mapped};
 use pingora_error::Result;
 use pingora_http::RequestHeader;
-use pingora_proxy::Session;
 
 /// The head a call the gateway makes itself sends upstream (the body is the action's:
 /// `actions::call::outbound`): the client's head without hop-by-hop headers, written as
 /// HTTP/1.1, prepared as every upstream request is.
-pub fn call_head(session: &Session, ctx: &mut RequestCtx) -> Result<RequestHeader> {
-    let mut header = session.req_header().clone();
+pub fn call_head(inbound: &impl Inbound, ctx: &mut RequestCtx) -> Result<RequestHeader> {
+    let mut header = inbound.head().clone();
     for name in HOP_BY_HOP {
         header.remove_header(*name);
     }
     as_http1(&mut header)?;
-    prepare(session, &mut header, ctx)?;
+    prepare(inbound, &mut header, ctx)?;
     Ok(header)
 }
 
@@ -50,12 +50,12 @@ fn as_http1(header: &mut RequestHeader) -> Result<()> {
 /// headers with `_` are dropped (`limits.headers_with_underscores`), judged against the
 /// request exactly as it leaves.
 pub fn prepare(
-    session: &Session,
+    inbound: &impl Inbound,
     upstream: &mut RequestHeader,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
-    if let Some(client) = session.client_addr().and_then(|addr| addr.as_inet()) {
-        let ip = client.ip().to_string();
+    if let Some(client) = inbound.client_ip() {
+        let ip = client.to_string();
         let forwarded = match upstream
             .headers
             .get("x-forwarded-for")
@@ -66,12 +66,10 @@ pub fn prepare(
         };
         upstream.insert_header("x-forwarded-for", forwarded)?;
     }
-    let tls = session
-        .digest()
-        .is_some_and(|digest| digest.ssl_digest.is_some());
+    let tls = inbound.is_tls();
     upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
     if let Some(id) = &ctx.request_id {
-        upstream.insert_header("x-request-id", id.clone())?;
+        upstream.insert_header(crate::pipeline::respond::X_REQUEST_ID, id.clone())?;
     }
     authn::upstream_request(upstream, ctx)?;
     mapped::upstream_request(upstream, ctx)?;

@@ -2,20 +2,24 @@
 //! request id, counts the request (and a limit's refusal) before the reply is written — so a
 //! scrape right after an answer sees it — and remembers the status for the access log.
 
-use crate::exchange::{Exchange, Reply};
+use crate::exchange::Reply;
 use crate::limits;
 use crate::observe::metrics::METRICS;
 use crate::pipeline::counting;
 use crate::pipeline::ctx::RequestCtx;
+use crate::pipeline::inbound::Inbound;
 use crate::problem::Problem;
 use pingora_error::Result;
-use pingora_proxy::Session;
 
 /// The request id every answer carries, proxied or not.
 pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// Writes `reply`; returns its status.
-pub async fn reply(session: &mut Session, ctx: &mut RequestCtx, mut reply: Reply) -> Result<u16> {
+pub async fn reply(
+    inbound: &mut impl Inbound,
+    ctx: &mut RequestCtx,
+    mut reply: Reply,
+) -> Result<u16> {
     let status = reply.status;
     if let Some(id) = &ctx.request_id {
         reply.headers.insert(X_REQUEST_ID, id.clone());
@@ -29,16 +33,16 @@ pub async fn reply(session: &mut Session, ctx: &mut RequestCtx, mut reply: Reply
                 .inc();
         }
     }
-    counting::answered(session, ctx, status);
-    session.send(reply).await?;
+    counting::answered(&inbound.head().method, ctx, status);
+    inbound.send(reply).await?;
     Ok(status)
 }
 
 /// Writes `problem` as problem+json; returns its status.
 pub async fn problem(
-    session: &mut Session,
+    inbound: &mut impl Inbound,
     ctx: &mut RequestCtx,
     problem: &Problem,
 ) -> Result<u16> {
-    reply(session, ctx, Reply::problem(problem)).await
+    reply(inbound, ctx, Reply::problem(problem)).await
 }

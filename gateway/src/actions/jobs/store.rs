@@ -87,6 +87,11 @@ impl Store {
         table
     }
 
+    /// Jobs running, on every route.
+    pub fn running(&self) -> usize {
+        self.lock().running.values().sum()
+    }
+
     /// Registers a running job, or `None` when the route runs `max_running` already.
     pub fn start(
         &self,
