@@ -34,6 +34,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$ROOT/bench/lib.sh"
 DURATION="${DURATION:-10}"
 WARMUP="${WARMUP:-2}"
 ROUNDS="${ROUNDS:-2}"
@@ -264,16 +265,6 @@ for port in "${CONTENDER_PORTS[@]}"; do
 done
 
 origin_accepts() { curl -s "http://127.0.0.1:$ORIGIN_STATUS_PORT/" | awk 'NR == 3 { print $1 }'; }
-
-# wrk's latency ("1.23ms", "850.00us", "1.02s") in milliseconds.
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
-        else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
-        else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.3f", v * 60000 }
-        else { sub(/s$/, "", v); printf "%.3f", v * 1000 }
-    }'
-}
 
 run_wrk() { # name port -> "rps p50 p99 origin_conns errors cpu_us_per_request"
     local name=$1 port=$2 out before after cpu_before cpu_after

@@ -19,7 +19,7 @@ routes:
   - { name: add, match: { path: /add }, publish: { channel: work, mode: queue } }
 "#;
 
-async fn held(gw: &Holdfast, route: &str, count: f64) {
+pub(crate) async fn held(gw: &Holdfast, route: &str, count: f64) {
     let sample = format!("holdfast_longpoll_held{{route=\"{route}\"}}");
     eventually(
         Duration::from_secs(10),

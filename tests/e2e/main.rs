@@ -6,6 +6,7 @@ mod auth;
 mod config;
 /// The deploy artefacts (deploy/, examples/), one module per kind of check, with the helpers they
 /// share in `support`.
+mod edge;
 mod deploy {
     mod clients;
     mod compose;

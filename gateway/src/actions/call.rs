@@ -127,6 +127,7 @@ pub async fn serve(
             MAX_BUFFERED,
         )
     });
+    let work = std::pin::pin!(work);
     Ok(match hold(runtime, exchange, deadline, work).await {
         Held::Done(result) => Some(match &*result {
             Ok(answer) if options.repoll.as_ref().is_some_and(|r| r.is_repoll(answer)) => {

@@ -142,13 +142,8 @@ pub async fn poll(
     };
     let deadline = tokio::time::Instant::now() + hold_for;
     // The hub ends the poll at the deadline itself (with the cursor to resume from).
-    let held = hold(
-        runtime,
-        exchange,
-        None,
-        runtime.hub.poll(&key, request, deadline),
-    )
-    .await;
+    let waiting = std::pin::pin!(runtime.hub.poll(&key, request, deadline));
+    let held = hold(runtime, exchange, None, waiting).await;
     drop(slot);
     let ending = Ending {
         settings,

@@ -220,6 +220,7 @@ pub async fn serve(
         (decision, outcomes)
     };
     let far = deadline + Duration::from_secs(1);
+    let work = std::pin::pin!(work);
     let ((decision, unfinished), outcomes) = match hold(runtime, exchange, Some(far), work).await {
         Held::Done(done) => (done.0, done.1),
         Held::ClientGone => {

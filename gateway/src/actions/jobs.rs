@@ -205,6 +205,7 @@ async fn poll(
             }
         }
     };
+    let wait = std::pin::pin!(wait);
     Ok(match hold(runtime, exchange, Some(deadline), wait).await {
         Held::Done(Some(result)) => Some(result_reply(&result)),
         Held::Done(None) | Held::HoldEnded => Some(timeout_reply(false)),

@@ -79,6 +79,13 @@ fn post(target: &str, content_type: &str, body: &[u8]) -> MemoryExchange {
     )
 }
 
+/// A header of the reply as written (its own headers and the ones it shares).
+fn header(reply: &Reply, name: &str) -> String {
+    let written = reply.response_header().expect("a head");
+    let value = written.headers.get(name);
+    value.map_or_else(String::new, |v| v.to_str().unwrap_or_default().to_owned())
+}
+
 fn json(reply: &Reply) -> serde_json::Value {
     serde_json::from_slice(&reply.body).expect("a JSON body")
 }
@@ -94,6 +101,7 @@ async fn a_published_message_is_what_a_poll_from_before_it_gets() {
         .expect("a cursor")
         .to_owned();
     assert_eq!(first.headers["poll-cursor"], cursor.as_str());
+    let first = cursor.clone();
     let (second, _) = serve(&runtime, &mut post("/pub/a", "text/plain", b"two")).await;
     assert_eq!(second.expect("a reply").status, 201);
 
@@ -102,10 +110,16 @@ async fn a_published_message_is_what_a_poll_from_before_it_gets() {
     assert_eq!(outcome, Some("data"));
     assert_eq!(reply.status, 200);
     assert_eq!(&reply.body[..], b"two");
-    assert_eq!(reply.headers["content-type"], "text/plain");
-    assert_eq!(reply.headers["cache-control"], "no-store");
-    assert!(reply.headers.contains_key("etag"));
+    assert_eq!(header(&reply, "content-type"), "text/plain");
+    assert_eq!(header(&reply, "cache-control"), "no-store");
+    let cursor = header(&reply, "poll-cursor");
+    assert_eq!(header(&reply, "etag"), format!("\"{cursor}\""));
     assert!(!reply.close);
+    // The head lines a message's polls share are rendered once for all of them.
+    let (again, _) = serve(&runtime, &mut get(&format!("/sub/a?cursor={first}"))).await;
+    let again = again.expect("a reply");
+    let shared = |reply: &Reply| reply.shared.clone().expect("shared headers");
+    assert!(std::sync::Arc::ptr_eq(&shared(&reply), &shared(&again)));
 }
 
 #[tokio::test]

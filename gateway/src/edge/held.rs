@@ -21,7 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub struct Http1Exchange<'a> {
     fence: &'a mut Fence,
     head: RequestHeader,
-    raw_head: Bytes,
+    /// The head as it came, until admission has checked it: it holds the head buffer.
+    raw_head: Option<Bytes>,
     /// Body bytes that came with the head, read before the fence is.
     body_start: Bytes,
     client_ip: Option<IpAddr>,
@@ -36,22 +37,32 @@ impl<'a> Http1Exchange<'a> {
     /// its body), on `fence`; `None` for a head that does not parse (it was checked: not
     /// expected).
     fn new(fence: &'a mut Fence, mut prefix: BytesMut, head_len: usize) -> Option<Self> {
-        let body_start = prefix.split_off(head_len).freeze();
+        let rest = prefix.split_off(head_len);
+        // An empty rest would keep the head buffer's allocation alive for the whole hold.
+        let body_start = if rest.is_empty() {
+            Bytes::new()
+        } else {
+            rest.freeze()
+        };
         let raw_head = prefix.freeze();
         let mut headers = [httparse::EMPTY_HEADER; 256];
         let mut parsed = httparse::Request::new(&mut headers);
         parsed.parse(&raw_head).ok()?;
         let method = parsed.method?;
         let target = parsed.path?;
+        // Without the header-case map Pingora keeps for forwarding: this request is not
+        // forwarded.
         let mut head =
-            RequestHeader::build(method, target.as_bytes(), Some(parsed.headers.len())).ok()?;
+            RequestHeader::build_no_case(method, target.as_bytes(), Some(parsed.headers.len()))
+                .ok()?;
         head.set_version(match parsed.version? {
             0 => http::Version::HTTP_10,
             _ => http::Version::HTTP_11,
         });
         for header in parsed.headers.iter() {
-            head.append_header(header.name.to_owned(), header.value)
-                .ok()?;
+            let name = http::HeaderName::from_bytes(header.name.as_bytes()).ok()?;
+            let value = http::HeaderValue::from_bytes(header.value).ok()?;
+            head.append_header(name, value).ok()?;
         }
         let keep_alive = keeps_alive(&head);
         let digest = fence.inner_mut().get_socket_digest();
@@ -64,7 +75,7 @@ impl<'a> Http1Exchange<'a> {
         Some(Self {
             fence,
             head,
-            raw_head,
+            raw_head: Some(raw_head),
             body_start,
             client_ip,
             tls,
@@ -173,7 +184,7 @@ impl Inbound for Http1Exchange<'_> {
     }
 
     fn raw_head(&self) -> Option<Bytes> {
-        Some(self.raw_head.clone())
+        self.raw_head.clone()
     }
 
     fn is_http2(&self) -> bool {
@@ -210,7 +221,12 @@ pub async fn serve(
     }
     let mut ctx = RequestCtx::new();
     let served = async {
-        if !admit::admit_request(runtime, &mut exchange, &mut ctx).await? {
+        // Boxed, and so are the answer's writing below: they are done before and after the
+        // hold, and inline they would size the state every held poll keeps.
+        let admitted = Box::pin(admit::admit_request(runtime, &mut exchange, &mut ctx)).await?;
+        // Checked: the head buffer is not kept while the poll is held.
+        exchange.raw_head = None;
+        if !admitted {
             return Ok(());
         }
         // The edge decided on the route before admission looked it up again: a reload in
@@ -221,12 +237,12 @@ pub async fn serve(
             .is_some_and(|route| matches!(route.action, Action::LongPoll(_)));
         if !long_poll {
             exchange.close_after();
-            return respond::problem(&mut exchange, &mut ctx, &route_changed())
-                .await
-                .map(|_| ());
+            let problem = route_changed();
+            let refused = respond::problem(&mut exchange, &mut ctx, &problem);
+            return Box::pin(refused).await.map(|_| ());
         }
         let reply = admit::dispatch(runtime, &mut exchange, &mut ctx).await?;
-        admit::finish(&mut exchange, &mut ctx, reply).await
+        Box::pin(admit::finish(&mut exchange, &mut ctx, reply)).await
     }
     .await;
     if let Err(error) = &served {

@@ -71,24 +71,37 @@ async fn read_head(
     settings: &Settings,
     shutdown: &mut ShutdownWatch,
 ) -> Head {
-    // Most heads fit in 1 KiB; this buffer becomes the session's and lives as long as the
-    // request (a held poll), so it starts small and grows as [`make_room`] finds it full.
-    // `buf` may already hold the start of a pipelined request.
-    if buf.capacity() < 1024 {
-        buf.reserve(1024 - buf.len());
-    }
     let mut deadline = Instant::now() + settings.header_timeout;
     if reused && buf.is_empty() {
-        // Idle until the next request's first byte, then the head timeout starts.
+        // Idle until the next request's first byte, then the head timeout starts. A busy
+        // connection's next request usually comes within a moment: it is read at once into the
+        // head buffer. One idle for longer gives the buffer up and waits for its first byte
+        // without one (peeked, where the stream allows it).
         let idle = Instant::now() + settings.idle_timeout;
-        tokio::select! {
-            read = stream.read_buf(&mut buf) => match read {
-                Ok(n) if n > 0 => deadline = Instant::now() + settings.header_timeout,
-                _ => return Head::Closed,
-            },
-            _ = tokio::time::sleep_until(idle) => return Head::Closed,
+        let moment = (Instant::now() + IDLE_WITH_BUFFER).min(idle);
+        buf.reserve(1024);
+        let read = tokio::select! {
+            read = stream.read_buf(&mut buf) => Some(read),
+            _ = tokio::time::sleep_until(moment) => None,
             _ = shutdown.changed() => return Head::Closed,
+        };
+        match read {
+            Some(Ok(n)) if n > 0 => {}
+            Some(_) => return Head::Closed,
+            None => {
+                buf = BytesMut::new();
+                if let Some(head) = wait_idle(stream, &mut buf, idle, shutdown).await {
+                    return head;
+                }
+            }
         }
+        deadline = Instant::now() + settings.header_timeout;
+    }
+    // Most heads fit in 1 KiB; this buffer becomes the session's and lives as long as the
+    // request, so it starts small and grows as [`make_room`] finds it full. `buf` may already
+    // hold the start of a pipelined request.
+    if buf.capacity() < 1024 {
+        buf.reserve(1024 - buf.len());
     }
     loop {
         // The preface holds an empty line too: look for it before looking for a head's end.
@@ -113,6 +126,40 @@ async fn read_head(
         if let Some(head) = read_more(stream, &mut buf, deadline).await {
             return head;
         }
+    }
+}
+
+/// How long a kept-alive connection keeps its head buffer while it waits for its next request.
+const IDLE_WITH_BUFFER: Duration = Duration::from_secs(1);
+
+/// Waits for a long-idle connection's next request without a buffer until its first byte;
+/// `Some` when the connection is to be closed instead.
+async fn wait_idle(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    idle: Instant,
+    shutdown: &mut ShutdownWatch,
+) -> Option<Head> {
+    let mut first = [0u8; 1];
+    let peeked = tokio::select! {
+        peeked = stream.try_peek(&mut first) => match peeked {
+            Ok(peeked) => peeked,
+            Err(_) => return Some(Head::Closed),
+        },
+        _ = tokio::time::sleep_until(idle) => return Some(Head::Closed),
+        _ = shutdown.changed() => return Some(Head::Closed),
+    };
+    buf.reserve(1024);
+    if peeked {
+        return None;
+    }
+    tokio::select! {
+        read = stream.read_buf(buf) => match read {
+            Ok(n) if n > 0 => None,
+            _ => Some(Head::Closed),
+        },
+        _ = tokio::time::sleep_until(idle) => Some(Head::Closed),
+        _ = shutdown.changed() => Some(Head::Closed),
     }
 }
 
@@ -182,14 +229,16 @@ pub async fn serve_http1(
     loop {
         let settings = Settings::now(runtime);
         let ahead = fence.take_ahead();
-        let head = read_head(
+        // Boxed: inline, its timers and buffers would size the connection's state for as long
+        // as the connection lives, held polls and idle keep-alive included.
+        let head = Box::pin(read_head(
             fence.inner_mut(),
             ahead,
             reused,
             h2c,
             &settings,
             &mut shutdown,
-        )
+        ))
         .await;
         let mut prefix = match head {
             Head::Complete(prefix) => {

@@ -4,6 +4,7 @@
 use crate::core::runtime::Runtime;
 use crate::exchange::Exchange;
 use std::future::Future;
+use std::pin::Pin;
 use tokio::time::Instant;
 
 /// How a held request ended.
@@ -17,12 +18,14 @@ pub enum Held<T> {
 
 /// Runs `work` until it ends, `deadline` passes (`None`: no deadline but the work's own), the
 /// client leaves or the gateway shuts down. The request body must already be read: noticing
-/// that the client left may read the connection.
+/// that the client left may read the connection. `work` is pinned where the caller keeps it
+/// (`std::pin::pin!`): a future passed by value would be stored twice in a held request's
+/// state, once as the argument and once in the race.
 pub async fn hold<T>(
     runtime: &Runtime,
     exchange: &mut impl Exchange,
     deadline: Option<Instant>,
-    work: impl Future<Output = T>,
+    work: Pin<&mut impl Future<Output = T>>,
 ) -> Held<T> {
     let mut shutdown = runtime.shutdown_signal();
     if *shutdown.borrow_and_update() {

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::HeaderMap;
 use pingora_http::ResponseHeader;
+use std::sync::Arc;
 
 /// An answer the gateway writes itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +22,29 @@ pub struct Reply {
     pub close: bool,
     /// The problem's kind, when this reply is a problem+json refusal.
     pub problem: Option<&'static str>,
+    /// Headers this reply shares with many others (every poll a message answers), rendered
+    /// once; written before its own.
+    pub shared: Option<Arc<SharedHeaders>>,
+}
+
+/// Headers many replies carry alike, with their HTTP/1 lines rendered once.
+#[derive(Debug, PartialEq)]
+pub struct SharedHeaders {
+    headers: Vec<(HeaderName, HeaderValue)>,
+    wire: Vec<u8>,
+}
+
+impl SharedHeaders {
+    pub fn new(headers: Vec<(HeaderName, HeaderValue)>) -> Self {
+        let mut wire = Vec::with_capacity(headers.len() * 40);
+        for (name, value) in &headers {
+            wire.extend_from_slice(name.as_str().as_bytes());
+            wire.extend_from_slice(b": ");
+            wire.extend_from_slice(value.as_bytes());
+            wire.extend_from_slice(b"\r\n");
+        }
+        Self { headers, wire }
+    }
 }
 
 impl Reply {
@@ -32,6 +56,7 @@ impl Reply {
             body: Bytes::new(),
             close: false,
             problem: None,
+            shared: None,
         }
     }
 
@@ -108,7 +133,10 @@ impl Reply {
     /// The response header to write: the reply's headers, `Content-Length`, and `Connection:
     /// close` when it closes.
     pub fn response_header(&self) -> pingora_error::Result<ResponseHeader> {
-        let mut header = ResponseHeader::build(self.status, Some(self.headers.len() + 2))?;
+        let mut header = ResponseHeader::build(self.status, Some(self.headers.len() + 8))?;
+        for (name, value) in self.shared.iter().flat_map(|shared| &shared.headers) {
+            header.append_header(name.clone(), value.clone())?;
+        }
         for (name, value) in &self.headers {
             header.append_header(name.clone(), value.clone())?;
         }
@@ -131,6 +159,9 @@ impl Reply {
         let body = if with_body { &self.body[..] } else { &[] };
         let mut out = Vec::with_capacity(160 + self.headers.len() * 40 + body.len());
         out.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", self.status).as_bytes());
+        if let Some(shared) = &self.shared {
+            out.extend_from_slice(&shared.wire);
+        }
         for (name, value) in &self.headers {
             out.extend_from_slice(name.as_str().as_bytes());
             out.extend_from_slice(b": ");

@@ -93,6 +93,7 @@ impl Memory {
                     body,
                     content_type,
                     published_at: now,
+                    derived: Default::default(),
                 };
                 let Err(mut back) = queue.waiters.hand(vec![message]) else {
                     queue.last = id;

@@ -5,8 +5,8 @@ use bytes::Bytes;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// One published message. Cloning it is two reference-count increments: the body and the
-/// content type are shared by every subscriber, never copied.
+/// One published message. Cloning it is a few reference-count increments: the body, the
+/// content type and what is derived from them are shared by every subscriber, never copied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
     /// The message's id; as a cursor it means "everything up to this message".
@@ -18,6 +18,42 @@ pub struct Message {
     /// When it was published (wall clock, so it means the same on every instance), for the
     /// publish-to-delivery histogram.
     pub published_at: SystemTime,
+    /// What the layers above derive from this message once for every subscriber it reaches
+    /// (the head of a poll answer); the hub only carries it.
+    pub derived: Derived,
+}
+
+/// A slot for one value derived from a message, set once and shared by its clones.
+#[derive(Clone, Default)]
+pub struct Derived(Arc<std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>>);
+
+impl Derived {
+    /// The value, made by `make` on first use.
+    pub fn get_or_init<T: Send + Sync + 'static>(
+        &self,
+        make: impl FnOnce() -> T,
+    ) -> Option<Arc<T>> {
+        self.0
+            .get_or_init(|| Arc::new(make()))
+            .clone()
+            .downcast()
+            .ok()
+    }
+}
+
+/// Derived values are a cache: two messages are equal whatever they hold.
+impl PartialEq for Derived {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Derived {}
+
+impl std::fmt::Debug for Derived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Derived")
+    }
 }
 
 impl Message {

@@ -27,7 +27,8 @@ pub async fn admit(runtime: &Runtime, session: &mut Session, ctx: &mut RequestCt
     };
     if matches!(route.action, Action::Proxy(_))
         && !streamed::mapping_reads_body(&route)
-        && streamed::declared_length(session).is_some_and(|length| length > route.max_body)
+        && crate::exchange::body::declared_length(session)
+            .is_some_and(|length| length > route.max_body)
     {
         return refused(session, ctx, &limits::body_too_large(route.max_body)).await;
     }
@@ -36,7 +37,10 @@ pub async fn admit(runtime: &Runtime, session: &mut Session, ctx: &mut RequestCt
         let claims = identity
             .as_ref()
             .map(|identity| identity.claims().as_value());
-        if let Some(problem) = mapped::map_request(session, ctx, mapping, claims).await? {
+        // Boxed, as the other steps only some routes take: `request_filter`'s future is
+        // boxed (and so copied) for every request, so what most requests skip stays out of it.
+        let mapped = Box::pin(mapped::map_request(session, ctx, mapping, claims)).await?;
+        if let Some(problem) = mapped {
             return refused(session, ctx, &problem).await;
         }
     }
@@ -44,7 +48,7 @@ pub async fn admit(runtime: &Runtime, session: &mut Session, ctx: &mut RequestCt
         ctx.pool = Some(pool.clone());
         return Ok(false);
     }
-    let reply = dispatch(runtime, session, ctx).await?;
+    let reply = Box::pin(dispatch(runtime, session, ctx)).await?;
     finish(session, ctx, reply).await?;
     Ok(true)
 }
@@ -121,7 +125,13 @@ pub async fn admit_request(
             headers: &inbound.head().headers,
             identity: ctx.identity.as_ref(),
         };
-        match limits::admit(&runtime.limiter, &state.trusted_proxies, limits, &subject).await {
+        let admitted = Box::pin(limits::admit(
+            &runtime.limiter,
+            &state.trusted_proxies,
+            limits,
+            &subject,
+        ));
+        match admitted.await {
             Ok(slot) => ctx.in_flight = slot,
             Err(problem) => return refused(inbound, ctx, &problem).await.map(|_| false),
         }
@@ -173,7 +183,9 @@ pub async fn dispatch(
     let reply = match &route.action {
         Action::Proxy(_) => None,
         Action::LongPoll(spec) => channels::poll(runtime, inbound, &mut admitted, spec).await?,
-        Action::Publish(spec) => Some(channels::publish(runtime, inbound, &admitted, spec).await?),
+        Action::Publish(spec) => {
+            Some(Box::pin(channels::publish(runtime, inbound, &admitted, spec)).await?)
+        }
         Action::Call(spec) => Box::pin(call::serve(runtime, inbound, &mut admitted, spec)).await?,
         Action::Fanin(spec) => {
             Box::pin(fanin::serve(runtime, inbound, &mut admitted, spec)).await?

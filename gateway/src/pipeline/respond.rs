@@ -21,6 +21,10 @@ pub async fn reply(
     mut reply: Reply,
 ) -> Result<u16> {
     let status = reply.status;
+    // A head refused for its size is not worth reading another after (as nginx does).
+    if reply.problem.is_some() && matches!(status, 414 | 431) {
+        reply.close = true;
+    }
     if let Some(id) = &ctx.request_id {
         reply.headers.insert(X_REQUEST_ID, id.clone());
     }

@@ -6,7 +6,6 @@ use crate::core::routes::CompiledRoute;
 use crate::limits::{body_too_large, request_timeout};
 use crate::pipeline::ctx::RequestCtx;
 use crate::problem::Problem;
-use pingora_proxy::Session;
 
 /// A route whose request mapping reads the JSON body enforces `max_body` itself (`mapped.rs`).
 pub fn mapping_reads_body(route: &CompiledRoute) -> bool {
@@ -14,16 +13,6 @@ pub fn mapping_reads_body(route: &CompiledRoute) -> bool {
         .mapping
         .as_ref()
         .is_some_and(|mapping| mapping.request.needs_body())
-}
-
-/// The declared `Content-Length`, when there is a valid one.
-pub fn declared_length(session: &Session) -> Option<u64> {
-    session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 /// Counts the streamed body of a proxied request; the problem to answer once it passes

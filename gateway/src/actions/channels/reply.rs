@@ -4,9 +4,11 @@
 //! close` when the answer is given because the gateway is shutting down.
 
 use crate::core::spec::channel::allowed_origin;
+use crate::exchange::reply::SharedHeaders;
 use crate::exchange::Reply;
 use crate::hub::{Cursor, Message};
 use bytes::Bytes;
+use http::header::{HeaderName, CACHE_CONTROL, CONTENT_TYPE, ETAG};
 use http::HeaderValue;
 
 /// What shapes every answer of one poll.
@@ -25,6 +27,11 @@ fn reply(status: u16, ending: &Ending<'_>, cursor: Option<&Cursor>) -> Reply {
             .header("etag", &format!("\"{cursor}\""))
             .header("poll-cursor", &cursor);
     }
+    with_cors(reply, ending)
+}
+
+/// The CORS headers of a route that allows browsers, for the request's `Origin`.
+fn with_cors(mut reply: Reply, ending: &Ending<'_>) -> Reply {
     if let (Some(cors), Some(origin)) = (ending.cors, ending.origin) {
         if let Some(allowed) = allowed_origin(cors, origin) {
             reply = reply
@@ -43,18 +50,35 @@ fn reply(status: u16, ending: &Ending<'_>, cursor: Option<&Cursor>) -> Reply {
 pub fn messages_reply(ending: &Ending<'_>, messages: &[Message], cursor: &Cursor) -> Reply {
     match (ending.settings.format, messages) {
         (conf::PollFormat::Raw, [message, ..]) => {
-            let content_type = message
-                .content_type
-                .as_deref()
-                .and_then(|t| HeaderValue::from_str(t).ok());
-            // The body is the published `Bytes`: shared, never copied per subscriber.
-            reply(200, ending, Some(&message.id)).with_body(content_type, message.body.clone())
+            // Built once per message, whatever the number of polls it answers: the headers all
+            // of them carry, and the body as published (`Bytes`, never copied).
+            let mut reply = Reply::new(200);
+            reply.shared = message.derived.get_or_init(|| raw_headers(message));
+            reply.body = message.body.clone();
+            with_cors(reply, ending)
         }
         _ => reply(200, ending, Some(cursor)).with_body(
             Some(HeaderValue::from_static("application/json")),
             batch(messages, Some(cursor)),
         ),
     }
+}
+
+/// The headers of every raw poll answer with `message`.
+fn raw_headers(message: &Message) -> SharedHeaders {
+    let cursor = message.id.to_string();
+    let mut headers = vec![(CACHE_CONTROL, HeaderValue::from_static("no-store"))];
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{cursor}\"")) {
+        headers.push((ETAG, etag));
+    }
+    if let Ok(cursor) = HeaderValue::from_str(&cursor) {
+        headers.push((HeaderName::from_static("poll-cursor"), cursor));
+    }
+    let content_type = message.content_type.as_deref();
+    if let Some(content_type) = content_type.and_then(|t| HeaderValue::from_str(t).ok()) {
+        headers.push((CONTENT_TYPE, content_type));
+    }
+    SharedHeaders::new(headers)
 }
 
 /// The answer when nothing came: 204 (or an empty batch with `on_timeout: 200`).

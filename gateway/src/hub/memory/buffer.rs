@@ -48,6 +48,7 @@ impl Buffer {
             body,
             content_type,
             published_at: now,
+            derived: Default::default(),
         };
         self.bytes += message.cost();
         self.messages.push_back(message.clone());

@@ -281,6 +281,7 @@ fn decode_entry(entry: Value) -> Result<Message, String> {
         body,
         content_type,
         published_at: from_ms(published_ms),
+        derived: Default::default(),
     })
 }
 
@@ -328,6 +329,7 @@ pub(crate) fn decode_queue_item(item: &[u8]) -> Result<Message, String> {
         body: Bytes::copy_from_slice(body),
         content_type,
         published_at: from_ms(published_ms),
+        derived: Default::default(),
     })
 }
 
