@@ -34,7 +34,11 @@ impl Exchange for Session {
         if reply.close || (!self.is_body_empty() && reply.status >= 400) {
             self.set_keepalive(None);
         }
-        let header = reply.response_header()?;
+        let mut header = reply.response_header()?;
+        if self.is_http2() {
+            // HTTP/2 has no `Connection` header (RFC 9113 §8.2.2); closing is the session's.
+            header.remove_header(&http::header::CONNECTION);
+        }
         self.write_response_header(Box::new(header), false).await?;
         self.write_response_body(Some(reply.body), true).await
     }
