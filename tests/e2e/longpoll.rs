@@ -19,7 +19,7 @@ routes:
   - { name: add, match: { path: /add }, publish: { channel: work, mode: queue } }
 "#;
 
-pub(crate) async fn held(gw: &Holdfast, route: &str, count: f64) {
+async fn held(gw: &Holdfast, route: &str, count: f64) {
     let sample = format!("holdfast_longpoll_held{{route=\"{route}\"}}");
     eventually(
         Duration::from_secs(10),
@@ -299,8 +299,10 @@ async fn queue_mode_delivers_each_of_1000_messages_to_exactly_one_of_50_pollers(
     assert_eq!(distinct.len(), total);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_client_that_leaves_frees_its_slot_at_once() {
+/// A poll held on its own connection, which the client then closes (or, with `half_close`, only
+/// shuts for writing): the slot is freed at once, not at the poll's deadline, and the poll is
+/// counted as `client_gone`.
+async fn leaving_frees_the_slot(half_close: bool) {
     let gw = Holdfast::start(SEED).await;
     let stream = tokio::net::TcpStream::connect(gw.addr)
         .await
@@ -310,7 +312,9 @@ async fn a_client_that_leaves_frees_its_slot_at_once() {
         .await
         .expect("write");
     held(&gw, "poll", 1.0).await;
-    drop((read, write));
+    // Dropping the writing half shuts it (FIN); the reading half stays open until the end.
+    drop(write);
+    let read = if half_close { Some(read) } else { None };
     held(&gw, "poll", 0.0).await;
     eventually(
         Duration::from_secs(5),
@@ -322,6 +326,17 @@ async fn a_client_that_leaves_frees_its_slot_at_once() {
         },
     )
     .await;
+    drop(read);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_frees_its_slot_at_once() {
+    leaving_frees_the_slot(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_half_closes_while_held_frees_its_slot_at_once() {
+    leaving_frees_the_slot(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
