@@ -68,6 +68,8 @@ async fn an_upgrade_hands_over_without_a_failed_request_or_a_lost_message() {
     let published = Arc::new(Mutex::new(Vec::<String>::new()));
     let received = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
+    // Set once the publisher has stopped: only then is `published` the whole list.
+    let published_all = Arc::new(AtomicBool::new(false));
     let url = old.url("");
     let publisher = {
         let (client, failures, published, stop) = (
@@ -107,17 +109,17 @@ async fn an_upgrade_hands_over_without_a_failed_request_or_a_lost_message() {
         })
     };
     let poller = {
-        let (client, failures, received, stop, published) = (
+        let (client, failures, received, published_all, published) = (
             client.clone(),
             failures.clone(),
             received.clone(),
-            stop.clone(),
+            published_all.clone(),
             published.clone(),
         );
         tokio::spawn(async move {
             let mut cursor = first;
             loop {
-                let done = stop.load(Ordering::Relaxed)
+                let done = published_all.load(Ordering::Relaxed)
                     && received.lock().expect("lock").len()
                         >= published.lock().expect("lock").len();
                 if done {
@@ -182,6 +184,7 @@ async fn an_upgrade_hands_over_without_a_failed_request_or_a_lost_message() {
     .await;
     stop.store(true, Ordering::Relaxed);
     publisher.await.expect("publisher");
+    published_all.store(true, Ordering::Relaxed);
     tokio::time::timeout(Duration::from_secs(10), poller)
         .await
         .expect("the poller caught up")
