@@ -88,13 +88,7 @@ impl Memory {
             }
             Kind::Queue(queue) => {
                 let id = Cursor::next_after(queue.last, now);
-                let message = Message {
-                    id,
-                    body,
-                    content_type,
-                    published_at: now,
-                    derived: Default::default(),
-                };
+                let message = Message::new(id, body, content_type, now);
                 let Err(mut back) = queue.waiters.hand(vec![message]) else {
                     queue.last = id;
                     return Ok(Published {

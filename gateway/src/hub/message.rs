@@ -57,6 +57,22 @@ impl std::fmt::Debug for Derived {
 }
 
 impl Message {
+    /// A message as published (nothing derived from it yet).
+    pub(crate) fn new(
+        id: Cursor,
+        body: Bytes,
+        content_type: Option<Arc<str>>,
+        published_at: SystemTime,
+    ) -> Self {
+        Self {
+            id,
+            body,
+            content_type,
+            published_at,
+            derived: Derived::default(),
+        }
+    }
+
     /// Bytes this message counts against a channel's `buffer_bytes`.
     pub(crate) fn cost(&self) -> usize {
         self.body.len() + self.content_type.as_ref().map_or(0, |ct| ct.len())

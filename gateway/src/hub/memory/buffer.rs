@@ -43,13 +43,7 @@ impl Buffer {
     ) -> Message {
         let id = Cursor::next_after(self.last, now);
         self.last = id;
-        let message = Message {
-            id,
-            body,
-            content_type,
-            published_at: now,
-            derived: Default::default(),
-        };
+        let message = Message::new(id, body, content_type, now);
         self.bytes += message.cost();
         self.messages.push_back(message.clone());
         self.trim(now, settings);

@@ -276,13 +276,7 @@ fn decode_entry(entry: Value) -> Result<Message, String> {
             _ => {}
         }
     }
-    Ok(Message {
-        id,
-        body,
-        content_type,
-        published_at: from_ms(published_ms),
-        derived: Default::default(),
-    })
+    Ok(Message::new(id, body, content_type, from_ms(published_ms)))
 }
 
 /// A queue item: `id \n ms \n content-type \n body` (the script adds the id on publish). The
@@ -324,13 +318,12 @@ pub(crate) fn decode_queue_item(item: &[u8]) -> Result<Message, String> {
     let content_type = Some(text(content_type)?)
         .filter(|ct| !ct.is_empty())
         .map(Arc::<str>::from);
-    Ok(Message {
+    Ok(Message::new(
         id,
-        body: Bytes::copy_from_slice(body),
+        Bytes::copy_from_slice(body),
         content_type,
-        published_at: from_ms(published_ms),
-        derived: Default::default(),
-    })
+        from_ms(published_ms),
+    ))
 }
 
 fn from_ms(ms: u64) -> SystemTime {
