@@ -92,16 +92,12 @@ fn http_proxy(server: &Arc<ServerConf>, runtime: &Arc<Runtime>) -> HttpProxy<Gat
     proxy
 }
 
-/// What connection.rs needs of one listener: its address, and for TLS its acceptor, whose
-/// certificates come from the running state at every handshake.
+/// What connection.rs needs of one listener: for TLS its acceptor, whose certificates come
+/// from the running state at every handshake.
 fn connection_listener(
     listener: &conf::Listener,
     runtime: &Arc<Runtime>,
 ) -> crate::edge::connection::Listener {
-    let address = listener
-        .address
-        .parse()
-        .unwrap_or_else(|_| fail(&format!("`{}` is not an address", listener.address)));
     let certificates = runtime
         .state
         .load()
@@ -117,7 +113,6 @@ fn connection_listener(
         Acceptor::from_server_config(crate::core::tls::server_config(resolver, listener.http2))
     });
     crate::edge::connection::Listener {
-        address,
         tls,
         h2c: listener.h2c,
     }

@@ -8,3 +8,4 @@ pub mod fence;
 pub mod held;
 pub mod http1;
 pub mod listen;
+pub mod plain;

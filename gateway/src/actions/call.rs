@@ -128,16 +128,18 @@ pub async fn serve(
         )
     });
     let work = std::pin::pin!(work);
-    Ok(match hold(runtime, exchange, deadline, work).await {
-        Held::Done(result) => Some(match &*result {
-            Ok(answer) if options.repoll.as_ref().is_some_and(|r| r.is_repoll(answer)) => {
-                timeout_reply(false)
-            }
-            Ok(answer) => Reply::upstream(answer),
-            Err(error) => Reply::problem(&error.problem()),
-        }),
-        Held::HoldEnded => Some(timeout_reply(false)),
-        Held::Shutdown => Some(timeout_reply(true)),
-        Held::ClientGone => None,
-    })
+    Ok(
+        match hold(runtime, exchange.client_gone(), deadline, work).await {
+            Held::Done(result) => Some(match &*result {
+                Ok(answer) if options.repoll.as_ref().is_some_and(|r| r.is_repoll(answer)) => {
+                    timeout_reply(false)
+                }
+                Ok(answer) => Reply::upstream(answer),
+                Err(error) => Reply::problem(&error.problem()),
+            }),
+            Held::HoldEnded => Some(timeout_reply(false)),
+            Held::Shutdown => Some(timeout_reply(true)),
+            Held::ClientGone => None,
+        },
+    )
 }

@@ -6,17 +6,21 @@ mod params;
 mod reply;
 
 use crate::actions::Admitted;
+use crate::core::routes::CompiledRoute;
 use crate::core::runtime::Runtime;
 use crate::core::spec::channel::{LongPollSpec, PublishSpec};
 use crate::exchange::hold::{hold, Held};
 use crate::exchange::{body, Exchange, Reply};
-use crate::hub::{HubError, PollOutcome, PollRequest};
+use crate::hub::{ChannelKey, HubError, PollOutcome, PollRequest};
 use crate::observe::metrics::METRICS;
 use crate::problem::Problem;
 use pingora_error::Result;
 use reply::{messages_reply, timeout_reply, Ending};
-use std::sync::atomic::Ordering;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Held polls past a cap are told to come back after this many seconds.
 const RETRY_AFTER_SECS: &str = "1";
@@ -49,37 +53,39 @@ fn hub_problem(error: &HubError) -> Problem {
 }
 
 /// Releases a held poll's slots (route and instance) and its gauge when the poll ends.
-struct HeldSlot<'a> {
-    spec: &'a LongPollSpec,
-    runtime: &'a Runtime,
+struct HeldSlot<'r> {
+    /// The route's count of held polls (for `max_held`).
+    held: Arc<AtomicUsize>,
+    runtime: &'r Runtime,
     gauge: prometheus::IntGauge,
 }
 
 impl Drop for HeldSlot<'_> {
     fn drop(&mut self) {
-        self.spec.held.fetch_sub(1, Ordering::Relaxed);
+        self.held.fetch_sub(1, Ordering::Relaxed);
         self.runtime.release_held();
         self.gauge.dec();
     }
 }
 
-fn take_slot<'a>(
-    runtime: &'a Runtime,
-    spec: &'a LongPollSpec,
+fn take_slot<'r>(
+    runtime: &'r Runtime,
+    spec: &LongPollSpec,
     route: &str,
-) -> Result<HeldSlot<'a>, Problem> {
+) -> Result<HeldSlot<'r>, Problem> {
+    let held = &spec.held;
     if let Some(max) = spec.settings.max_held {
-        if spec.held.fetch_add(1, Ordering::Relaxed) >= max {
-            spec.held.fetch_sub(1, Ordering::Relaxed);
+        if held.fetch_add(1, Ordering::Relaxed) >= max {
+            held.fetch_sub(1, Ordering::Relaxed);
             return Err(unavailable(format!(
                 "this route already holds its maximum of {max} polls"
             )));
         }
     } else {
-        spec.held.fetch_add(1, Ordering::Relaxed);
+        held.fetch_add(1, Ordering::Relaxed);
     }
     if !runtime.acquire_held() {
-        spec.held.fetch_sub(1, Ordering::Relaxed);
+        held.fetch_sub(1, Ordering::Relaxed);
         return Err(unavailable(
             "this instance already holds its maximum of polls".to_owned(),
         ));
@@ -87,10 +93,30 @@ fn take_slot<'a>(
     let gauge = METRICS.longpoll_held.with_label_values(&[route]);
     gauge.inc();
     Ok(HeldSlot {
-        spec,
+        held: held.clone(),
         runtime,
         gauge,
     })
+}
+
+/// A poll that waits on its channel: what the hub is asked, and the slot it holds meanwhile.
+/// It owns all it needs, so a transport may keep it in place of the request while it waits.
+pub struct Waiting<'r> {
+    pub key: ChannelKey,
+    pub request: PollRequest,
+    /// When the hub ends the poll with the cursor to resume from.
+    pub deadline: Instant,
+    slot: HeldSlot<'r>,
+}
+
+impl Waiting<'_> {
+    /// The hub's answer to this poll, raced by the caller against the client and shutdown.
+    pub fn wait<'w>(
+        &'w self,
+        runtime: &'w Runtime,
+    ) -> impl Future<Output = Result<PollOutcome, HubError>> + Send + 'w {
+        runtime.hub.poll(&self.key, self.request, self.deadline)
+    }
 }
 
 /// Serves a `longpoll` route; `None` when the client left.
@@ -100,7 +126,32 @@ pub async fn poll(
     admitted: &mut Admitted<'_>,
     spec: &LongPollSpec,
 ) -> Result<Option<Reply>> {
-    let route = admitted.route.name.clone();
+    let waiting = match open(runtime, exchange, admitted, spec).await? {
+        Ok(waiting) => waiting,
+        Err(reply) => return Ok(Some(reply)),
+    };
+    let held = {
+        let work = std::pin::pin!(waiting.wait(runtime));
+        hold(runtime, exchange.client_gone(), None, work).await
+    };
+    let origin = exchange
+        .head()
+        .headers
+        .get(http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    let (outcome, reply) = close(admitted.route, spec, origin, waiting, held);
+    admitted.outcome = Some(outcome);
+    Ok(reply)
+}
+
+/// Opens a `longpoll` route's poll: the channel, cursor and hold from the request, a held slot,
+/// the request body drained. `Err` is the reply that refuses it.
+pub async fn open<'r>(
+    runtime: &'r Runtime,
+    exchange: &mut impl Exchange,
+    admitted: &Admitted<'_>,
+    spec: &LongPollSpec,
+) -> Result<Result<Waiting<'r>, Reply>> {
     let settings = &spec.settings;
     let header = exchange.head();
     let max_len = runtime.channels.max_name_length;
@@ -120,44 +171,57 @@ pub async fn poll(
     });
     let (key, cursor, hold_for) = match inputs {
         Ok(inputs) => inputs,
-        Err(problem) => return Ok(Some(Reply::problem(&problem))),
+        Err(problem) => return Ok(Err(Reply::problem(&problem))),
     };
-    let slot = match take_slot(runtime, spec, &route) {
+    let slot = match take_slot(runtime, spec, &admitted.route.name) {
         Ok(slot) => slot,
-        Err(problem) => return Ok(Some(Reply::problem(&problem))),
+        Err(problem) => return Ok(Err(Reply::problem(&problem))),
     };
     // Noticing that the client left reads the connection: any request body must be out of the
     // way first.
     if let Err(problem) = body::drain(exchange, admitted.body_timeout).await? {
-        return Ok(Some(Reply::problem(&problem)));
+        return Ok(Err(Reply::problem(&problem)));
     }
     let limit = match settings.format {
         conf::PollFormat::Raw => 1,
         conf::PollFormat::Batch => settings.limit,
     };
-    let request = PollRequest {
-        cursor,
-        start: settings.start,
-        limit,
-    };
-    let deadline = tokio::time::Instant::now() + hold_for;
-    // The hub ends the poll at the deadline itself (with the cursor to resume from).
-    let waiting = std::pin::pin!(runtime.hub.poll(&key, request, deadline));
-    let held = hold(runtime, exchange, None, waiting).await;
+    Ok(Ok(Waiting {
+        key,
+        request: PollRequest {
+            cursor,
+            start: settings.start,
+            limit,
+        },
+        // The hub ends the poll at the deadline itself (with the cursor to resume from).
+        deadline: Instant::now() + hold_for,
+        slot,
+    }))
+}
+
+/// Ends a poll that waited: its slot freed, its outcome counted, and the reply for how it
+/// ended (`None`: the client left). `origin` is the request's `Origin`.
+pub fn close(
+    route: &CompiledRoute,
+    spec: &LongPollSpec,
+    origin: Option<&str>,
+    waiting: Waiting<'_>,
+    held: Held<Result<PollOutcome, HubError>>,
+) -> (&'static str, Option<Reply>) {
+    let Waiting { request, slot, .. } = waiting;
     drop(slot);
     let ending = Ending {
-        settings,
-        cors: admitted.route.cors.as_ref(),
-        origin: exchange
-            .head()
-            .headers
-            .get(http::header::ORIGIN)
-            .and_then(|v| v.to_str().ok()),
+        settings: &spec.settings,
+        cors: route.cors.as_ref(),
+        origin,
     };
+    let cursor = request.cursor;
     let (outcome, reply) = match held {
         Held::Done(Ok(PollOutcome::Messages { messages, cursor })) => {
             let now = std::time::SystemTime::now();
-            let delivery = METRICS.publish_to_delivery.with_label_values(&[&route]);
+            let delivery = METRICS
+                .publish_to_delivery
+                .with_label_values(&[&route.name]);
             for message in &messages {
                 delivery.observe(
                     now.duration_since(message.published_at)
@@ -188,12 +252,11 @@ pub async fn poll(
             Some(timeout_reply(&ending, cursor.as_ref(), true)),
         ),
     };
-    admitted.outcome = Some(outcome);
     METRICS
         .longpoll_completions
-        .with_label_values(&[&route, outcome])
+        .with_label_values(&[&route.name, outcome])
         .inc();
-    Ok(reply)
+    (outcome, reply)
 }
 
 /// Serves a `publish` route: stores the body (with its content type) and answers 201.

@@ -221,17 +221,18 @@ pub async fn serve(
     };
     let far = deadline + Duration::from_secs(1);
     let work = std::pin::pin!(work);
-    let ((decision, unfinished), outcomes) = match hold(runtime, exchange, Some(far), work).await {
-        Held::Done(done) => (done.0, done.1),
-        Held::ClientGone => {
-            count(&route, "client_gone");
-            return Ok(None);
-        }
-        Held::Shutdown | Held::HoldEnded => {
-            count(&route, "shutdown");
-            return Ok(Some(timeout_reply(true)));
-        }
-    };
+    let ((decision, unfinished), outcomes) =
+        match hold(runtime, exchange.client_gone(), Some(far), work).await {
+            Held::Done(done) => (done.0, done.1),
+            Held::ClientGone => {
+                count(&route, "client_gone");
+                return Ok(None);
+            }
+            Held::Shutdown | Held::HoldEnded => {
+                count(&route, "shutdown");
+                return Ok(Some(timeout_reply(true)));
+            }
+        };
     Ok(Some(reply(spec, decision, unfinished, outcomes, &route)))
 }
 

@@ -206,12 +206,14 @@ async fn poll(
         }
     };
     let wait = std::pin::pin!(wait);
-    Ok(match hold(runtime, exchange, Some(deadline), wait).await {
-        Held::Done(Some(result)) => Some(result_reply(&result)),
-        Held::Done(None) | Held::HoldEnded => Some(timeout_reply(false)),
-        Held::Shutdown => Some(timeout_reply(true)),
-        Held::ClientGone => None,
-    })
+    Ok(
+        match hold(runtime, exchange.client_gone(), Some(deadline), wait).await {
+            Held::Done(Some(result)) => Some(result_reply(&result)),
+            Held::Done(None) | Held::HoldEnded => Some(timeout_reply(false)),
+            Held::Shutdown => Some(timeout_reply(true)),
+            Held::ClientGone => None,
+        },
+    )
 }
 
 /// How long a running job's mirror in Redis lives before its result replaces it.

@@ -6,8 +6,8 @@ use crate::wire::framing::{BodyFraming, Framing, FramingError};
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora_core::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
-    UniqueIDType,
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    UniqueID, UniqueIDType,
 };
 use std::io;
 use std::pin::Pin;
@@ -33,6 +33,9 @@ pub struct Fence {
     ahead: BytesMut,
     /// The client closed its side.
     closed: bool,
+    /// The socket digest of a cleartext connection, made when a session first asks for it
+    /// and forgotten when the connection idles (plain.rs).
+    digest: std::sync::OnceLock<std::sync::Arc<SocketDigest>>,
     /// The request asked to switch protocols and no final answer was written yet: a `101`
     /// turns the connection into a tunnel, with nothing fenced off.
     watch_for_switch: bool,
@@ -61,6 +64,7 @@ impl Fence {
             body: BodyFraming::new(Framing::None),
             ahead: BytesMut::new(),
             closed: false,
+            digest: std::sync::OnceLock::new(),
             watch_for_switch: false,
         }
     }
@@ -68,6 +72,12 @@ impl Fence {
     /// The unfenced stream, for reading request heads.
     pub fn inner_mut(&mut self) -> &mut Stream {
         &mut self.inner
+    }
+
+    /// Frees the socket digest a session asked for (a cleartext connection's, about 400
+    /// bytes), so that an idle connection does not keep it; the next request makes it again.
+    pub fn forget_digest(&mut self) {
+        self.digest.take();
     }
 
     pub fn into_inner(self) -> Stream {
@@ -283,12 +293,17 @@ impl GetProxyDigest for Fence {
 }
 
 impl GetSocketDigest for Fence {
-    fn get_socket_digest(&self) -> Option<std::sync::Arc<pingora_core::protocols::SocketDigest>> {
-        self.inner.get_socket_digest()
+    fn get_socket_digest(&self) -> Option<std::sync::Arc<SocketDigest>> {
+        if let Some(digest) = self.digest.get() {
+            return Some(digest.clone());
+        }
+        let digest = self.inner.get_socket_digest()?;
+        // Kept for the rest of the request: a cleartext stream makes a new one at every call.
+        Some(self.digest.get_or_init(|| digest).clone())
     }
 
-    fn set_socket_digest(&mut self, digest: pingora_core::protocols::SocketDigest) {
-        self.inner.set_socket_digest(digest);
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.digest = std::sync::OnceLock::from(std::sync::Arc::new(digest));
     }
 }
 

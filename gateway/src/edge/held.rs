@@ -1,13 +1,16 @@
 //! Long-polls served by the edge itself over HTTP/1, without Pingora's session: while a poll is
-//! held its connection keeps only the fence, the parsed head, the request's context and the
-//! hub's waiter, and the answer leaves in one write. Admission, the action and the records are
+//! held its connection keeps only the fence, a compact record of the request ([`Parked`]) and
+//! the hub's waiter, and the answer leaves in one write. Admission, the action and the records are
 //! the pipeline's, through [`Inbound`]. See docs/edge.md.
 
+use crate::actions::{channels, Admitted};
 use crate::core::routes::Action;
 use crate::core::runtime::Runtime;
 use crate::edge::fence::Fence;
+use crate::exchange::hold::{hold, Held};
 use crate::exchange::{Exchange, Reply};
-use crate::pipeline::ctx::RequestCtx;
+use crate::hub::{HubError, PollOutcome};
+use crate::pipeline::ctx::{self, RequestCtx};
 use crate::pipeline::inbound::Inbound;
 use crate::pipeline::{admit, logging, respond};
 use crate::problem::Problem;
@@ -65,12 +68,7 @@ impl<'a> Http1Exchange<'a> {
             head.append_header(name, value).ok()?;
         }
         let keep_alive = keeps_alive(&head);
-        let digest = fence.inner_mut().get_socket_digest();
-        let client_ip = digest
-            .as_ref()
-            .and_then(|digest| digest.peer_addr())
-            .and_then(|addr| addr.as_inet())
-            .map(|addr| addr.ip());
+        let client_ip = crate::edge::plain::client_ip(fence.inner_mut());
         let tls = fence.inner_mut().get_ssl_digest().is_some();
         Some(Self {
             fence,
@@ -138,16 +136,7 @@ impl Exchange for Http1Exchange<'_> {
     }
 
     async fn client_gone(&mut self) {
-        // Past the request's end the fence keeps what comes (a pipelined request) and reports
-        // only the client closing.
-        let mut nothing = [0u8; 0];
-        loop {
-            match self.fence.read(&mut nothing).await {
-                Ok(_) if self.fence.closed() => return,
-                Ok(_) => {}
-                Err(_) => return,
-            }
-        }
+        client_gone(self.fence).await
     }
 
     fn close_after(&mut self) {
@@ -206,6 +195,11 @@ impl Inbound for Http1Exchange<'_> {
 
 /// Serves the long-poll whose checked head is `prefix[..head_len]` on `fence`; whether the
 /// connection may serve another request (never when `keep_alive` is false).
+///
+/// Three steps, so that while the poll is held its connection keeps only what waiting needs:
+/// admission and opening the poll (boxed, gone once the poll waits), the hold (the [`Parked`]
+/// record and the hub's waiter, raced against the client leaving and shutdown), and the
+/// answer (boxed).
 pub async fn serve(
     runtime: &Runtime,
     fence: &mut Fence,
@@ -213,38 +207,201 @@ pub async fn serve(
     keep_alive: bool,
     shutdown: &ShutdownWatch,
 ) -> bool {
+    let opened = Box::pin(open(runtime, fence, prefix, head_len, keep_alive, shutdown)).await;
+    let parked = match opened {
+        Opened::Served(reuse) => return reuse,
+        Opened::Waiting(parked) => parked,
+    };
+    let held = {
+        let work = std::pin::pin!(parked.waiting.wait(runtime));
+        hold(runtime, client_gone(fence), None, work).await
+    };
+    Box::pin(answer(runtime, fence, parked, held, shutdown)).await
+}
+
+/// How opening a poll ended.
+enum Opened<'r> {
+    /// It was answered (refused, or the client left): whether the connection may be reused.
+    Served(bool),
+    Waiting(Box<Parked<'r>>),
+}
+
+/// A held poll's record, in place of its request while it waits: the hub's inputs and slot,
+/// and what its answer and its access log line need.
+struct Parked<'r> {
+    waiting: channels::Waiting<'r>,
+    ctx: ctx::Kept,
+    head: KeptHead,
+    /// The request's `Origin`, on routes that answer browsers (CORS).
+    origin: Option<http::HeaderValue>,
+    client_ip: Option<IpAddr>,
+    tls: bool,
+    keep_alive: bool,
+}
+
+/// What a held poll keeps of its request's head: the request line, and the headers only when
+/// the access log may record some.
+struct KeptHead {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: Option<Box<http::HeaderMap>>,
+}
+
+impl KeptHead {
+    fn of(head: RequestHeader, with_headers: bool) -> Self {
+        let parts = http::request::Parts::from(head);
+        Self {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: with_headers.then(|| Box::new(parts.headers)),
+        }
+    }
+
+    fn into_head(self) -> RequestHeader {
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.method = self.method;
+        parts.uri = self.uri;
+        parts.version = self.version;
+        if let Some(headers) = self.headers {
+            parts.headers = *headers;
+        }
+        RequestHeader::from(parts)
+    }
+}
+
+/// Admits the request and opens its poll; what is left of it when the poll waits.
+async fn open<'r>(
+    runtime: &'r Runtime,
+    fence: &mut Fence,
+    prefix: BytesMut,
+    head_len: usize,
+    keep_alive: bool,
+    shutdown: &ShutdownWatch,
+) -> Opened<'r> {
     let Some(mut exchange) = Http1Exchange::new(fence, prefix, head_len) else {
-        return false;
+        return Opened::Served(false);
     };
     if *shutdown.borrow() || !keep_alive {
         exchange.close_after();
     }
     let mut ctx = RequestCtx::new();
-    let served = async {
-        // Boxed, and so are the answer's writing below: they are done before and after the
-        // hold, and inline they would size the state every held poll keeps.
+    let opened = async {
         let admitted = Box::pin(admit::admit_request(runtime, &mut exchange, &mut ctx)).await?;
         // Checked: the head buffer is not kept while the poll is held.
         exchange.raw_head = None;
         if !admitted {
-            return Ok(());
+            return Ok(None);
         }
+        let route = ctx.route.clone();
         // The edge decided on the route before admission looked it up again: a reload in
         // between may have made it another kind, which this path does not serve.
-        let long_poll = ctx
-            .route
-            .as_ref()
-            .is_some_and(|route| matches!(route.action, Action::LongPoll(_)));
-        if !long_poll {
+        let Some((route, spec)) = route.as_ref().and_then(|route| match &route.action {
+            Action::LongPoll(spec) => Some((route, spec)),
+            _ => None,
+        }) else {
             exchange.close_after();
-            let problem = route_changed();
-            let refused = respond::problem(&mut exchange, &mut ctx, &problem);
-            return Box::pin(refused).await.map(|_| ());
+            respond::problem(&mut exchange, &mut ctx, &route_changed()).await?;
+            return Ok(None);
+        };
+        let admitted = Admitted {
+            route,
+            captures: &ctx.captures,
+            identity: ctx.identity.as_ref(),
+            body_timeout: ctx.body_timeout(),
+            upstream_head: None,
+            mapped_body: None,
+            outcome: None,
+        };
+        match channels::open(runtime, &mut exchange, &admitted, spec).await? {
+            Ok(waiting) => Ok(Some(waiting)),
+            Err(reply) => admit::finish(&mut exchange, &mut ctx, Some(reply))
+                .await
+                .map(|_| None),
         }
-        let reply = admit::dispatch(runtime, &mut exchange, &mut ctx).await?;
-        Box::pin(admit::finish(&mut exchange, &mut ctx, reply)).await
     }
     .await;
+    match opened {
+        Ok(Some(waiting)) => {
+            let with_cors = ctx.route.as_ref().is_some_and(|route| route.cors.is_some());
+            let origin = with_cors
+                .then(|| exchange.head.headers.get(http::header::ORIGIN).cloned())
+                .flatten();
+            let Http1Exchange {
+                head,
+                client_ip,
+                tls,
+                keep_alive,
+                ..
+            } = exchange;
+            Opened::Waiting(Box::new(Parked {
+                waiting,
+                ctx: ctx.keep(),
+                head: KeptHead::of(head, runtime.access_log.is_some()),
+                origin,
+                client_ip,
+                tls,
+                keep_alive,
+            }))
+        }
+        Ok(None) => Opened::Served(recorded(runtime, exchange, ctx, Ok(()), shutdown)),
+        Err(error) => Opened::Served(recorded(runtime, exchange, ctx, Err(error), shutdown)),
+    }
+}
+
+/// Answers a poll that was held, by how the hold ended; whether the connection may be reused.
+async fn answer(
+    runtime: &Runtime,
+    fence: &mut Fence,
+    parked: Box<Parked<'_>>,
+    held: Held<Result<PollOutcome, HubError>>,
+    shutdown: &ShutdownWatch,
+) -> bool {
+    let Parked {
+        waiting,
+        ctx,
+        head,
+        origin,
+        client_ip,
+        tls,
+        keep_alive,
+    } = *parked;
+    let mut ctx = RequestCtx::resume(ctx);
+    let (outcome, reply) = match ctx.route.clone() {
+        Some(route) => match &route.action {
+            Action::LongPoll(spec) => {
+                let origin = origin.as_ref().and_then(|origin| origin.to_str().ok());
+                channels::close(&route, spec, origin, waiting, held)
+            }
+            _ => ("error", None),
+        },
+        None => ("error", None),
+    };
+    ctx.outcome = Some(outcome);
+    let mut exchange = Http1Exchange {
+        fence,
+        head: head.into_head(),
+        raw_head: None,
+        body_start: Bytes::new(),
+        client_ip,
+        tls,
+        keep_alive: keep_alive && !*shutdown.borrow(),
+        body_bytes_sent: 0,
+    };
+    let answered = admit::finish(&mut exchange, &mut ctx, reply).await;
+    recorded(runtime, exchange, ctx, answered, shutdown)
+}
+
+/// Records the finished request (access log, metrics; a failed answer in the client log);
+/// whether its connection may serve another request.
+fn recorded(
+    runtime: &Runtime,
+    exchange: Http1Exchange<'_>,
+    mut ctx: RequestCtx,
+    served: pingora_error::Result<()>,
+    shutdown: &ShutdownWatch,
+) -> bool {
     if let Err(error) = &served {
         crate::observe::client_log::client_error(error, &exchange.head.uri.to_string());
     }
@@ -255,6 +412,20 @@ pub async fn serve(
         && exchange.keep_alive
         && !*shutdown.borrow()
         && !exchange.fence.closed()
+}
+
+/// Ends when the client closes its side of `fence` (or the connection fails). Past the
+/// request's end the fence keeps what comes (a pipelined request) and reports only the client
+/// closing.
+async fn client_gone(fence: &mut Fence) {
+    let mut nothing = [0u8; 0];
+    loop {
+        match fence.read(&mut nothing).await {
+            Ok(_) if fence.closed() => return,
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// The answer when the route changed kind between the edge's decision and admission.

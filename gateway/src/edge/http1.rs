@@ -255,7 +255,7 @@ pub async fn serve_http1(
                     "the request head did not arrive within {:?}",
                     settings.header_timeout
                 ));
-                refuse_head(fence.inner_mut(), "OTHER", &problem).await;
+                Box::pin(refuse_head(fence.inner_mut(), "OTHER", &problem)).await;
                 return Served::Done;
             }
             Head::TooLarge(max) => {
@@ -265,14 +265,19 @@ pub async fn serve_http1(
                     "Request Header Fields Too Large",
                     format!("the request head is larger than {max} bytes"),
                 );
-                refuse_head(fence.inner_mut(), "OTHER", &problem).await;
+                Box::pin(refuse_head(fence.inner_mut(), "OTHER", &problem)).await;
                 return Served::Done;
             }
         };
         let admitted = match admit_head(&mut prefix, &runtime.state.load()) {
             Ok(admitted) => admitted,
             Err(problem) => {
-                refuse_head(fence.inner_mut(), method_label(&prefix), &problem).await;
+                Box::pin(refuse_head(
+                    fence.inner_mut(),
+                    method_label(&prefix),
+                    &problem,
+                ))
+                .await;
                 return Served::Done;
             }
         };
@@ -285,26 +290,34 @@ pub async fn serve_http1(
             Err(error) => {
                 let problem =
                     Problem::new(400, "malformed-request", "Bad Request", error.to_string());
-                refuse_head(fence.inner_mut(), method_label(&prefix), &problem).await;
+                Box::pin(refuse_head(
+                    fence.inner_mut(),
+                    method_label(&prefix),
+                    &problem,
+                ))
+                .await;
                 return Served::Done;
             }
         };
         let next = rest.split_off(used);
         prefix.unsplit(rest);
+        let next = unshared(next);
         // Answered routes never switch protocols.
         let answered = admitted.serving != Serving::Proxy;
         fence.begin(body, next, admitted.upgrade && !answered);
         if admitted.serving == Serving::HeldPoll {
-            // Boxed: this connection's task stays small while it idles between requests.
             let keep_alive = !settings.idle_timeout.is_zero();
-            let held = crate::edge::held::serve(
+            // Boxed: inline, the hold would size this connection's task for its whole life,
+            // idle keep-alive included.
+            let reuse = Box::pin(crate::edge::held::serve(
                 runtime,
                 &mut fence,
                 (prefix, admitted.len),
                 keep_alive,
                 &shutdown,
-            );
-            if !Box::pin(held).await {
+            ))
+            .await;
+            if !reuse {
                 return Served::Done;
             }
             reused = true;
@@ -323,17 +336,21 @@ pub async fn serve_http1(
             session.set_read_timeout(Some(settings.body_timeout));
             session.set_pipelined_prefix(prefix);
         };
-        let reusable = if answered {
+        // The sessions are made in blocks that end before the await: a session still in scope
+        // there would be kept in this connection's state (moved out or not) for its whole
+        // life, held polls and idle keep-alive included.
+        let serving = if answered {
             let mut session = crate::edge::answered::session(fence);
             prepare(&mut session.downstream_session);
             // Boxed: this connection's task stays small while it idles between requests.
-            Box::pin(crate::edge::answered::serve(gateway, session, &shutdown)).await
+            Box::pin(crate::edge::answered::serve(gateway, session, &shutdown))
         } else {
             let mut session = ServerSession::new_http1(fence);
             prepare(&mut session);
             // Already boxed by `async_trait`.
-            proxy.process_new_http(session, &shutdown).await
+            proxy.process_new_http(session, &shutdown)
         };
+        let reusable = serving.await;
         let Some(reusable) = reusable else {
             return Served::Done;
         };
@@ -346,8 +363,21 @@ pub async fn serve_http1(
             return Served::Done;
         }
         fence = next;
+        // Made for the session that just ended; the next one makes its own.
+        fence.forget_digest();
         persistent = settings;
         reused = true;
+    }
+}
+
+/// `buf`, or a new empty buffer when it is empty: an empty split of the head buffer still
+/// shares its allocation, which the fence would then keep for as long as the request lasts (a
+/// held poll's whole hold). Taken by value so that the split is dropped here.
+fn unshared(buf: BytesMut) -> BytesMut {
+    if buf.is_empty() {
+        BytesMut::new()
+    } else {
+        buf
     }
 }
 

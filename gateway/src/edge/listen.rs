@@ -4,20 +4,18 @@
 
 use crate::edge::connection::Connections;
 use async_trait::async_trait;
-use pingora_core::apps::ServerApp;
-use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::{GetSocketDigest, SocketDigest};
 use pingora_core::server::{ListenFds, ShutdownWatch};
 use pingora_core::services::Service;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// Connections waiting to be accepted, per listening socket (Pingora's own backlog).
 const BACKLOG: i32 = 65535;
 
 /// The proxy service: every `listen` address, accepted here and served by [`Connections`].
+/// `addresses[i]` is the address of `connections.listeners[i]`.
 pub struct Listeners {
     pub connections: Arc<Connections>,
     /// The `listen` addresses, as written in the config (the keys of the upgrade table).
@@ -33,7 +31,7 @@ impl Service for Listeners {
         _listeners_per_fd: usize,
     ) {
         let mut loops = Vec::with_capacity(self.addresses.len());
-        for address in &self.addresses {
+        for (index, address) in self.addresses.iter().enumerate() {
             let listener = match listen(address, fds.as_ref()) {
                 Ok(listener) => listener,
                 Err(error) => {
@@ -44,6 +42,7 @@ impl Service for Listeners {
             let connections = self.connections.clone();
             loops.push(tokio::spawn(accept_loop(
                 listener,
+                index,
                 connections,
                 shutdown.clone(),
             )));
@@ -109,9 +108,11 @@ fn inherited(fd: std::os::fd::RawFd) -> std::net::TcpListener {
     listener
 }
 
-/// Accepts until shutdown; each connection gets its own task, which holds nothing else.
+/// Accepts until shutdown on the listener at `index` (in [`Connections::listeners`]); each
+/// connection gets its own task, which holds nothing else.
 async fn accept_loop(
     listener: TcpListener,
+    index: usize,
     connections: Arc<Connections>,
     mut shutdown: ShutdownWatch,
 ) {
@@ -130,11 +131,7 @@ async fn accept_loop(
                 let connections = connections.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
-                    let stream = stream_of(tcp, peer);
-                    let mut next = connections.process_new(stream, &shutdown).await;
-                    while let Some(stream) = next {
-                        next = connections.process_new(stream, &shutdown).await;
-                    }
+                    connections.serve(tcp, peer, index, &shutdown).await;
                 });
             }
             Err(error) => {
@@ -149,14 +146,4 @@ async fn accept_loop(
     // Closing it stops new connections here; a process this one was upgraded to holds its own
     // descriptor of the same socket and goes on accepting.
     drop(listener);
-}
-
-/// Pingora's stream for an accepted connection, with the peer address its session reports.
-fn stream_of(tcp: TcpStream, peer: std::net::SocketAddr) -> Box<L4Stream> {
-    let _ = tcp.set_nodelay(true);
-    let mut stream = L4Stream::from(tcp);
-    let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
-    let _ = digest.peer_addr.set(Some(peer.into()));
-    stream.set_socket_digest(digest);
-    Box::new(stream)
 }

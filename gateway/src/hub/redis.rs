@@ -324,7 +324,8 @@ impl RedisHub {
                 Some(cursor) => cursor,
                 None => {
                     let Ok(read) =
-                        tokio::time::timeout_at(read_until, self.read(&stream, None, 0)).await
+                        tokio::time::timeout_at(read_until, Box::pin(self.read(&stream, None, 0)))
+                            .await
                     else {
                         return Ok(PollOutcome::Timeout { cursor });
                     };
@@ -332,8 +333,10 @@ impl RedisHub {
                 }
             };
             let cell = local.fetches.cell(from, request.limit);
+            // The reads are boxed: they are done before the wait, and inline they would size
+            // the state every held poll keeps while it waits.
             let shared_read =
-                cell.get_or_try_init(|| self.read(&stream, Some(from), request.limit));
+                Box::pin(cell.get_or_try_init(|| self.read(&stream, Some(from), request.limit)));
             let Ok(read) = tokio::time::timeout_at(read_until, shared_read).await else {
                 return Ok(PollOutcome::Timeout { cursor });
             };
@@ -343,7 +346,7 @@ impl RedisHub {
                 // on the way): only a fresh read refuses the cursor.
                 let Ok(fresh) = tokio::time::timeout_at(
                     read_until,
-                    self.read(&stream, Some(from), request.limit),
+                    Box::pin(self.read(&stream, Some(from), request.limit)),
                 )
                 .await
                 else {

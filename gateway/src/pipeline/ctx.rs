@@ -51,31 +51,16 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     pub fn new() -> Self {
-        Self {
+        Self::resume(Kept {
             started: Instant::now(),
             state: None,
             route: None,
-            captures: Vec::new(),
             request_id: None,
-            pool: None,
-            tried: Vec::new(),
-            upstream_started: None,
-            upstream_status: None,
-            upstream_elapsed: None,
-            outcome: None,
-            answered: None,
-            counted: false,
-            upstream_counted: false,
-            count_at_end: None,
             identity: None,
-            auth_upstream: Default::default(),
-            mapped: Default::default(),
             in_flight: None,
-            body_bytes: 0,
-            rejected: None,
-            upgraded: false,
+            counted: false,
             _in_flight: crate::core::runtime::InFlight::start(),
-        }
+        })
     }
 
     /// How long the request's body may take to arrive (`limits.body_timeout`).
@@ -89,6 +74,64 @@ impl RequestCtx {
 
     pub fn route_name(&self) -> &str {
         self.route.as_ref().map_or("none", |route| &route.name)
+    }
+}
+
+/// What a held request keeps of its context while it waits (the edge's held polls): what its
+/// answer and its record need. The rest (captures, upstream and mapping state) is done with.
+pub struct Kept {
+    started: Instant,
+    state: Option<Arc<State>>,
+    route: Option<Arc<CompiledRoute>>,
+    request_id: Option<http::HeaderValue>,
+    identity: Option<auth::Identity>,
+    in_flight: Option<crate::limits::InFlightGuard>,
+    counted: bool,
+    _in_flight: crate::core::runtime::InFlight,
+}
+
+impl RequestCtx {
+    /// Keeps what a held request needs of this context ([`Kept`]).
+    pub fn keep(self) -> Kept {
+        Kept {
+            started: self.started,
+            state: self.state,
+            route: self.route,
+            request_id: self.request_id,
+            identity: self.identity,
+            in_flight: self.in_flight,
+            counted: self.counted,
+            _in_flight: self._in_flight,
+        }
+    }
+
+    /// The context of a held request again, once its hold ended.
+    pub fn resume(kept: Kept) -> Self {
+        Self {
+            started: kept.started,
+            state: kept.state,
+            route: kept.route,
+            captures: Vec::new(),
+            request_id: kept.request_id,
+            pool: None,
+            tried: Vec::new(),
+            upstream_started: None,
+            upstream_status: None,
+            upstream_elapsed: None,
+            outcome: None,
+            answered: None,
+            counted: kept.counted,
+            upstream_counted: false,
+            count_at_end: None,
+            identity: kept.identity,
+            auth_upstream: Default::default(),
+            mapped: Default::default(),
+            in_flight: kept.in_flight,
+            body_bytes: 0,
+            rejected: None,
+            upgraded: false,
+            _in_flight: kept._in_flight,
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use conf::{Template, TemplatePart};
 use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 
 /// Where one piece of a channel name comes from.
 #[derive(Debug)]
@@ -50,8 +51,8 @@ impl ChannelSpec {
 pub struct LongPollSpec {
     pub channel: ChannelSpec,
     pub settings: conf::LongPoll,
-    /// Polls held on this route now (for `max_held`).
-    pub held: AtomicUsize,
+    /// Polls held on this route now (for `max_held`); each held poll keeps a handle to it.
+    pub held: Arc<AtomicUsize>,
 }
 
 /// A `publish` route, compiled.
