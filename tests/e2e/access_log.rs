@@ -58,6 +58,7 @@ routes:
     assert_eq!(
         client
             .get(gw.url("/poll?wait=0.2"))
+            .header("user-agent", "poller/1")
             .send()
             .await
             .expect("poll")
@@ -95,6 +96,11 @@ routes:
     let poll = find("poll");
     assert_eq!(poll["status"], 204);
     assert_eq!(poll["outcome"], "timeout");
+    // A held poll keeps its headers for the log only because this log records some.
+    assert_eq!(poll["method"], "GET");
+    assert_eq!(poll["path"], "/poll");
+    assert_eq!(poll["header_user_agent"], "poller/1");
+    assert!(poll["request_id"].as_str().is_some_and(|id| !id.is_empty()));
     let text = std::fs::read_to_string(&log).expect("log");
     for secret in [
         "s3cr3t",

@@ -439,6 +439,20 @@ async fn refuse_head(stream: &mut Stream, method: &str, problem: &Problem) {
 
 #[cfg(test)]
 mod tests {
+    use bytes::BytesMut;
+
+    #[test]
+    fn an_empty_rest_of_the_head_buffer_does_not_keep_it() {
+        let mut buf = BytesMut::with_capacity(1024);
+        buf.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let rest = buf.split_off(buf.len());
+        assert!(rest.capacity() > 0, "a split shares the buffer's room");
+        assert_eq!(super::unshared(rest).capacity(), 0);
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\n\r\nGET"[..]);
+        let rest = buf.split_off(18);
+        assert_eq!(&super::unshared(rest)[..], b"GET");
+    }
+
     #[test]
     fn finds_the_end_of_a_head() {
         assert!(super::head_complete(
