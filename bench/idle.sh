@@ -12,47 +12,20 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$ROOT/bench/lib.sh"
 N="${N:-5000}"
 PORT_BASE="${PORT_BASE:-28700}"
 HOLDFAST_PORT=$PORT_BASE
 HOLDFAST_ADMIN_PORT=$((PORT_BASE + 1))
 NGINX_PORT=$((PORT_BASE + 2))
-export PATH="$PATH:/usr/sbin"
 ulimit -n $((N + 1000)) 2>/dev/null || {
     echo "ulimit -n is $(ulimit -n); $N connections need $((N + 1000))" >&2
     exit 1
 }
-if ! command -v nginx >/dev/null; then
-    if [ "$(id -u)" = 0 ]; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light >&2
-    else
-        echo "needs nginx: sudo apt-get install -y nginx-light" >&2
-        exit 1
-    fi
-fi
-HOLDFAST_BIN="${HOLDFAST_BIN:-$ROOT/target/release/holdfast}"
-if [ ! -x "$HOLDFAST_BIN" ]; then
-    (cd "$ROOT" && cargo build --release -p holdfast >&2)
-fi
-
-TMP="$(mktemp -d /tmp/holdfast-bench-idle.XXXXXX)"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
-wait_http() { # url
-    local i
-    for i in $(seq 1 150); do
-        if curl -s -o /dev/null --max-time 1 "$1" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "nothing answers at $1" >&2
-    return 1
-}
+require nginx curl python3 -- nginx-light curl python3
+ports_free "$HOLDFAST_PORT" "$HOLDFAST_ADMIN_PORT" "$NGINX_PORT"
+HOLDFAST_BIN="$(holdfast_bin)"
+bench_tmp idle
 
 mkdir -p "$TMP/nginx"
 cat >"$TMP/nginx/nginx.conf" <<EOF

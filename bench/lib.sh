@@ -4,6 +4,8 @@
 #                                with apt-get, otherwise the exact command is printed and we exit
 #   ports_free PORT…             exits when one of the loopback ports is taken
 #   bench_tmp NAME               makes $TMP, and stops every pid in $PIDS and removes $TMP on exit
+#   stop_pids                    stops every pid in $PIDS now (TERM, then waits) and empties it
+#   wait_http URL                waits up to 15 s for URL to answer; fails if nothing does
 #   holdfast_bin                 prints the Holdfast binary: $HOLDFAST_BIN, else the release build
 #                                (built if missing)
 #   to_ms VALUE                  wrk's latency ("850.00us", "1.23ms", "1.02s") in milliseconds
@@ -42,11 +44,26 @@ ports_free() {
 }
 
 PIDS=()
-bench_cleanup() {
+stop_pids() {
     local pid
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+}
+
+bench_cleanup() {
+    stop_pids
     [ -n "${TMP:-}" ] && rm -rf "$TMP"
+}
+
+wait_http() {
+    local i
+    for i in $(seq 1 150); do
+        if curl -s -o /dev/null --max-time 1 "$1" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "nothing answers at $1" >&2
+    return 1
 }
 
 bench_tmp() {

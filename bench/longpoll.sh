@@ -56,6 +56,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$ROOT/bench/lib.sh"
 NS="${NS:-5000 15000}"
 TP_SECS="${TP_SECS:-10}"
 SERVERS="${SERVERS:-holdfast nchan pushpin}"
@@ -105,25 +106,8 @@ fi
 LOADTOOL="$ROOT/target/release/loadtool"
 (cd "$ROOT" && cargo build --release --quiet --manifest-path bench/loadtool/Cargo.toml --target-dir target >&2)
 
-TMP="$(mktemp -d /tmp/holdfast-bench-longpoll.XXXXXX)"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
+bench_tmp longpoll
 
-wait_http() { # url
-    local i
-    for i in $(seq 1 150); do
-        if curl -s -o /dev/null --max-time 1 "$1" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "nothing answers at $1" >&2
-    return 1
-}
 wait_port() { # port
     local i
     for i in $(seq 1 150); do
@@ -253,10 +237,7 @@ start_pushpin() {
 }
 
 stop_server() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    PIDS=()
+    stop_pids
     sleep 1
 }
 
