@@ -43,7 +43,7 @@
 #      bench/longpoll.sh's 41 KiB).
 #
 # Run:    bench/tls.sh              (~4 min with the defaults)
-# Knobs:  DURATION=10 WARMUP=2 ROUNDS=2 CONNS=64 N=10000 H2_CONNS=10 SETTLE=3
+# Knobs:  DURATION=10 WARMUP=2 ROUNDS=2 (0: the holds only) CONNS=64 N=10000 H2_CONNS=10 SETTLE=3
 #         HOLD_MODES="h2 h2c http1-tls http1" PORT_BASE=28700 HOLDFAST_BIN=…
 # Needs:  nginx, wrk, h2load (Debian nghttp2-client), curl, openssl, gcc (Debian packages; installed
 #         with apt-get when run as root); `ulimit -n` ≥ N + 1000 for the http1 holds. Loopback
@@ -362,26 +362,29 @@ done
 
 # ---- summary -----------------------------------------------------------------------------------
 echo
-echo "# summary (mean of $ROUNDS rounds; ratio = Holdfast ÷ nginx)"
-printf '%-22s %9s %9s %6s %16s %18s %14s\n' "" Holdfast nginx ratio "p99 ms H / n" "CPU us/req H / n" "wrk cores H/n"
-for mode in keepalive resumed full; do
-    case $mode in
-        keepalive) label="TLS keep-alive req/s" ;;
-        resumed) label="resumed handshakes/s" ;;
-        full) label="full handshakes/s" ;;
-    esac
-    h="$(mean "$mode.holdfast.rps")" n="$(mean "$mode.nginx.rps")"
-    printf '%-22s %9s %9s %6s %16s %18s %14s\n' "$label" "$h" "$n" \
-        "$(awk -v a="${SUM[$mode.holdfast.rps]}" -v b="${SUM[$mode.nginx.rps]}" 'BEGIN { printf "%.2f", a / b }')" \
-        "$(mean "$mode.holdfast.p99" %.2f) / $(mean "$mode.nginx.p99" %.2f)" \
-        "$(mean "$mode.holdfast.cpu" %.1f) / $(mean "$mode.nginx.cpu" %.1f)" \
-        "$(mean "$mode.holdfast.cores" %.2f) / $(mean "$mode.nginx.cores" %.2f)"
-done
-echo "errors (all rounds, H / nginx): keep-alive ${SUM[keepalive.holdfast.errors]} / ${SUM[keepalive.nginx.errors]}," \
-    "resumed ${SUM[resumed.holdfast.errors]} / ${SUM[resumed.nginx.errors]}, full ${SUM[full.holdfast.errors]} / ${SUM[full.nginx.errors]};" \
-    "connections per request: resumed $(mean resumed.holdfast.cpr %.3f) / $(mean resumed.nginx.cpr %.3f)," \
-    "full $(mean full.holdfast.cpr %.3f) / $(mean full.nginx.cpr %.3f)"
-echo "Holdfast's failed handshakes (all runs, by reason): ${TLS_ERRORS:-none}; log lines (warn and above): $LOG_LINES"
+# ROUNDS=0 measures the holds only.
+if [ "$ROUNDS" -gt 0 ]; then
+    echo "# summary (mean of $ROUNDS rounds; ratio = Holdfast ÷ nginx)"
+    printf '%-22s %9s %9s %6s %16s %18s %14s\n' "" Holdfast nginx ratio "p99 ms H / n" "CPU us/req H / n" "wrk cores H/n"
+    for mode in keepalive resumed full; do
+        case $mode in
+            keepalive) label="TLS keep-alive req/s" ;;
+            resumed) label="resumed handshakes/s" ;;
+            full) label="full handshakes/s" ;;
+        esac
+        h="$(mean "$mode.holdfast.rps")" n="$(mean "$mode.nginx.rps")"
+        printf '%-22s %9s %9s %6s %16s %18s %14s\n' "$label" "$h" "$n" \
+            "$(awk -v a="${SUM[$mode.holdfast.rps]}" -v b="${SUM[$mode.nginx.rps]}" 'BEGIN { printf "%.2f", a / b }')" \
+            "$(mean "$mode.holdfast.p99" %.2f) / $(mean "$mode.nginx.p99" %.2f)" \
+            "$(mean "$mode.holdfast.cpu" %.1f) / $(mean "$mode.nginx.cpu" %.1f)" \
+            "$(mean "$mode.holdfast.cores" %.2f) / $(mean "$mode.nginx.cores" %.2f)"
+    done
+    echo "errors (all rounds, H / nginx): keep-alive ${SUM[keepalive.holdfast.errors]} / ${SUM[keepalive.nginx.errors]}," \
+        "resumed ${SUM[resumed.holdfast.errors]} / ${SUM[resumed.nginx.errors]}, full ${SUM[full.holdfast.errors]} / ${SUM[full.nginx.errors]};" \
+        "connections per request: resumed $(mean resumed.holdfast.cpr %.3f) / $(mean resumed.nginx.cpr %.3f)," \
+        "full $(mean full.holdfast.cpr %.3f) / $(mean full.nginx.cpr %.3f)"
+    echo "Holdfast's failed handshakes (all runs, by reason): ${TLS_ERRORS:-none}; log lines (warn and above): $LOG_LINES"
+fi
 echo
 printf '%-10s %7s %10s %12s %12s %16s\n' hold held "KiB/held" "2xx (h2load)" "data answers" "publish->done s"
 for mode in $HOLD_MODES; do
