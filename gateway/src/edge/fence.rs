@@ -34,7 +34,7 @@ pub struct Fence {
     /// The client closed its side.
     closed: bool,
     /// The socket digest of a cleartext connection, made when a session first asks for it
-    /// and forgotten when the connection idles (plain.rs).
+    /// and forgotten when the connection idles for long (plain.rs).
     digest: std::sync::OnceLock<std::sync::Arc<SocketDigest>>,
     /// The request asked to switch protocols and no final answer was written yet: a `101`
     /// turns the connection into a tunnel, with nothing fenced off.
@@ -75,7 +75,8 @@ impl Fence {
     }
 
     /// Frees the socket digest a session asked for (a cleartext connection's, about 400
-    /// bytes), so that an idle connection does not keep it; the next request makes it again.
+    /// bytes), so that a long-idle connection does not keep it; the next request makes it
+    /// again.
     pub fn forget_digest(&mut self) {
         self.digest.take();
     }

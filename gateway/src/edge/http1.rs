@@ -64,7 +64,7 @@ fn head_complete(buf: &[u8], from: usize) -> bool {
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 async fn read_head(
-    stream: &mut Stream,
+    fence: &mut Fence,
     mut buf: BytesMut,
     reused: bool,
     h2c: bool,
@@ -81,7 +81,7 @@ async fn read_head(
         let moment = (Instant::now() + IDLE_WITH_BUFFER).min(idle);
         buf.reserve(1024);
         let read = tokio::select! {
-            read = stream.read_buf(&mut buf) => Some(read),
+            read = fence.inner_mut().read_buf(&mut buf) => Some(read),
             _ = tokio::time::sleep_until(moment) => None,
             _ = shutdown.changed() => return Head::Closed,
         };
@@ -90,7 +90,9 @@ async fn read_head(
             Some(_) => return Head::Closed,
             None => {
                 buf = BytesMut::new();
-                if let Some(head) = wait_idle(stream, &mut buf, idle, shutdown).await {
+                // Nor does it keep the socket digest a proxied request made (plain.rs).
+                fence.forget_digest();
+                if let Some(head) = wait_idle(fence.inner_mut(), &mut buf, idle, shutdown).await {
                     return head;
                 }
             }
@@ -111,7 +113,7 @@ async fn read_head(
             }
             let partial = buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf);
             if partial {
-                match read_more(stream, &mut buf, deadline).await {
+                match read_more(fence.inner_mut(), &mut buf, deadline).await {
                     Some(head) => return head,
                     None => continue,
                 }
@@ -123,7 +125,7 @@ async fn read_head(
         if buf.len() > settings.max_header_bytes {
             return Head::TooLarge(settings.max_header_bytes);
         }
-        if let Some(head) = read_more(stream, &mut buf, deadline).await {
+        if let Some(head) = read_more(fence.inner_mut(), &mut buf, deadline).await {
             return head;
         }
     }
@@ -232,7 +234,7 @@ pub async fn serve_http1(
         // Boxed: inline, its timers and buffers would size the connection's state for as long
         // as the connection lives, held polls and idle keep-alive included.
         let head = Box::pin(read_head(
-            fence.inner_mut(),
+            &mut fence,
             ahead,
             reused,
             h2c,
@@ -363,8 +365,6 @@ pub async fn serve_http1(
             return Served::Done;
         }
         fence = next;
-        // Made for the session that just ended; the next one makes its own.
-        fence.forget_digest();
         persistent = settings;
         reused = true;
     }

@@ -2,8 +2,8 @@
 //! peer's address. Pingora's own stream type keeps timing, tracing and rewind state inline
 //! (~384 bytes) and its socket digest three addresses wide (~384 more); a held poll or an idle
 //! keep-alive connection needs neither, so the digest is made only when a session asks for it
-//! (a proxied request; the fence keeps it for that request), and the stream becomes Pingora's
-//! own only where Pingora must take it over (h2c). See docs/edge.md.
+//! (a proxied request; the fence keeps it until the connection idles for long), and the
+//! stream becomes Pingora's own only where Pingora must take it over (h2c). See docs/edge.md.
 
 use async_trait::async_trait;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;

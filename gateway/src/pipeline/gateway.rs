@@ -190,6 +190,9 @@ impl ProxyHttp for Gateway {
                     r.status.is_informational() && r.status != http::StatusCode::SWITCHING_PROTOCOLS
                 }) =>
             {
+                // The connection is not reused after a failure (below): the answer says so, or
+                // a client could send its next request on a connection being closed.
+                session.set_keepalive(None);
                 if let Err(error) = respond::problem(session, ctx, problem).await {
                     tracing::debug!(%error, "cannot write the error answer");
                 }
