@@ -787,6 +787,12 @@ async fn response_mapping_of_large_broken_and_bodiless_answers() {
         assert!(response.bytes().await.is_err(), "a cut-short answer");
     } else {
         assert_eq!(response.status(), 502);
+        // The connection is not reused after a failed proxy attempt, and the answer says so:
+        // a client would otherwise send its next request onto a closing connection.
+        assert_eq!(
+            response.headers().get("connection").map(|v| v.as_bytes()),
+            Some(&b"close"[..])
+        );
         let body = response.text().await.expect("body");
         assert!(!body.contains("output"), "{body}");
     }
