@@ -16,7 +16,11 @@ impl Exchange for Session {
     }
 
     async fn read_body(&mut self) -> pingora_error::Result<Option<Bytes>> {
-        self.read_request_body().await
+        // The client's side: a stalled body is a 408 for the client, not an upstream timeout,
+        // whichever of Pingora's read timeout and the action's body deadline fires first.
+        self.read_request_body()
+            .await
+            .map_err(|error| error.into_down())
     }
 
     async fn client_gone(&mut self) {
