@@ -52,7 +52,7 @@ fn hub_problem(error: &HubError) -> Problem {
     }
 }
 
-/// Releases a held poll's slots (route and instance) and its gauge when the poll ends.
+/// Releases a held poll's slots (route and instance) when the poll ends.
 struct HeldSlot<'r> {
     /// The route's count of held polls (for `max_held`).
     held: Arc<AtomicUsize>,
@@ -64,7 +64,17 @@ impl Drop for HeldSlot<'_> {
     fn drop(&mut self) {
         self.held.fetch_sub(1, Ordering::Relaxed);
         self.runtime.release_held();
-        self.gauge.dec();
+    }
+}
+
+/// Counts a poll in `holdfast_longpoll_held` from the moment the hub has it waiting (its
+/// position in the channel taken) until the wait ends: a publish made after the gauge counted
+/// the poll reaches it.
+struct Counted<'g>(&'g prometheus::IntGauge);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -91,7 +101,6 @@ fn take_slot<'r>(
         ));
     }
     let gauge = METRICS.longpoll_held.with_label_values(&[route]);
-    gauge.inc();
     Ok(HeldSlot {
         held: held.clone(),
         runtime,
@@ -115,7 +124,20 @@ impl Waiting<'_> {
         &'w self,
         runtime: &'w Runtime,
     ) -> impl Future<Output = Result<PollOutcome, HubError>> + Send + 'w {
-        runtime.hub.poll(&self.key, self.request, self.deadline)
+        async move {
+            let mut waiting =
+                std::pin::pin!(runtime.hub.poll(&self.key, self.request, self.deadline));
+            let mut counted = None;
+            std::future::poll_fn(|cx| {
+                let polled = waiting.as_mut().poll(cx);
+                if polled.is_pending() && counted.is_none() {
+                    self.slot.gauge.inc();
+                    counted = Some(Counted(&self.slot.gauge));
+                }
+                polled
+            })
+            .await
+        }
     }
 }
 
