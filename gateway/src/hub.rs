@@ -7,6 +7,7 @@ mod error;
 mod memory;
 mod message;
 mod name;
+mod on_waiting;
 mod queue_waiters;
 mod redis;
 mod shards;
@@ -15,6 +16,7 @@ pub use cursor::Cursor;
 pub use error::HubError;
 pub use message::{Message, PollOutcome, PollRequest, Published};
 pub use name::validate_channel_name;
+pub use on_waiting::OnWaiting;
 
 use bytes::Bytes;
 use std::sync::{Arc, Mutex};
@@ -138,13 +140,15 @@ impl Hub {
         Ok(Hub { inner })
     }
 
-    /// Waits for a message on `key` until `deadline`. Returns at once if messages are there.
-    /// Cancel-safe: drop the future whenever the client goes away or the server shuts down.
-    pub async fn poll(
+    /// Waits for a message on `key` until `deadline`. Returns at once if messages are there;
+    /// otherwise tells `on_waiting` when the poll has its place and waits. Cancel-safe: drop
+    /// the future whenever the client goes away or the server shuts down.
+    pub async fn wait(
         &self,
         key: &ChannelKey,
         request: PollRequest,
         deadline: Instant,
+        on_waiting: OnWaiting<'_>,
     ) -> Result<PollOutcome, HubError> {
         validate_channel_name(&key.name, self.inner.settings.max_name_length)?;
         let request = PollRequest {
@@ -152,11 +156,22 @@ impl Hub {
             ..request
         };
         match &self.inner.backend {
-            Backend::Memory(memory) => memory.poll(key, request, deadline).await,
+            Backend::Memory(memory) => memory.poll(key, request, deadline, on_waiting).await,
             // Boxed: the Redis poll's state (a script call in flight) is far bigger than a
             // memory poll's, and a future is as big as its biggest branch.
-            Backend::Redis(redis) => Box::pin(redis.poll(key, request, deadline)).await,
+            Backend::Redis(redis) => Box::pin(redis.poll(key, request, deadline, on_waiting)).await,
         }
+    }
+
+    /// [`Hub::wait`] with nobody to tell.
+    #[cfg(test)]
+    pub async fn poll(
+        &self,
+        key: &ChannelKey,
+        request: PollRequest,
+        deadline: Instant,
+    ) -> Result<PollOutcome, HubError> {
+        self.wait(key, request, deadline, OnWaiting::nobody()).await
     }
 
     /// Appends a message to `key` and wakes the polls waiting on it (on every instance).

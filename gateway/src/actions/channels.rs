@@ -11,7 +11,7 @@ use crate::core::runtime::Runtime;
 use crate::core::spec::channel::{LongPollSpec, PublishSpec};
 use crate::exchange::hold::{hold, Held};
 use crate::exchange::{body, Exchange, Reply};
-use crate::hub::{ChannelKey, HubError, PollOutcome, PollRequest};
+use crate::hub::{ChannelKey, HubError, OnWaiting, PollOutcome, PollRequest};
 use crate::observe::metrics::METRICS;
 use crate::problem::Problem;
 use pingora_error::Result;
@@ -67,7 +67,7 @@ impl Drop for HeldSlot<'_> {
     }
 }
 
-/// Counts a poll in `holdfast_longpoll_held` from the moment the hub has it waiting (its
+/// Counts a poll in `holdfast_longpoll_held` from the moment the hub says it waits (its
 /// position in the channel taken) until the wait ends: a publish made after the gauge counted
 /// the poll reaches it.
 struct Counted<'g>(&'g prometheus::IntGauge);
@@ -125,18 +125,17 @@ impl Waiting<'_> {
         runtime: &'w Runtime,
     ) -> impl Future<Output = Result<PollOutcome, HubError>> + Send + 'w {
         async move {
-            let mut waiting =
-                std::pin::pin!(runtime.hub.poll(&self.key, self.request, self.deadline));
+            let gauge = &self.slot.gauge;
             let mut counted = None;
-            std::future::poll_fn(|cx| {
-                let polled = waiting.as_mut().poll(cx);
-                if polled.is_pending() && counted.is_none() {
-                    self.slot.gauge.inc();
-                    counted = Some(Counted(&self.slot.gauge));
-                }
-                polled
-            })
-            .await
+            let mut count = || {
+                gauge.inc();
+                counted = Some(Counted(gauge));
+            };
+            let on_waiting = OnWaiting::new(&mut count);
+            runtime
+                .hub
+                .wait(&self.key, self.request, self.deadline, on_waiting)
+                .await
         }
     }
 }

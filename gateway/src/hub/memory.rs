@@ -9,7 +9,7 @@ use super::cursor::Cursor;
 use super::message::{Message, PollOutcome, PollRequest, Published};
 use super::queue_waiters::{wait_in_line, Delivery, InLine};
 use super::shards::{lock, Shards};
-use super::{ChannelKey, HubError, Settings};
+use super::{ChannelKey, HubError, OnWaiting, Settings};
 use buffer::{Buffer, Read};
 use bytes::Bytes;
 use queue::Queue;
@@ -116,13 +116,14 @@ impl Memory {
         key: &ChannelKey,
         request: PollRequest,
         deadline: Instant,
+        on_waiting: OnWaiting<'_>,
     ) -> Result<PollOutcome, HubError> {
         let channel = self.channel(key);
         match key.mode {
             conf::ChannelMode::Broadcast => {
-                poll_broadcast(&channel, request, deadline, &self.settings).await
+                poll_broadcast(&channel, request, deadline, &self.settings, on_waiting).await
             }
-            conf::ChannelMode::Queue => poll_queue(channel, request, deadline).await,
+            conf::ChannelMode::Queue => poll_queue(channel, request, deadline, on_waiting).await,
         }
     }
 
@@ -161,6 +162,7 @@ async fn poll_broadcast(
     request: PollRequest,
     deadline: Instant,
     settings: &Settings,
+    mut on_waiting: OnWaiting<'_>,
 ) -> Result<PollOutcome, HubError> {
     let mut cursor = request.cursor;
     let mut waiting: Option<WaitingGuard<'_>> = None;
@@ -194,6 +196,7 @@ async fn poll_broadcast(
         if waiting.is_none() {
             channel.waiting.fetch_add(1, Ordering::AcqRel);
             waiting = Some(WaitingGuard(&channel.waiting));
+            on_waiting.tell();
         }
         tokio::select! {
             _ = &mut notified => {}
@@ -215,6 +218,7 @@ async fn poll_queue(
     channel: Arc<Channel>,
     request: PollRequest,
     deadline: Instant,
+    mut on_waiting: OnWaiting<'_>,
 ) -> Result<PollOutcome, HubError> {
     let (id, delivery) = {
         let mut state = lock(&channel.state);
@@ -229,6 +233,7 @@ async fn poll_queue(
         }
         queue.waiters.push(request.limit)
     };
+    on_waiting.tell();
     let mut wait = QueueWait {
         channel,
         id,

@@ -13,7 +13,7 @@ use super::cursor::Cursor;
 use super::message::{PollOutcome, PollRequest, Published};
 use super::queue_waiters::QueueWaiters;
 use super::shards::Shards;
-use super::{ChannelKey, HubError, Settings, StartError};
+use super::{ChannelKey, HubError, OnWaiting, Settings, StartError};
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, RedisError};
 use bytes::Bytes;
@@ -292,14 +292,19 @@ impl RedisHub {
         key: &ChannelKey,
         request: PollRequest,
         deadline: Instant,
+        on_waiting: OnWaiting<'_>,
     ) -> Result<PollOutcome, HubError> {
         self.check_up()?;
         let local = self.local.get_or_create(key, Local::new);
         match key.mode {
             conf::ChannelMode::Broadcast => {
-                self.poll_broadcast(key, &local, request, deadline).await
+                self.poll_broadcast(key, &local, request, deadline, on_waiting)
+                    .await
             }
-            conf::ChannelMode::Queue => self.poll_queue(key, local, request, deadline).await,
+            conf::ChannelMode::Queue => {
+                self.poll_queue(key, local, request, deadline, on_waiting)
+                    .await
+            }
         }
     }
 
@@ -309,6 +314,7 @@ impl RedisHub {
         local: &Local,
         request: PollRequest,
         deadline: Instant,
+        mut on_waiting: OnWaiting<'_>,
     ) -> Result<PollOutcome, HubError> {
         let stream = self.keys.data(key);
         let mut cursor = request.cursor;
@@ -364,6 +370,9 @@ impl RedisHub {
                     messages: read.messages.clone(),
                 });
             }
+            // Only now is the place taken: a poll without a cursor starts where its first
+            // read found the stream's end.
+            on_waiting.tell();
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep_until(deadline) => return Ok(PollOutcome::Timeout { cursor }),

@@ -4,7 +4,7 @@
 use super::super::message::{Message, PollOutcome, PollRequest};
 use super::super::queue_waiters::{wait_in_line, Delivery, InLine};
 use super::super::shards::lock;
-use super::super::ChannelKey;
+use super::super::{ChannelKey, OnWaiting};
 use super::{scripts, unix_ms, HubError, Local, RedisHub};
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -16,8 +16,10 @@ impl RedisHub {
         local: Arc<Local>,
         request: PollRequest,
         deadline: Instant,
+        mut on_waiting: OnWaiting<'_>,
     ) -> Result<PollOutcome, HubError> {
         let (id, delivery) = lock(&local.queue).waiters.push(request.limit);
+        on_waiting.tell();
         let mut wait = QueueWait {
             hub: self.clone(),
             key: key.clone(),

@@ -146,11 +146,23 @@ async fn a_publish_on_one_instance_wakes_a_held_poll_on_another() {
     let server = RedisServer::start();
     let (a, b) = two_hubs(&server, |_| {}).await;
     let key = broadcast("updates");
+    // No cursor: the poll starts where its first read finds the stream, and says when that
+    // is done; a publish from then on must reach it.
+    let (told, waiting) = tokio::sync::oneshot::channel();
     let held = tokio::spawn({
         let (b, key) = (b.clone(), key.clone());
-        async move { b.poll(&key, after(None, 1), in_ms(5_000)).await }
+        async move {
+            let mut told = Some(told);
+            let mut tell = || {
+                if let Some(told) = told.take() {
+                    let _ = told.send(());
+                }
+            };
+            let on_waiting = OnWaiting::new(&mut tell);
+            b.wait(&key, after(None, 1), in_ms(5_000), on_waiting).await
+        }
     });
-    until_held(&b, &key, 1).await;
+    waiting.await.unwrap();
     let published = a
         .publish(
             &key,
