@@ -256,3 +256,82 @@ async fn an_upgrade_started_twice_leaves_one_process_serving() {
         .expect("poll");
     assert_eq!(response.status(), 204);
 }
+
+const JOBS: &str = r#"
+server: { shutdown_grace: 3s, watch_interval: 0s, pid_file: "FILES/holdfast.pid", upgrade_socket: "FILES/upgrade.sock" }
+backplane: { redis: { url: "REDIS_URL" } }
+upstreams: { slow: { targets: ["ORIGIN"] } }
+routes:
+  - { name: jobs, match: { prefix: /jobs }, job: { upstream: slow, ttl: 60s, timeout: 20s } }
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_running_at_an_upgrade_finishes_and_the_new_process_serves_its_result() {
+    let redis = RedisServer::start().await;
+    let files = tempfile::tempdir().expect("dir");
+    // The upstream answers only when the test lets it: the job is running for certain while
+    // the upgrade happens.
+    let (release, released) = tokio::sync::watch::channel(false);
+    let origin = holdfast_tests::Origin::start(axum::Router::new().route(
+        "/jobs",
+        axum::routing::post(move || {
+            let mut released = released.clone();
+            async move {
+                let _ = released.wait_for(|go| *go).await;
+                "the answer"
+            }
+        }),
+    ))
+    .await;
+    let config = JOBS
+        .replace("FILES", &files.path().display().to_string())
+        .replace("REDIS_URL", &redis.url())
+        .replace("ORIGIN", &origin.addr.to_string());
+    let mut old = Holdfast::start(&config).await;
+    let client = client();
+    let started = client
+        .post(old.url("/jobs"))
+        .send()
+        .await
+        .expect("start the job");
+    assert_eq!(started.status(), 202);
+    let started: serde_json::Value = started.json().await.expect("json");
+    let poll = started["poll"].as_str().expect("poll").to_owned();
+    eventually(
+        Duration::from_secs(10),
+        "the job to call its upstream",
+        async || !origin.seen().is_empty(),
+    )
+    .await;
+    // A poll held for the result while the upgrade begins: the old process answers it 204 and
+    // closes, or (when the new process took the connection) it is held there until the end.
+    let held = tokio::spawn(client.get(old.url(&format!("{poll}?wait=30"))).send());
+
+    let mut new = old.start_upgrade();
+    eventually(
+        Duration::from_secs(20),
+        "the new process to serve",
+        async || new.log().contains("listening on the socket handed over"),
+    )
+    .await;
+    assert_eq!(old.exited(), None, "the old process waits for its job");
+    release.send(true).expect("release");
+    assert_eq!(old.wait_exit(Duration::from_secs(30)).await, Some(0));
+    assert_eq!(new.exited(), None, "the new process died:\n{}", new.log());
+
+    let held = held.await.expect("join").expect("the held poll");
+    match held.status().as_u16() {
+        204 => assert_eq!(held.headers()["connection"], "close"),
+        200 => assert_eq!(held.text().await.expect("text"), "the answer"),
+        other => panic!("the held poll: {other}"),
+    }
+    let result = client
+        .get(new.url(&format!("{poll}?wait=10")))
+        .send()
+        .await
+        .expect("poll the new process");
+    assert_eq!(result.status(), 200);
+    assert_eq!(result.headers()["holdfast-upstream-status"], "200");
+    assert_eq!(result.text().await.expect("text"), "the answer");
+    assert_eq!(origin.seen().len(), 1, "the job ran once");
+}

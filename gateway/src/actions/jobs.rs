@@ -16,7 +16,8 @@ use crate::problem::Problem;
 use pingora_error::Result;
 use std::sync::Arc;
 use std::time::Duration;
-use store::{JobResult, Lookup, STORE};
+pub use store::JobResult;
+use store::{Lookup, STORE};
 
 fn not_found(id: &str) -> Problem {
     Problem::new(
@@ -32,6 +33,33 @@ pub fn running() -> usize {
     STORE.running()
 }
 
+/// What a request on a `job` route asks for, by its method and path.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Target<'p> {
+    Start,
+    /// The result of the job with this id.
+    Result(&'p str),
+    /// The route's own path with a method that does not start a job.
+    MethodNotAllowed,
+    NotFound,
+}
+
+impl<'p> Target<'p> {
+    pub fn of(spec: &JobSpec, method: &http::Method, path: &'p str) -> Self {
+        let rest = path
+            .strip_prefix(spec.prefix.as_str())
+            .unwrap_or("")
+            .trim_start_matches('/');
+        let polling = matches!(*method, http::Method::GET | http::Method::HEAD);
+        match (rest.is_empty(), polling) {
+            (true, false) => Self::Start,
+            (false, true) if !rest.contains('/') => Self::Result(rest),
+            (true, true) => Self::MethodNotAllowed,
+            _ => Self::NotFound,
+        }
+    }
+}
+
 /// Serves a `job` route: starts a job or polls one, by method and path. `None` when the client
 /// left.
 pub async fn serve(
@@ -41,24 +69,17 @@ pub async fn serve(
     spec: &JobSpec,
 ) -> Result<Option<Reply>> {
     let header = exchange.head();
-    let rest = header
-        .uri
-        .path()
-        .strip_prefix(spec.prefix.as_str())
-        .unwrap_or("")
-        .trim_start_matches('/')
-        .to_owned();
-    let polling = matches!(header.method, http::Method::GET | http::Method::HEAD);
-    match (rest.is_empty(), polling) {
-        (true, false) => start(exchange, admitted, spec).await.map(Some),
-        (false, true) if !rest.contains('/') => {
-            poll(runtime, exchange, admitted, spec, &rest).await
+    match Target::of(spec, &header.method, header.uri.path()) {
+        Target::Start => start(exchange, admitted, spec).await.map(Some),
+        Target::Result(id) => {
+            let id = id.to_owned();
+            poll(runtime, exchange, admitted, spec, &id).await
         }
-        (true, true) => {
+        Target::MethodNotAllowed => {
             let problem = Problem::method_not_allowed(header.method.as_str(), "POST");
             Ok(Some(Reply::problem(&problem)))
         }
-        _ => {
+        Target::NotFound => {
             let problem = Problem::not_found(&format!("{} {}", header.method, header.uri.path()));
             Ok(Some(Reply::problem(&problem)))
         }
@@ -152,16 +173,77 @@ fn hold_of(exchange: &impl Exchange, route_hold: Duration) -> Result<Duration, P
         })
 }
 
+/// Serves a result poll: answered at once when the job is done (or unknown, or expired), held
+/// until its result otherwise. `None` when the client left.
 async fn poll(
     runtime: &Runtime,
+    exchange: &mut impl Exchange,
+    admitted: &mut Admitted<'_>,
+    spec: &JobSpec,
+    id: &str,
+) -> Result<Option<Reply>> {
+    let mut waiting = match open(exchange, admitted, spec, id).await? {
+        Ok(waiting) => waiting,
+        Err(reply) => return Ok(Some(reply)),
+    };
+    let held = {
+        let deadline = waiting.deadline;
+        let work = std::pin::pin!(waiting.wait());
+        hold(runtime, exchange.client_gone(), Some(deadline), work).await
+    };
+    let (outcome, reply) = close(held);
+    admitted.outcome = Some(outcome);
+    Ok(reply)
+}
+
+/// A result poll that waits for its job. It owns all it needs, so a transport may keep it in
+/// place of the request while it waits.
+pub struct Waiting {
+    id: Box<str>,
+    route: std::sync::Arc<str>,
+    owner: Option<Box<str>>,
+    /// The job's result as it arrives, when it runs here; `None`: it runs on another instance
+    /// and its result is looked for in Redis.
+    local: Option<tokio::sync::watch::Receiver<Option<Arc<JobResult>>>>,
+    /// When the poll ends with 204 (`?wait`, at most the route's hold).
+    pub deadline: tokio::time::Instant,
+}
+
+impl Waiting {
+    /// The job's result, or `None` when it will never come here; raced by the caller against
+    /// the deadline, the client and shutdown.
+    pub async fn wait(&mut self) -> Option<Arc<JobResult>> {
+        let Some(waiting) = &mut self.local else {
+            // Boxed: the Redis look-ups are far bigger than a local wait, and a transport keeps
+            // this future for the whole hold.
+            let remote = Box::pin(shared::wait(&self.id, &self.route, self.owner.as_deref()));
+            return match remote.await {
+                shared::Remote::Done(result) => Some(Arc::new(result)),
+                _ => None,
+            };
+        };
+        loop {
+            if let Some(result) = waiting.borrow_and_update().clone() {
+                return Some(result);
+            }
+            if waiting.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+/// Opens the poll for job `id`'s result: `Err` is the reply when there is nothing to wait for
+/// (done, unknown, expired) or the request is refused.
+pub async fn open(
     exchange: &mut impl Exchange,
     admitted: &Admitted<'_>,
     spec: &JobSpec,
     id: &str,
-) -> Result<Option<Reply>> {
+) -> Result<Result<Waiting, Reply>> {
     let hold_for = match hold_of(exchange, spec.hold) {
         Ok(hold) => hold,
-        Err(problem) => return Ok(Some(Reply::problem(&problem))),
+        Err(problem) => return Ok(Err(Reply::problem(&problem))),
     };
     let owner = admitted.owner();
     let route = &admitted.route.name;
@@ -176,44 +258,38 @@ async fn poll(
     // A job started here is in the local table; one started on another instance (Redis
     // backplane) is found in Redis.
     let local = match STORE.lookup(route, id, owner.as_deref()) {
-        Lookup::Expired => return Ok(Some(Reply::problem(&expired()))),
+        Lookup::Expired => return Ok(Err(Reply::problem(&expired()))),
         Lookup::Found(waiting) => Some(waiting),
         Lookup::Unknown => match shared::lookup(id, route, owner.as_deref()).await {
-            shared::Remote::Unknown => return Ok(Some(Reply::problem(&not_found(id)))),
-            shared::Remote::Expired => return Ok(Some(Reply::problem(&expired()))),
-            shared::Remote::Done(result) => return Ok(Some(result_reply(&result))),
+            shared::Remote::Unknown => return Ok(Err(Reply::problem(&not_found(id)))),
+            shared::Remote::Expired => return Ok(Err(Reply::problem(&expired()))),
+            shared::Remote::Done(result) => return Ok(Err(result_reply(&result))),
             shared::Remote::Running => None,
         },
     };
+    // Noticing that the client left reads the connection: any request body must be out of the
+    // way first.
     if let Err(problem) = body::drain(exchange, admitted.body_timeout).await? {
-        return Ok(Some(Reply::problem(&problem)));
+        return Ok(Err(Reply::problem(&problem)));
     }
-    let deadline = tokio::time::Instant::now() + hold_for;
-    let wait = async {
-        let Some(mut waiting) = local else {
-            return match shared::wait(id, route, owner.as_deref()).await {
-                shared::Remote::Done(result) => Some(Arc::new(result)),
-                _ => None,
-            };
-        };
-        loop {
-            if let Some(result) = waiting.borrow_and_update().clone() {
-                return Some(result);
-            }
-            if waiting.changed().await.is_err() {
-                return None;
-            }
-        }
-    };
-    let wait = std::pin::pin!(wait);
-    Ok(
-        match hold(runtime, exchange.client_gone(), Some(deadline), wait).await {
-            Held::Done(Some(result)) => Some(result_reply(&result)),
-            Held::Done(None) | Held::HoldEnded => Some(timeout_reply(false)),
-            Held::Shutdown => Some(timeout_reply(true)),
-            Held::ClientGone => None,
-        },
-    )
+    Ok(Ok(Waiting {
+        id: id.into(),
+        route: route.clone(),
+        owner: owner.map(String::into_boxed_str),
+        local,
+        deadline: tokio::time::Instant::now() + hold_for,
+    }))
+}
+
+/// The reply for how a result poll's hold ended (`None`: the client left), and that outcome
+/// for the access log.
+pub fn close(held: Held<Option<Arc<JobResult>>>) -> (&'static str, Option<Reply>) {
+    match held {
+        Held::Done(Some(result)) => ("data", Some(result_reply(&result))),
+        Held::Done(None) | Held::HoldEnded => ("timeout", Some(timeout_reply(false))),
+        Held::Shutdown => ("shutdown", Some(timeout_reply(true))),
+        Held::ClientGone => ("client_gone", None),
+    }
 }
 
 /// How long a running job's mirror in Redis lives before its result replaces it.

@@ -2,6 +2,7 @@
 //! jobs): which ones, and serving them on HTTP/1 with only the Pingora hooks they need, not its
 //! proxy state machine. See docs/edge.md.
 
+use crate::actions::jobs;
 use crate::core::routes::{Action, Lookup};
 use crate::core::state::State;
 use crate::pipeline::gateway::Gateway;
@@ -19,7 +20,7 @@ pub enum Serving {
     Proxy,
     /// Pingora's HTTP session with the gateway's hooks, without the proxy ([`serve`]).
     Answered,
-    /// A long-poll, on the edge's own HTTP/1 path (`held.rs`).
+    /// A long-poll or a job's result poll, on the edge's own HTTP/1 path (`held.rs`).
     HeldPoll,
 }
 
@@ -29,19 +30,28 @@ pub fn serving(state: &State, method: &str, target: &str, host: Option<&str>) ->
         return Serving::Proxy;
     }
     match lookup_action(state, method, target, host) {
-        Some(Action::Proxy(_)) | None => Serving::Proxy,
-        Some(Action::LongPoll(_)) => Serving::HeldPoll,
+        Some((Action::Proxy(_), ..)) | None => Serving::Proxy,
+        Some((Action::LongPoll(_), ..)) => Serving::HeldPoll,
+        Some((Action::Job(spec), method, path))
+            if matches!(
+                jobs::Target::of(spec, &method, &path),
+                jobs::Target::Result(_)
+            ) =>
+        {
+            Serving::HeldPoll
+        }
         Some(_) => Serving::Answered,
     }
 }
 
-/// The action of the route the request is for, if it has one.
+/// The action of the route the request is for, if it has one, with the request's method and
+/// normal path.
 fn lookup_action<'s>(
     state: &'s State,
     method: &str,
     target: &str,
     host: Option<&str>,
-) -> Option<&'s Action> {
+) -> Option<(&'s Action, http::Method, String)> {
     // Origin form only (`/path?query`): Pingora resolves the other forms.
     if !target.starts_with('/') {
         return None;
@@ -56,7 +66,7 @@ fn lookup_action<'s>(
     // there.
     let path = crate::wire::target::normalize(path).ok()?;
     match routing::find(state, host, &method, &path) {
-        Lookup::Found(route, _) => Some(&route.action),
+        Lookup::Found(route, _) => Some((&route.action, method, path.into())),
         _ => None,
     }
 }
@@ -210,14 +220,23 @@ routes:
     }
 
     #[test]
-    fn long_polls_are_held_on_the_edge_and_other_actions_answered_through_pingora() {
+    fn polls_and_job_results_are_held_on_the_edge_and_other_actions_answered_through_pingora() {
         let channels = state(CONFIG);
         assert_eq!(serving(&channels, "GET", "/sub/a", None), Serving::HeldPoll);
         assert_eq!(serving(&channels, "GET", "/api/x", None), Serving::Proxy);
         let jobs = state(
             "upstreams: { a: { targets: [\"127.0.0.1:9\"] } }\nroutes:\n  - { name: j, match: { prefix: /jobs }, job: { upstream: a } }\n  - { name: p, match: { path: /p }, publish: { channel: c } }\n",
         );
-        assert_eq!(serving(&jobs, "GET", "/jobs/1", None), Serving::Answered);
+        assert_eq!(serving(&jobs, "GET", "/jobs/1", None), Serving::HeldPoll);
+        assert_eq!(serving(&jobs, "HEAD", "/jobs/1", None), Serving::HeldPoll);
+        assert_eq!(
+            serving(&jobs, "GET", "/jobs/./1?wait=2", None),
+            Serving::HeldPoll
+        );
+        // Starting a job, and the paths that are refused, are answered through Pingora.
+        assert_eq!(serving(&jobs, "POST", "/jobs", None), Serving::Answered);
+        assert_eq!(serving(&jobs, "GET", "/jobs", None), Serving::Answered);
+        assert_eq!(serving(&jobs, "GET", "/jobs/1/x", None), Serving::Answered);
         assert_eq!(serving(&jobs, "POST", "/p", None), Serving::Answered);
     }
 

@@ -3,9 +3,11 @@
 //! the hub's waiter, and the answer leaves in one write. Admission, the action and the records are
 //! the pipeline's, through [`Inbound`]. See docs/edge.md.
 
-use crate::actions::{channels, Admitted};
-use crate::core::routes::Action;
+use crate::actions::{channels, jobs, Admitted};
+use crate::core::routes::{Action, CompiledRoute};
 use crate::core::runtime::Runtime;
+use crate::core::spec::channel::LongPollSpec;
+use crate::core::spec::job::JobSpec;
 use crate::edge::fence::Fence;
 use crate::exchange::hold::{hold, Held};
 use crate::exchange::{Exchange, Reply};
@@ -18,6 +20,7 @@ use bytes::{Bytes, BytesMut};
 use pingora_core::server::ShutdownWatch;
 use pingora_http::RequestHeader;
 use std::net::IpAddr;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One request on the edge's own HTTP/1 path.
@@ -208,15 +211,36 @@ pub async fn serve(
     shutdown: &ShutdownWatch,
 ) -> bool {
     let opened = Box::pin(open(runtime, fence, prefix, head_len, keep_alive, shutdown)).await;
-    let parked = match opened {
+    let mut parked = match opened {
         Opened::Served(reuse) => return reuse,
         Opened::Waiting(parked) => parked,
     };
-    let held = {
-        let work = std::pin::pin!(parked.waiting.wait(runtime));
-        hold(runtime, client_gone(fence), None, work).await
+    let ended = match &mut parked.waiting {
+        Waiting::Channel(waiting) => {
+            let work = std::pin::pin!(waiting.wait(runtime));
+            Ended::Channel(hold(runtime, client_gone(fence), None, work).await)
+        }
+        Waiting::Job(waiting) => {
+            let deadline = waiting.deadline;
+            let work = std::pin::pin!(waiting.wait());
+            Ended::Job(hold(runtime, client_gone(fence), Some(deadline), work).await)
+        }
     };
-    Box::pin(answer(runtime, fence, parked, held, shutdown)).await
+    Box::pin(answer(runtime, fence, parked, ended, shutdown)).await
+}
+
+/// What a held request waits for.
+enum Waiting<'r> {
+    /// A message on a `longpoll` route's channel.
+    Channel(channels::Waiting<'r>),
+    /// A job's result.
+    Job(jobs::Waiting),
+}
+
+/// How a hold ended, by what it waited for.
+enum Ended {
+    Channel(Held<Result<PollOutcome, HubError>>),
+    Job(Held<Option<Arc<jobs::JobResult>>>),
 }
 
 /// How opening a poll ended.
@@ -229,7 +253,7 @@ enum Opened<'r> {
 /// A held poll's record, in place of its request while it waits: the hub's inputs and slot,
 /// and what its answer and its access log line need.
 struct Parked<'r> {
-    waiting: channels::Waiting<'r>,
+    waiting: Waiting<'r>,
     ctx: ctx::Kept,
     head: KeptHead,
     /// The request's `Origin`, on routes that answer browsers (CORS).
@@ -295,11 +319,9 @@ async fn open<'r>(
             return Ok(None);
         }
         let route = ctx.route.clone();
-        // The edge decided on the route before admission looked it up again: a reload in
-        // between may have made it another kind, which this path does not serve.
-        let Some((route, spec)) = route.as_ref().and_then(|route| match &route.action {
-            Action::LongPoll(spec) => Some((route, spec)),
-            _ => None,
+        let Some((route, held)) = route.as_ref().and_then(|route| {
+            let held = held_here(route, &exchange.head)?;
+            Some((route, held))
         }) else {
             exchange.close_after();
             respond::problem(&mut exchange, &mut ctx, &route_changed()).await?;
@@ -314,7 +336,15 @@ async fn open<'r>(
             mapped_body: None,
             outcome: None,
         };
-        match channels::open(runtime, &mut exchange, &admitted, spec).await? {
+        let opened = match held {
+            HeldHere::Channel(spec) => channels::open(runtime, &mut exchange, &admitted, spec)
+                .await?
+                .map(Waiting::Channel),
+            HeldHere::Job(spec, id) => jobs::open(&mut exchange, &admitted, spec, &id)
+                .await?
+                .map(Waiting::Job),
+        };
+        match opened {
             Ok(waiting) => Ok(Some(waiting)),
             Err(reply) => admit::finish(&mut exchange, &mut ctx, Some(reply))
                 .await
@@ -355,7 +385,7 @@ async fn answer(
     runtime: &Runtime,
     fence: &mut Fence,
     parked: Box<Parked<'_>>,
-    held: Held<Result<PollOutcome, HubError>>,
+    ended: Ended,
     shutdown: &ShutdownWatch,
 ) -> bool {
     let Parked {
@@ -368,15 +398,16 @@ async fn answer(
         keep_alive,
     } = *parked;
     let mut ctx = RequestCtx::resume(ctx);
-    let (outcome, reply) = match ctx.route.clone() {
-        Some(route) => match &route.action {
+    let (outcome, reply) = match (ctx.route.clone(), waiting, ended) {
+        (Some(route), Waiting::Channel(waiting), Ended::Channel(held)) => match &route.action {
             Action::LongPoll(spec) => {
                 let origin = origin.as_ref().and_then(|origin| origin.to_str().ok());
                 channels::close(&route, spec, origin, waiting, held)
             }
             _ => ("error", None),
         },
-        None => ("error", None),
+        (_, Waiting::Job(_), Ended::Job(held)) => jobs::close(held),
+        _ => ("error", None),
     };
     ctx.outcome = Some(outcome);
     let mut exchange = Http1Exchange {
@@ -412,6 +443,27 @@ fn recorded(
         && exchange.keep_alive
         && !*shutdown.borrow()
         && !exchange.fence.closed()
+}
+
+/// What this path holds for a request on a route.
+enum HeldHere<'s> {
+    Channel(&'s LongPollSpec),
+    /// The result of the job with this id.
+    Job(&'s JobSpec, String),
+}
+
+/// What this path holds for `head` on `route`: a poll on a `longpoll` route, or a job's result
+/// poll. `None` for anything else: the edge decided before admission looked the route up again,
+/// and a reload in between may have changed it.
+fn held_here<'s>(route: &'s CompiledRoute, head: &RequestHeader) -> Option<HeldHere<'s>> {
+    match &route.action {
+        Action::LongPoll(spec) => Some(HeldHere::Channel(spec)),
+        Action::Job(spec) => match jobs::Target::of(spec, &head.method, head.uri.path()) {
+            jobs::Target::Result(id) => Some(HeldHere::Job(spec, id.to_owned())),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Ends when the client closes its side of `fence` (or the connection fails). Past the
