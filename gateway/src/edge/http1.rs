@@ -71,14 +71,15 @@ async fn read_head(
     settings: &Settings,
     shutdown: &mut ShutdownWatch,
 ) -> Head {
-    let mut deadline = Instant::now() + settings.header_timeout;
+    let now = Instant::now();
+    let mut deadline = now + settings.header_timeout;
     if reused && buf.is_empty() {
         // Idle until the next request's first byte, then the head timeout starts. A busy
         // connection's next request usually comes within a moment: it is read at once into the
         // head buffer. One idle for longer gives the buffer up and waits for its first byte
         // without one (peeked, where the stream allows it).
-        let idle = Instant::now() + settings.idle_timeout;
-        let moment = (Instant::now() + IDLE_WITH_BUFFER).min(idle);
+        let idle = now + settings.idle_timeout;
+        let moment = (now + IDLE_WITH_BUFFER).min(idle);
         buf.reserve(1024);
         let read = tokio::select! {
             read = fence.inner_mut().read_buf(&mut buf) => Some(read),
