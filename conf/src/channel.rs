@@ -25,13 +25,52 @@ pub struct LongPoll {
     pub limit: usize,
     #[serde(default)]
     pub on_timeout: OnTimeout,
-    /// Held polls allowed on this route at once; past it: 503 with `Retry-After`.
+    /// Held polls allowed on this route at once; past it: 503 with `Retry-After`. Streams
+    /// (Server-Sent Events) count as held polls.
     #[serde(default)]
     pub max_held: Option<usize>,
+    /// The transports a subscriber may use: `longpoll`, `sse` (`Accept: text/event-stream`)
+    /// and `websocket`. Default: all of them.
+    #[serde(default = "Transport::all")]
+    pub subscribe: Vec<Transport>,
+    /// How often an idle stream gets a comment line, so proxies and clients keep it open.
+    #[serde(default = "default_keepalive")]
+    pub keepalive: Duration,
 }
 
 fn default_hold() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_keepalive() -> Duration {
+    Duration::from_secs(15)
+}
+
+/// A way for a subscriber to receive a channel's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// One message (or batch) per request, held until there is one.
+    Longpoll,
+    /// Server-Sent Events: one response, one event per message.
+    Sse,
+    /// WebSocket: one frame per message.
+    Websocket,
+}
+
+impl Transport {
+    pub fn all() -> Vec<Transport> {
+        vec![Transport::Longpoll, Transport::Sse, Transport::Websocket]
+    }
+
+    /// Its name in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Longpoll => "longpoll",
+            Transport::Sse => "sse",
+            Transport::Websocket => "websocket",
+        }
+    }
 }
 
 fn default_limit() -> usize {

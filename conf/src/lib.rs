@@ -29,7 +29,9 @@ mod upstream;
 mod upstream_call;
 mod validate;
 
-pub use channel::{ChannelMode, Channels, LongPoll, OnTimeout, PollFormat, Publish, StartAt};
+pub use channel::{
+    ChannelMode, Channels, LongPoll, OnTimeout, PollFormat, Publish, StartAt, Transport,
+};
 pub use config::{AccessLog, Backplane, Config, Cors, Limits, RedisBackplane, Server};
 pub use duration::Duration;
 pub use env::EnvString;

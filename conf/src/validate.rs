@@ -415,6 +415,18 @@ fn check_action(
                         "must be at least 1",
                     ));
                 }
+                if longpoll.subscribe.is_empty() {
+                    errors.push(FieldError::new(
+                        format!("{at}.longpoll.subscribe"),
+                        "names no transport: list one or more of longpoll, sse and websocket",
+                    ));
+                }
+                if longpoll.keepalive.get().is_zero() {
+                    errors.push(FieldError::new(
+                        format!("{at}.longpoll.keepalive"),
+                        "must be more than 0s",
+                    ));
+                }
             }
             RouteAction::Publish(publish) => {
                 refuse_map(route, at, "publish", errors);

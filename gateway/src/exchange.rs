@@ -35,6 +35,17 @@ pub trait Exchange: Send {
     /// unread).
     fn close_after(&mut self);
 
-    /// Writes the reply: its status, headers and body, with a `Content-Length`.
+    /// Writes the reply: its status, headers and body, with a `Content-Length` — or, for a
+    /// [streamed](Reply::streamed) reply, its head and the body so far, the rest to come by
+    /// [`Exchange::send_chunk`] and [`Exchange::end_stream`].
     fn send(&mut self, reply: Reply) -> impl Future<Output = pingora_error::Result<()>> + Send;
+
+    /// Writes the next piece of a streamed reply's body, at once.
+    fn send_chunk(
+        &mut self,
+        chunk: Bytes,
+    ) -> impl Future<Output = pingora_error::Result<()>> + Send;
+
+    /// Ends a streamed reply's body.
+    fn end_stream(&mut self) -> impl Future<Output = pingora_error::Result<()>> + Send;
 }

@@ -4,6 +4,7 @@
 
 mod params;
 mod reply;
+pub mod sse;
 
 use crate::actions::Admitted;
 use crate::core::routes::CompiledRoute;
@@ -31,7 +32,7 @@ fn unavailable(detail: String) -> Problem {
 }
 
 /// A hub error as the client sees it.
-fn hub_problem(error: &HubError) -> Problem {
+pub(super) fn hub_problem(error: &HubError) -> Problem {
     if let HubError::CursorAhead { newest, .. } = error {
         let problem = Problem::new(400, "cursor-ahead", "Bad Request", error.to_string());
         return match newest {
@@ -52,8 +53,20 @@ fn hub_problem(error: &HubError) -> Problem {
     }
 }
 
+/// The answer to a poll on a route that serves its channel only as streams.
+fn not_acceptable(settings: &conf::LongPoll) -> Problem {
+    let transports: Vec<&str> = settings.subscribe.iter().map(|t| t.as_str()).collect();
+    let how = transports.join(", ");
+    Problem::new(
+        406,
+        "transport-not-served",
+        "Not Acceptable",
+        format!("this route serves its channel to subscribers by {how}, not by long-poll; for Server-Sent Events send `Accept: text/event-stream`"),
+    )
+}
+
 /// Releases a held poll's slots (route and instance) when the poll ends.
-struct HeldSlot<'r> {
+pub(super) struct HeldSlot<'r> {
     /// The route's count of held polls (for `max_held`).
     held: Arc<AtomicUsize>,
     runtime: &'r Runtime,
@@ -78,7 +91,7 @@ impl Drop for Counted<'_> {
     }
 }
 
-fn take_slot<'r>(
+pub(super) fn take_slot<'r>(
     runtime: &'r Runtime,
     spec: &LongPollSpec,
     route: &str,
@@ -174,6 +187,9 @@ pub async fn open<'r>(
     spec: &LongPollSpec,
 ) -> Result<Result<Waiting<'r>, Reply>> {
     let settings = &spec.settings;
+    if !settings.subscribe.contains(&conf::Transport::Longpoll) {
+        return Ok(Err(Reply::problem(&not_acceptable(settings))));
+    }
     let header = exchange.head();
     let max_len = runtime.channels.max_name_length;
     let inputs = params::channel_key(

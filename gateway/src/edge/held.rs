@@ -10,6 +10,7 @@ use crate::core::spec::channel::LongPollSpec;
 use crate::core::spec::job::JobSpec;
 use crate::edge::fence::Fence;
 use crate::exchange::hold::{hold, Held};
+use crate::exchange::reply::{http1_chunk, HTTP1_LAST_CHUNK};
 use crate::exchange::{Exchange, Reply};
 use crate::hub::{HubError, PollOutcome};
 use crate::pipeline::ctx::{self, RequestCtx};
@@ -35,6 +36,8 @@ pub struct Http1Exchange<'a> {
     tls: bool,
     /// The connection may serve another request after this one.
     keep_alive: bool,
+    /// A streamed reply's body is being sent in chunks.
+    chunked: bool,
     body_bytes_sent: usize,
 }
 
@@ -81,6 +84,7 @@ impl<'a> Http1Exchange<'a> {
             client_ip,
             tls,
             keep_alive,
+            chunked: false,
             body_bytes_sent: 0,
         })
     }
@@ -150,24 +154,51 @@ impl Exchange for Http1Exchange<'_> {
         if reply.close {
             self.keep_alive = false;
         }
+        if reply.streamed && self.head.version == http::Version::HTTP_10 {
+            // No chunked encoding in HTTP/1.0: the stream ends with the connection.
+            self.keep_alive = false;
+        }
+        self.chunked = reply.streamed && self.keep_alive;
         let with_body = self.head.method != http::Method::HEAD;
         let wire = reply.to_http1(self.keep_alive, with_body);
         if with_body {
             self.body_bytes_sent += reply.body.len();
         }
-        let stream = self.fence.inner_mut();
-        let written = async {
-            stream.write_all(&wire).await?;
-            stream.flush().await
-        };
-        written.await.map_err(|error| {
-            pingora_error::Error::because(
-                pingora_error::ErrorType::WriteError,
-                "writing the answer",
-                error,
-            )
-        })
+        write(self.fence, &wire).await
     }
+
+    async fn send_chunk(&mut self, chunk: Bytes) -> pingora_error::Result<()> {
+        self.body_bytes_sent += chunk.len();
+        if self.chunked {
+            write(self.fence, &http1_chunk(&chunk)).await
+        } else {
+            write(self.fence, &chunk).await
+        }
+    }
+
+    async fn end_stream(&mut self) -> pingora_error::Result<()> {
+        if self.chunked {
+            write(self.fence, HTTP1_LAST_CHUNK).await
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Writes `wire` on the fence's connection, at once.
+async fn write(fence: &mut Fence, wire: &[u8]) -> pingora_error::Result<()> {
+    let stream = fence.inner_mut();
+    let written = async {
+        stream.write_all(wire).await?;
+        stream.flush().await
+    };
+    written.await.map_err(|error| {
+        pingora_error::Error::because(
+            pingora_error::ErrorType::WriteError,
+            "writing the answer",
+            error,
+        )
+    })
 }
 
 impl Inbound for Http1Exchange<'_> {
@@ -216,6 +247,15 @@ pub async fn serve(
         Opened::Waiting(parked) => parked,
     };
     let ended = match &mut parked.waiting {
+        Waiting::Stream(stream) => {
+            let mut sink = FenceSink {
+                fence,
+                chunked: parked.chunked,
+                sent: 0,
+            };
+            let outcome = stream.run(runtime, &mut sink).await;
+            Ended::Stream(outcome, sink.sent)
+        }
         Waiting::Channel(waiting) => {
             let work = std::pin::pin!(waiting.wait(runtime));
             Ended::Channel(hold(runtime, client_gone(fence), None, work).await)
@@ -235,12 +275,16 @@ enum Waiting<'r> {
     Channel(channels::Waiting<'r>),
     /// A job's result.
     Job(jobs::Waiting),
+    /// The messages of a `longpoll` route's channel as Server-Sent Events, its head sent.
+    Stream(channels::sse::Stream<'r>),
 }
 
 /// How a hold ended, by what it waited for.
 enum Ended {
     Channel(Held<Result<PollOutcome, HubError>>),
     Job(Held<Option<Arc<jobs::JobResult>>>),
+    /// How the stream ended, and the body bytes it wrote after its head.
+    Stream(&'static str, usize),
 }
 
 /// How opening a poll ended.
@@ -261,6 +305,40 @@ struct Parked<'r> {
     client_ip: Option<IpAddr>,
     tls: bool,
     keep_alive: bool,
+    /// A stream's body goes out in HTTP/1.1 chunks.
+    chunked: bool,
+    /// Body bytes written before the hold (a stream's start).
+    sent: usize,
+}
+
+/// A stream's way to its client on the edge: the connection, nothing of the request.
+struct FenceSink<'f> {
+    fence: &'f mut Fence,
+    chunked: bool,
+    sent: usize,
+}
+
+impl channels::sse::Sink for FenceSink<'_> {
+    async fn client_gone(&mut self) {
+        client_gone(self.fence).await
+    }
+
+    async fn write(&mut self, chunk: Bytes) -> pingora_error::Result<()> {
+        self.sent += chunk.len();
+        if self.chunked {
+            write(self.fence, &http1_chunk(&chunk)).await
+        } else {
+            write(self.fence, &chunk).await
+        }
+    }
+
+    async fn end(&mut self) -> pingora_error::Result<()> {
+        if self.chunked {
+            write(self.fence, HTTP1_LAST_CHUNK).await
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// What a held poll keeps of its request's head: the request line, and the headers only when
@@ -337,6 +415,16 @@ async fn open<'r>(
             outcome: None,
         };
         let opened = match held {
+            HeldHere::Channel(spec) if channels::sse::wanted(&exchange.head, &spec.settings) => {
+                match channels::sse::open(runtime, &mut exchange, &admitted, spec).await? {
+                    Ok((stream, head)) => {
+                        // The stream's head and start go out now; the rest while it is held.
+                        respond::reply(&mut exchange, &mut ctx, head).await?;
+                        return Ok(Some(Waiting::Stream(stream)));
+                    }
+                    Err(reply) => Err(reply),
+                }
+            }
             HeldHere::Channel(spec) => channels::open(runtime, &mut exchange, &admitted, spec)
                 .await?
                 .map(Waiting::Channel),
@@ -363,6 +451,8 @@ async fn open<'r>(
                 client_ip,
                 tls,
                 keep_alive,
+                chunked,
+                body_bytes_sent,
                 ..
             } = exchange;
             Opened::Waiting(Box::new(Parked {
@@ -373,6 +463,8 @@ async fn open<'r>(
                 client_ip,
                 tls,
                 keep_alive,
+                chunked,
+                sent: body_bytes_sent,
             }))
         }
         Ok(None) => Opened::Served(recorded(runtime, exchange, ctx, Ok(()), shutdown)),
@@ -396,8 +488,27 @@ async fn answer(
         client_ip,
         tls,
         keep_alive,
+        chunked: _,
+        sent,
     } = *parked;
     let mut ctx = RequestCtx::resume(ctx);
+    if let Ended::Stream(outcome, streamed) = ended {
+        // Its answer was the stream itself.
+        ctx.outcome = Some(outcome);
+        ctx.answered = Some(200);
+        let exchange = Http1Exchange {
+            fence,
+            head: head.into_head(),
+            raw_head: None,
+            body_start: Bytes::new(),
+            client_ip,
+            tls,
+            keep_alive: keep_alive && outcome == "error",
+            chunked: false,
+            body_bytes_sent: sent + streamed,
+        };
+        return recorded(runtime, exchange, ctx, Ok(()), shutdown);
+    }
     let (outcome, reply) = match (ctx.route.clone(), waiting, ended) {
         (Some(route), Waiting::Channel(waiting), Ended::Channel(held)) => match &route.action {
             Action::LongPoll(spec) => {
@@ -418,6 +529,7 @@ async fn answer(
         client_ip,
         tls,
         keep_alive: keep_alive && !*shutdown.borrow(),
+        chunked: false,
         body_bytes_sent: 0,
     };
     let answered = admit::finish(&mut exchange, &mut ctx, reply).await;

@@ -18,6 +18,10 @@ pub struct MemoryExchange {
     pub closed_after: bool,
     /// What was sent.
     pub sent: Option<Reply>,
+    /// A streamed reply's body after the reply, chunk by chunk.
+    pub chunks: Vec<Bytes>,
+    /// A streamed reply was ended.
+    pub ended: bool,
 }
 
 impl MemoryExchange {
@@ -35,6 +39,8 @@ impl MemoryExchange {
             leave: Arc::new(Notify::new()),
             closed_after: false,
             sent: None,
+            chunks: Vec::new(),
+            ended: false,
         }
     }
 }
@@ -62,6 +68,16 @@ impl Exchange for MemoryExchange {
 
     async fn send(&mut self, reply: Reply) -> pingora_error::Result<()> {
         self.sent = Some(reply);
+        Ok(())
+    }
+
+    async fn send_chunk(&mut self, chunk: Bytes) -> pingora_error::Result<()> {
+        self.chunks.push(chunk);
+        Ok(())
+    }
+
+    async fn end_stream(&mut self) -> pingora_error::Result<()> {
+        self.ended = true;
         Ok(())
     }
 }

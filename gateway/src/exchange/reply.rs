@@ -25,6 +25,9 @@ pub struct Reply {
     /// Headers this reply shares with many others (every poll a message answers), rendered
     /// once; written before its own.
     pub shared: Option<Arc<SharedHeaders>>,
+    /// The body is the start of a stream (Server-Sent Events) that goes on after this reply:
+    /// no `Content-Length`; chunked on HTTP/1.1, close-delimited on HTTP/1.0.
+    pub streamed: bool,
 }
 
 /// Headers many replies carry alike, with their HTTP/1 lines rendered once.
@@ -57,6 +60,7 @@ impl Reply {
             close: false,
             problem: None,
             shared: None,
+            streamed: false,
         }
     }
 
@@ -130,6 +134,12 @@ impl Reply {
         self
     }
 
+    /// The reply's body goes on after it is sent ([`Reply::streamed`]).
+    pub fn streaming(mut self) -> Self {
+        self.streamed = true;
+        self
+    }
+
     /// The response header to write: the reply's headers, `Content-Length`, and `Connection:
     /// close` when it closes.
     pub fn response_header(&self) -> pingora_error::Result<ResponseHeader> {
@@ -140,7 +150,9 @@ impl Reply {
         for (name, value) in &self.headers {
             header.append_header(name.clone(), value.clone())?;
         }
-        header.set_content_length(self.body.len())?;
+        if !self.streamed {
+            header.set_content_length(self.body.len())?;
+        }
         if self.close {
             header.insert_header(http::header::CONNECTION, "close")?;
         }
@@ -150,7 +162,8 @@ impl Reply {
     /// The reply as HTTP/1.1 bytes, head and body in one buffer (one write), for a connection
     /// the edge serves itself: with `Date`, `Connection` (`keep-alive` only when `keep_alive`
     /// and the reply does not close) and `Content-Length`; without the body when `with_body` is
-    /// false (a `HEAD` request).
+    /// false (a `HEAD` request). A streamed reply is chunked when the connection stays open,
+    /// else delimited by the close.
     pub fn to_http1(&self, keep_alive: bool, with_body: bool) -> Vec<u8> {
         let reason = http::StatusCode::from_u16(self.status)
             .ok()
@@ -175,11 +188,36 @@ impl Reply {
         } else {
             b"\r\nconnection: close\r\n"
         });
-        out.extend_from_slice(format!("content-length: {}\r\n\r\n", self.body.len()).as_bytes());
-        out.extend_from_slice(body);
+        if !self.streamed {
+            out.extend_from_slice(
+                format!("content-length: {}\r\n\r\n", self.body.len()).as_bytes(),
+            );
+            out.extend_from_slice(body);
+        } else if keep_alive && !self.close {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+            out.extend_from_slice(&http1_chunk(body));
+        } else {
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(body);
+        }
         out
     }
 }
+
+/// `data` as one HTTP/1.1 chunk (RFC 9112 §7.1); nothing for no data, which would end the body.
+pub fn http1_chunk(data: &[u8]) -> Vec<u8> {
+    if data.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(data.len() + 12);
+    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The end of a chunked HTTP/1.1 body.
+pub const HTTP1_LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 #[cfg(test)]
 mod tests {

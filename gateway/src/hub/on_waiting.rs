@@ -12,7 +12,6 @@ impl<'a> OnWaiting<'a> {
     }
 
     /// Nobody to tell.
-    #[cfg(test)]
     pub fn nobody() -> Self {
         Self(None)
     }

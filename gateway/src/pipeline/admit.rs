@@ -139,7 +139,8 @@ pub async fn admit_request(
     Ok(true)
 }
 
-/// Writes the action's reply; with none, the client left before there was one.
+/// Writes the action's reply; with none, the client left before there was one, or the action
+/// streamed its answer.
 pub async fn finish(
     inbound: &mut impl Inbound,
     ctx: &mut RequestCtx,
@@ -149,9 +150,42 @@ pub async fn finish(
         Some(reply) => {
             respond::reply(inbound, ctx, reply).await?;
         }
-        None => ctx.answered = Some(0),
+        // The client left before there was one (a stream answered before it left).
+        None => {
+            ctx.answered.get_or_insert(0);
+        }
     }
     Ok(())
+}
+
+/// Serves a `longpoll` route's channel as Server-Sent Events: the stream's head (counted and
+/// stamped as any reply), then its events until it ends. `Some` is the reply that refused it.
+async fn stream_events(
+    runtime: &Runtime,
+    inbound: &mut impl Inbound,
+    ctx: &mut RequestCtx,
+    route: &crate::core::routes::CompiledRoute,
+    spec: &crate::core::spec::channel::LongPollSpec,
+) -> Result<Option<Reply>> {
+    let opened = {
+        let admitted = Admitted {
+            route,
+            captures: &ctx.captures,
+            identity: ctx.identity.as_ref(),
+            body_timeout: ctx.body_timeout(),
+            upstream_head: None,
+            mapped_body: None,
+            outcome: None,
+        };
+        channels::sse::open(runtime, inbound, &admitted, spec).await?
+    };
+    let (mut stream, head) = match opened {
+        Ok(opened) => opened,
+        Err(reply) => return Ok(Some(reply)),
+    };
+    respond::reply(inbound, ctx, head).await?;
+    ctx.outcome = Some(stream.run(runtime, inbound).await);
+    Ok(None)
 }
 
 /// Runs the route's action (every one but proxying); its reply, or `None` when the client left.
@@ -163,6 +197,11 @@ pub async fn dispatch(
     let Some(route) = ctx.route.clone() else {
         return Ok(None);
     };
+    if let Action::LongPoll(spec) = &route.action {
+        if channels::sse::wanted(inbound.head(), &spec.settings) {
+            return Box::pin(stream_events(runtime, inbound, ctx, &route, spec)).await;
+        }
+    }
     let upstream_head = match &route.action {
         Action::Call(_) | Action::Fanin(_) | Action::Job(_) => {
             Some(Box::new(outbound::call_head(inbound, ctx)?))

@@ -42,8 +42,26 @@ impl Exchange for Session {
         if self.is_http2() {
             // HTTP/2 has no `Connection` header (RFC 9113 §8.2.2); closing is the session's.
             header.remove_header(&http::header::CONNECTION);
+        } else if reply.streamed {
+            // Without a length, Pingora's HTTP/1 writer delimits the body by closing; chunks
+            // keep the connection.
+            header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
         }
         self.write_response_header(Box::new(header), false).await?;
+        if reply.streamed {
+            return self.send_chunk(reply.body).await;
+        }
         self.write_response_body(Some(reply.body), true).await
+    }
+
+    async fn send_chunk(&mut self, chunk: Bytes) -> pingora_error::Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.write_response_body(Some(chunk), false).await
+    }
+
+    async fn end_stream(&mut self) -> pingora_error::Result<()> {
+        self.write_response_body(None, true).await
     }
 }

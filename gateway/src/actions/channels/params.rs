@@ -113,6 +113,31 @@ pub fn cursor(header: &RequestHeader) -> Result<Option<Cursor>, Problem> {
     }
 }
 
+/// A stream's cursor: `Last-Event-ID` first (what EventSource sends when it reconnects, while
+/// its URL keeps the cursor it started from), then `?last_event_id=`, then `?cursor=`.
+pub fn stream_cursor(header: &RequestHeader) -> Result<Option<Cursor>, Problem> {
+    let query = header.uri.query();
+    let raw = header
+        .headers
+        .get("last-event-id")
+        .map(|value| {
+            value
+                .to_str()
+                .map(Cow::Borrowed)
+                .unwrap_or(Cow::Borrowed("\u{fffd}"))
+        })
+        .or_else(|| query_value(query, "last_event_id"))
+        .or_else(|| query_value(query, "cursor"));
+    match raw {
+        None => Ok(None),
+        Some(text) => Cursor::parse(&text).map(Some).map_err(|error| {
+            bad_request(format!(
+                "invalid Last-Event-ID or cursor: {error}; a cursor looks like `1700000000000-0`"
+            ))
+        }),
+    }
+}
+
 /// The hold time: the route's timeout, or less if the client asks with `?wait=SECONDS`.
 pub fn hold(header: &RequestHeader, route_timeout: Duration) -> Result<Duration, Problem> {
     let Some(wait) = query_value(header.uri.query(), "wait") else {

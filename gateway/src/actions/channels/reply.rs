@@ -31,7 +31,7 @@ fn reply(status: u16, ending: &Ending<'_>, cursor: Option<&Cursor>) -> Reply {
 }
 
 /// The CORS headers of a route that allows browsers, for the request's `Origin`.
-fn with_cors(mut reply: Reply, ending: &Ending<'_>) -> Reply {
+pub fn with_cors(mut reply: Reply, ending: &Ending<'_>) -> Reply {
     if let (Some(cors), Some(origin)) = (ending.cors, ending.origin) {
         if let Some(allowed) = allowed_origin(cors, origin) {
             reply = reply
