@@ -22,6 +22,7 @@ mod longpoll;
 mod mapping;
 mod proxy;
 mod security;
+mod streams;
 mod tls;
 mod upgrade;
 mod upstream_calls;
