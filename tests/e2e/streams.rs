@@ -354,3 +354,45 @@ async fn a_stream_resumes_on_another_instance_through_redis() {
         (Some(two), Some("missed, on A"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_queue_each_message_goes_to_exactly_one_stream() {
+    let gw = Holdfast::start(
+        r#"
+routes:
+  - { name: work, match: { path: /work, methods: [GET] }, longpoll: { channel: jobs, mode: queue } }
+  - { name: add, match: { path: /add, methods: [POST] }, publish: { channel: jobs, mode: queue } }
+"#,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        workers.push(Stream::open(&client, &gw.url("/work"), None).await);
+    }
+    subscribers(&gw, "work", 3.0).await;
+    for n in 0..30 {
+        let response = client
+            .post(gw.url("/add"))
+            .body(format!("job {n}"))
+            .send()
+            .await
+            .expect("add");
+        assert_eq!(response.status(), 201);
+    }
+    let mut got = Vec::new();
+    while got.len() < 30 {
+        let mut progressed = false;
+        for worker in &mut workers {
+            let next = tokio::time::timeout(Duration::from_millis(200), worker.next_event()).await;
+            if let Ok(event) = next {
+                got.push(event.data.expect("data"));
+                progressed = true;
+            }
+        }
+        assert!(progressed || got.len() == 30, "stuck at {got:?}");
+    }
+    got.sort_by_key(|job| job[4..].parse::<u32>().expect("number"));
+    let expected: Vec<String> = (0..30).map(|n| format!("job {n}")).collect();
+    assert_eq!(got, expected, "each once");
+}

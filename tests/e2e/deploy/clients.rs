@@ -35,27 +35,53 @@ async fn held(gw: &Holdfast, route: &str, count: f64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_python_client_receives_every_message_in_order() {
+    python_client_gets_three_pushes(
+        "poll.py",
+        "requests",
+        "holdfast_longpoll_held{route=\"poll\"}",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_event_stream_client_receives_every_message_in_order() {
+    python_client_gets_three_pushes(
+        "events.py",
+        "sseclient",
+        "holdfast_subscribers{route=\"poll\",transport=\"sse\"}",
+    )
+    .await;
+}
+
+/// Runs examples/python/`script` (which needs the Python module `module`) on the example's
+/// `/poll` until it has three messages, pushing them once `waiting` (a metric sample) says it
+/// waits: the first wakes it, the next two come while it may be between requests and it gets
+/// them anyway.
+async fn python_client_gets_three_pushes(script: &str, module: &str, waiting: &str) {
     let python = on_path("python3").expect("python3");
-    let has_requests = Command::new(&python)
-        .args(["-c", "import requests"])
+    let has_module = Command::new(&python)
+        .args(["-c", &format!("import {module}")])
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     assert!(
-        has_requests,
-        "the example needs `requests`: pip install requests (scripts/deps --test)"
+        has_module,
+        "examples/python/{script} needs `{module}` (scripts/deps --test installs it)"
     );
     let gw = example_gateway().await;
     let mut client = Command::new(&python)
-        .arg(root().join("examples/python/poll.py"))
+        .arg(root().join("examples/python").join(script))
         .args([&gw.url("/poll"), "--max", "3"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start poll.py");
-    held(&gw, "poll", 1.0).await;
-    // The first push wakes the held poll; the next two come while the client is between polls,
-    // and its cursor gets them anyway.
+        .unwrap_or_else(|e| panic!("start {script}: {e}"));
+    eventually(
+        Duration::from_secs(20),
+        &format!("{script} waiting ({waiting})"),
+        async || gw.metric(waiting).await == Some(1.0),
+    )
+    .await;
     let http = reqwest::Client::new();
     for n in 0..3 {
         let response = http
@@ -70,7 +96,7 @@ async fn the_python_client_receives_every_message_in_order() {
     while client.try_wait().expect("wait").is_none() {
         if Instant::now() > deadline {
             let _ = client.kill();
-            panic!("poll.py did not receive 3 messages in 20 s");
+            panic!("{script} did not receive 3 messages in 20 s");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -370,4 +396,86 @@ async fn the_browser_page_shows_published_messages() {
         std::fs::write(&path, png).expect("write the screenshot");
         eprintln!("screenshot saved to {}", path.display());
     }
+}
+
+/// The page's EventSource version (`transport=sse`) gets every message once and in order across
+/// a zero-downtime upgrade with a Redis backplane: the old process ends the stream, and
+/// EventSource reconnects — to the new process — with its `Last-Event-ID`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_browser_event_stream_gets_every_message_across_an_upgrade() {
+    let redis = holdfast_tests::RedisServer::start().await;
+    let files = tempfile::tempdir().expect("dir");
+    let dir = files.path().display();
+    let config = format!(
+        r#"
+server: {{ shutdown_grace: 3s, watch_interval: 0s, pid_file: "{dir}/holdfast.pid", upgrade_socket: "{dir}/upgrade.sock" }}
+backplane: {{ redis: {{ url: "{}" }} }}
+routes:
+  - name: room-poll
+    match: {{ path: "/rooms/{{room}}/poll", methods: [GET] }}
+    longpoll: {{ channel: "room:{{room}}", format: batch, start: oldest }}
+    cors: {{ origins: ["*"] }}
+  - name: room-say
+    match: {{ path: "/rooms/{{room}}/say", methods: [POST] }}
+    publish: {{ channel: "room:{{room}}" }}
+"#,
+        redis.url()
+    );
+    let mut old = Holdfast::start(&config).await;
+    let gateway = old.addr;
+    let page = read("examples/browser/index.html");
+    let site = Origin::start(Router::new().route(
+        "/",
+        get(move || {
+            let page = page.clone();
+            async move { axum::response::Html(page) }
+        }),
+    ))
+    .await;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let say = async |text: &str| {
+        let response = http
+            .post(format!("http://{gateway}/rooms/up/say"))
+            .json(&json!({"from": "test", "text": text}))
+            .send()
+            .await
+            .expect("say");
+        assert_eq!(response.status(), 201, "{text}");
+    };
+    let base = format!("http://{}/", site.addr);
+    let url = format!("{base}?gateway=http://{}&room=up&transport=sse", old.addr);
+    let chromium = tokio::task::block_in_place(|| Chromium::launch(&url));
+    let mut cdp = chromium.page(&base).await;
+    say("before the upgrade").await;
+    page_shows(&mut cdp, "before the upgrade").await;
+    let streams = "holdfast_subscribers{route=\"room-poll\",transport=\"sse\"}";
+    assert_eq!(old.metric(streams).await, Some(1.0));
+
+    let new = old.start_upgrade();
+    say("during the upgrade").await;
+    assert_eq!(old.wait_exit(Duration::from_secs(30)).await, Some(0));
+    say("after the upgrade").await;
+    page_shows(&mut cdp, "after the upgrade").await;
+    eventually(
+        Duration::from_secs(20),
+        "the page's stream on the new process",
+        async || new.metric(streams).await == Some(1.0),
+    )
+    .await;
+    let texts: Vec<String> = shown(&mut cdp)
+        .into_iter()
+        .map(|shown| shown.split("test").last().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "before the upgrade",
+            "during the upgrade",
+            "after the upgrade"
+        ],
+        "each message once, in order"
+    );
 }

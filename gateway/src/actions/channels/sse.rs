@@ -129,16 +129,19 @@ pub async fn open<'r>(
         start: settings.start,
         limit: settings.limit,
     };
-    // A look without waiting fixes where the stream starts before the client hears of it.
-    let first = runtime
-        .hub
-        .wait(&key, request, Instant::now(), OnWaiting::nobody())
-        .await;
     let mut events = format!("retry: {RETRY_MS}\n\n").into_bytes();
-    match next(&mut request, first, &route) {
-        Next::Write(more) => events.extend_from_slice(&more),
-        Next::Quiet => {}
-        Next::Failed(error) => return Ok(Err(Reply::problem(&hub_problem(&error)))),
+    if key.mode == conf::ChannelMode::Broadcast {
+        // A look without waiting fixes where the stream starts before the client hears of it.
+        // (A queue has no place to fix, and what it hands out is taken for good.)
+        let first = runtime
+            .hub
+            .wait(&key, request, Instant::now(), OnWaiting::nobody())
+            .await;
+        match next(&mut request, first, &route) {
+            Next::Write(more, _) => events.extend_from_slice(&more),
+            Next::Quiet => {}
+            Next::Failed(error) => return Ok(Err(Reply::problem(&hub_problem(&error)))),
+        }
     }
     let ending = Ending {
         settings,
@@ -171,7 +174,8 @@ pub async fn open<'r>(
 
 /// What the stream does with one answer of the hub.
 enum Next {
-    Write(Vec<u8>),
+    /// The events to write, and the messages they carry.
+    Write(Vec<u8>, Vec<Message>),
     /// Nothing came: the stream's place is kept.
     Quiet,
     Failed(HubError),
@@ -190,7 +194,7 @@ fn next(
                 .messages_delivered
                 .with_label_values(&[route, conf::Transport::Sse.as_str()])
                 .inc_by(messages.len() as u64);
-            Next::Write(events(&messages))
+            Next::Write(events(&messages), messages)
         }
         Ok(PollOutcome::Timeout { cursor }) => {
             if cursor.is_some() {
@@ -202,7 +206,7 @@ fn next(
             // Never a silent gap: the subscriber hears where the stream starts again.
             request.cursor = Some(oldest);
             METRICS.stream_resets.with_label_values(&[route]).inc();
-            Next::Write(reset(&oldest))
+            Next::Write(reset(&oldest), Vec::new())
         }
         Err(error) => Next::Failed(error),
     }
@@ -234,10 +238,10 @@ impl Stream<'_> {
             let Some(outcome) = waited else {
                 continue;
             };
-            let wire = match next(&mut self.request, outcome, &self.route) {
-                Next::Write(events) => events,
+            let (wire, taken) = match next(&mut self.request, outcome, &self.route) {
+                Next::Write(events, messages) => (events, messages),
                 // A comment line keeps proxies and clients from closing a quiet stream.
-                Next::Quiet => b":\n\n".to_vec(),
+                Next::Quiet => (b":\n\n".to_vec(), Vec::new()),
                 Next::Failed(error) => {
                     let _ = sink.write(Bytes::from(failure(&error))).await;
                     let _ = sink.end().await;
@@ -245,7 +249,27 @@ impl Stream<'_> {
                 }
             };
             if sink.write(Bytes::from(wire)).await.is_err() {
+                if self.key.mode == conf::ChannelMode::Queue {
+                    self.hand_back(runtime, taken).await;
+                }
                 return "client_gone";
+            }
+        }
+    }
+}
+
+impl Stream<'_> {
+    /// Puts queue messages whose write failed back on the queue (at its end, with new ids), so
+    /// that another subscriber gets them.
+    async fn hand_back(&self, runtime: &Runtime, messages: Vec<Message>) {
+        for message in messages {
+            let content_type = message.content_type.as_deref();
+            if let Err(error) = runtime
+                .hub
+                .publish(&self.key, message.body.clone(), content_type)
+                .await
+            {
+                tracing::warn!(%error, "a queue message whose write failed could not be handed back");
             }
         }
     }
