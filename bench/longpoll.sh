@@ -44,8 +44,13 @@
 #             PUSHPIN_PUB_RATE/s (8 by default, about what those re-polls sustain at 100 per
 #             publish); unpaced publishing runs ahead of the re-polls (~0.5 delivered/publish).
 #
+#   4. Server-Sent Events (Holdfast and Nchan): the same fan-out with N = SSE_NS streams
+#      (`Accept: text/event-stream`; Nchan's `nchan_subscriber longpoll eventsource`): memory per
+#      open stream once its head has arrived, and the time from the publish to each stream's
+#      event.
 # Run:    bench/longpoll.sh                (takes ~3 min)
 # Knobs:  NS="5000 15000"  TP_SECS=10  SERVERS="holdfast nchan pushpin"  PORT_BASE=28600
+#         SSE_NS="15000" (empty: no stream rounds)
 #         PUSHPIN_PUB_RATE=8 (publishes/s in Pushpin's throughput test)
 #         HOLDFAST_BIN=path/to/holdfast (default target/release/holdfast, built if missing)
 # Needs:  nginx, libnginx-mod-nchan, pushpin (Debian packages; installed with apt-get when run
@@ -58,6 +63,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$ROOT/bench/lib.sh"
 NS="${NS:-5000 15000}"
+SSE_NS="${SSE_NS-15000}"
 TP_SECS="${TP_SECS:-10}"
 SERVERS="${SERVERS:-holdfast nchan pushpin}"
 PORT_BASE="${PORT_BASE:-28600}"
@@ -171,7 +177,7 @@ http {
     server {
         listen 127.0.0.1:$NCHAN_PORT backlog=4096;
         location ~ ^/sub/([A-Za-z0-9_]+)\$ {
-            nchan_subscriber longpoll;
+            nchan_subscriber longpoll eventsource;
             nchan_channel_id \$1;
             nchan_subscriber_first_message newest;
             nchan_subscriber_timeout 600s;
@@ -253,7 +259,7 @@ prime() { # url... — hold one poll on each channel for 2 s, all at once (see t
 field() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k { print $2 }'; }
 
 echo "# bench/longpoll.sh — $(date -u +%Y-%m-%dT%H:%M:%SZ) — $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-declare -A FAN TP
+declare -A FAN TP SSE
 round=0
 for server in $ACTIVE; do
     for n in $NS; do
@@ -266,6 +272,19 @@ for server in $ACTIVE; do
             --settle $((2 + n / SETTLE_PER_S)) --timeout 30)"
         echo "fanout $out"
         FAN[$server.$n]="$out"
+        stop_server
+    done
+    [ "$server" = pushpin ] && SKIP_SSE=1 || SKIP_SSE=0   # Pushpin streams only through GRIP origins
+    for n in $SSE_NS; do
+        [ "$SKIP_SSE" = 1 ] && break
+        round=$((round + 1))
+        "start_$server"
+        ch="sse$round"
+        out="$("$LOADTOOL" fanout --sse 1 --label "$server" --n "$n" --sub "${SUB//\{ch\}/$ch}" \
+            --pub "${PUB//\{ch\}/$ch}" --pub-body "${BODY//\{ch\}/$ch}" --pids "$SERVER_PIDS" \
+            --settle $((2 + n / SETTLE_PER_S)) --timeout 30)"
+        echo "sse fanout $out"
+        SSE[$server.$n]="$out"
         stop_server
     done
     "start_$server"
@@ -288,6 +307,19 @@ for server in $ACTIVE; do
             "$(field max_ms "$o")" "$(field received "$o")"
     done
 done
+if [ -n "$SSE_NS" ]; then
+    echo
+    printf '%-9s %7s %7s %12s %9s %9s %9s %9s  (Server-Sent Events)\n' server N streams "KiB/stream" "p50 ms" "p99 ms" "max ms" received
+    for server in $ACTIVE; do
+        for n in $SSE_NS; do
+            o="${SSE[$server.$n]:-}"
+            [ -z "$o" ] && continue
+            printf '%-9s %7s %7s %12s %9s %9s %9s %9s\n' "$server" "$n" "$(field held "$o")" \
+                "$(field kib_per_held "$o")" "$(field p50_ms "$o")" "$(field p99_ms "$o")" \
+                "$(field max_ms "$o")" "$(field received "$o")"
+        done
+    done
+fi
 echo
 printf '%-9s %14s %16s %22s\n' server "publishes/s" "delivered/s" "delivered/publish"
 for server in $ACTIVE; do

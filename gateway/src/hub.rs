@@ -15,7 +15,7 @@ mod shards;
 pub use cursor::Cursor;
 pub use error::HubError;
 pub use message::{Message, PollOutcome, PollRequest, Published};
-pub use name::validate_channel_name;
+pub use name::{validate_channel_name, validate_event_name};
 pub use on_waiting::OnWaiting;
 
 use bytes::Bytes;
@@ -174,20 +174,34 @@ impl Hub {
         self.wait(key, request, deadline, OnWaiting::nobody()).await
     }
 
-    /// Appends a message to `key` and wakes the polls waiting on it (on every instance).
+    /// [`Hub::publish_event`] without an event name.
+    #[cfg(test)]
     pub async fn publish(
         &self,
         key: &ChannelKey,
         body: Bytes,
         content_type: Option<&str>,
     ) -> Result<Published, HubError> {
+        self.publish_event(key, body, content_type, None).await
+    }
+
+    /// Appends a message to `key` and wakes the polls waiting on it (on every instance);
+    /// streams send it under `event` (checked by the caller: [`validate_event_name`]).
+    pub async fn publish_event(
+        &self,
+        key: &ChannelKey,
+        body: Bytes,
+        content_type: Option<&str>,
+        event: Option<&str>,
+    ) -> Result<Published, HubError> {
         validate_channel_name(&key.name, self.inner.settings.max_name_length)?;
         let content_type = content_type
             .filter(|ct| !ct.is_empty())
             .map(Arc::<str>::from);
+        let event = event.filter(|e| !e.is_empty()).map(Arc::<str>::from);
         match &self.inner.backend {
-            Backend::Memory(memory) => memory.publish(key, body, content_type),
-            Backend::Redis(redis) => redis.publish(key, body, content_type).await,
+            Backend::Memory(memory) => memory.publish(key, body, content_type, event),
+            Backend::Redis(redis) => redis.publish(key, body, content_type, event).await,
         }
     }
 

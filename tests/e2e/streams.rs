@@ -137,13 +137,15 @@ async fn a_stream_gets_each_message_as_an_event_and_resumes_by_last_event_id() {
     let mut stream = Stream::open(&client, &gw.url("/sub/a"), None).await;
     subscribers(&gw, "sub", 1.0).await;
 
-    let one = publish(&client, &gw, "a", "one").await;
+    // `?event=` names the event.
+    let one = publish(&client, &gw, "a?event=greeting", "one").await;
     let two = publish(&client, &gw, "a", "two\nlines\r\nthree").await;
     let event = stream.next_event().await;
     assert_eq!(
         (event.id.as_deref(), event.data.as_deref()),
         (Some(&*one), Some("one"))
     );
+    assert_eq!(event.event.as_deref(), Some("greeting"));
     let event = stream.next_event().await;
     assert_eq!(event.id.as_deref(), Some(&*two));
     assert_eq!(event.data.as_deref(), Some("two\nlines\nthree"));
@@ -249,6 +251,27 @@ async fn bad_stream_requests_get_clear_answers() {
             "detail": "invalid Last-Event-ID or cursor: the cursor is not of the form `<ms>-<seq>` (two decimal numbers joined by `-`); a cursor looks like `1700000000000-0`"
         })
     );
+    // Event names the gateway sends itself, and names that are not tokens.
+    for (event, detail) in [
+        ("reset", "invalid event name: `reset` is an event name the gateway sends itself (reset, error, base64, message)"),
+        ("a%0Ab", "invalid event name: the event name contains '\\n' at byte 1; allowed are ASCII letters, digits and . _ - :"),
+    ] {
+        let response = client
+            .post(gw.url(&format!("/pub/a?event={event}")))
+            .body("x")
+            .send()
+            .await
+            .expect("publish");
+        assert_eq!(
+            problem(response, 400).await,
+            serde_json::json!({
+                "type": "urn:holdfast:problem:bad-event-name",
+                "title": "Bad Request",
+                "status": 400,
+                "detail": detail
+            })
+        );
+    }
     // A poll on a route that serves only streams.
     let response = client.get(gw.url("/only/a")).send().await.expect("poll");
     assert_eq!(
@@ -341,10 +364,11 @@ async fn a_stream_resumes_on_another_instance_through_redis() {
     let client = reqwest::Client::new();
     let mut on_a = Stream::open(&client, &a.url("/sub/x"), None).await;
     subscribers(&a, "sub", 1.0).await;
-    let one = publish(&client, &b, "x", "published on B").await;
+    let one = publish(&client, &b, "x?event=note", "published on B").await;
     let event = on_a.next_event().await;
     assert_eq!(event.id.as_deref(), Some(&*one));
     assert_eq!(event.data.as_deref(), Some("published on B"));
+    assert_eq!(event.event.as_deref(), Some("note"));
     drop(on_a);
     let two = publish(&client, &a, "x", "missed, on A").await;
     let mut on_b = Stream::open(&client, &b.url("/sub/x"), Some(&one)).await;

@@ -89,8 +89,12 @@ fn parse_url(url: &str) -> Url {
 }
 
 fn get_request(url: &Url) -> Vec<u8> {
+    get_request_accepting(url, "*/*")
+}
+
+fn get_request_accepting(url: &Url, accept: &str) -> Vec<u8> {
     format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: holdfast-loadtool\r\nAccept: */*\r\n\r\n",
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: holdfast-loadtool\r\nAccept: {accept}\r\n\r\n",
         url.path, url.host
     )
     .into_bytes()
@@ -259,8 +263,15 @@ async fn fanout(args: Args) {
         .map(|p| p.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_default();
 
+    // `--sse 1`: the subscribers are Server-Sent Events streams (`Accept: text/event-stream`):
+    // each is held once its head (and anything the server sends first) has been read.
+    let sse = arg::<u8>(&args, "sse", 0) == 1;
     let rss_before = rss_kib(&pids);
-    let request = Arc::new(get_request(&sub));
+    let request = Arc::new(if sse {
+        get_request_accepting(&sub, "text/event-stream")
+    } else {
+        get_request(&sub)
+    });
     let sockets = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let failed = Arc::new(AtomicU64::new(0));
     let gate = Arc::new(tokio::sync::Semaphore::new(concurrency));
@@ -300,6 +311,24 @@ async fn fanout(args: Args) {
     let mut early_status = HashMap::<u16, usize>::new();
     let mut held: Vec<&StdStream> = Vec::with_capacity(sockets.len());
     for socket in &sockets {
+        if sse {
+            // A stream's head says 200; what follows it (a retry line, a comment) is drained.
+            match recv_timestamped(socket.as_raw_fd(), false) {
+                Recv::Data(bytes, _) if status_of(&bytes) == 200 => {
+                    while let Recv::Data(..) = recv_timestamped(socket.as_raw_fd(), false) {}
+                    held.push(socket);
+                }
+                Recv::Data(bytes, _) => {
+                    early += 1;
+                    *early_status.entry(status_of(&bytes)).or_default() += 1;
+                }
+                Recv::Nothing | Recv::Closed => {
+                    early += 1;
+                    *early_status.entry(0).or_default() += 1;
+                }
+            }
+            continue;
+        }
         match recv_timestamped(socket.as_raw_fd(), true) {
             Recv::Nothing => held.push(socket),
             Recv::Closed => {
@@ -340,7 +369,8 @@ async fn fanout(args: Args) {
                 false
             }
             Recv::Data(bytes, stamp) => {
-                if status_of(&bytes) != 200 {
+                // A stream's event has no status line.
+                if !sse && status_of(&bytes) != 200 {
                     non200 += 1;
                 }
                 let at = stamp.unwrap_or_else(|| {

@@ -12,7 +12,7 @@ use crate::core::runtime::Runtime;
 use crate::core::spec::channel::{LongPollSpec, PublishSpec};
 use crate::exchange::hold::{hold, Held};
 use crate::exchange::{body, Exchange, Reply};
-use crate::hub::{ChannelKey, HubError, OnWaiting, PollOutcome, PollRequest};
+use crate::hub::{validate_event_name, ChannelKey, HubError, OnWaiting, PollOutcome, PollRequest};
 use crate::observe::metrics::METRICS;
 use crate::problem::Problem;
 use pingora_error::Result;
@@ -319,6 +319,19 @@ pub async fn publish(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    // `?event=NAME`: the `event:` streams send the message under.
+    let event = params::query_value(header.uri.query(), "event").map(|event| event.into_owned());
+    if let Some(event) = &event {
+        if let Err(error) = validate_event_name(event) {
+            let problem = Problem::new(
+                400,
+                "bad-event-name",
+                "Bad Request",
+                format!("invalid event name: {error}"),
+            );
+            return Ok(Reply::problem(&problem));
+        }
+    }
     let read = body::read_whole(exchange, admitted.route.max_body, admitted.body_timeout).await?;
     let body = match read {
         Ok(body) => body,
@@ -326,7 +339,7 @@ pub async fn publish(
     };
     match runtime
         .hub
-        .publish(&key, body, content_type.as_deref())
+        .publish_event(&key, body, content_type.as_deref(), event.as_deref())
         .await
     {
         Ok(published) => {

@@ -70,6 +70,7 @@ impl Memory {
         key: &ChannelKey,
         body: Bytes,
         content_type: Option<Arc<str>>,
+        event: Option<Arc<str>>,
     ) -> Result<Published, HubError> {
         let channel = self.channel(key);
         let now = SystemTime::now();
@@ -77,7 +78,7 @@ impl Memory {
         state.touched = Instant::now();
         match &mut state.kind {
             Kind::Broadcast(buffer) => {
-                let message = buffer.append(body, content_type, now, &self.settings);
+                let message = buffer.append(body, content_type, event, now, &self.settings);
                 let delivered_to = channel.waiting.load(Ordering::Acquire);
                 drop(state);
                 channel.notify.notify_waiters();
@@ -88,7 +89,7 @@ impl Memory {
             }
             Kind::Queue(queue) => {
                 let id = Cursor::next_after(queue.last, now);
-                let message = Message::new(id, body, content_type, now);
+                let message = Message::new(id, body, content_type, now).with_event(event);
                 let Err(mut back) = queue.waiters.hand(vec![message]) else {
                     queue.last = id;
                     return Ok(Published {

@@ -15,6 +15,9 @@ pub struct Message {
     pub body: Bytes,
     /// The publisher's `Content-Type`, if it sent one.
     pub content_type: Option<Arc<str>>,
+    /// The event name the publisher gave (`?event=`), which a Server-Sent Events stream sends as
+    /// the event's `event:` field.
+    pub event: Option<Arc<str>>,
     /// When it was published (wall clock, so it means the same on every instance), for the
     /// publish-to-delivery histogram.
     pub published_at: SystemTime,
@@ -68,14 +71,23 @@ impl Message {
             id,
             body,
             content_type,
+            event: None,
             published_at,
             derived: Derived::default(),
         }
     }
 
+    /// The message with the event name `event`.
+    pub(crate) fn with_event(mut self, event: Option<Arc<str>>) -> Self {
+        self.event = event;
+        self
+    }
+
     /// Bytes this message counts against a channel's `buffer_bytes`.
     pub(crate) fn cost(&self) -> usize {
-        self.body.len() + self.content_type.as_ref().map_or(0, |ct| ct.len())
+        self.body.len()
+            + self.content_type.as_ref().map_or(0, |ct| ct.len())
+            + self.event.as_ref().map_or(0, |event| event.len())
     }
 }
 

@@ -42,6 +42,39 @@ fn allowed(c: char) -> bool {
         )
 }
 
+/// Why an event name was refused (→ 400).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EventNameError {
+    #[error("the event name is {len} bytes long; the limit is {max}")]
+    TooLong { len: usize, max: usize },
+    #[error("the event name contains {found:?} at byte {at}; allowed are ASCII letters, digits and . _ - :")]
+    BadCharacter { found: char, at: usize },
+    #[error("`{0}` is an event name the gateway sends itself (reset, error, base64, message)")]
+    Reserved(String),
+}
+
+/// The longest event name.
+pub const MAX_EVENT_NAME: usize = 64;
+
+/// Checks an event name given on a publish: a short token (it becomes an `event:` line of a
+/// Server-Sent Events stream, so never a line break), and not one the gateway sends itself.
+pub fn validate_event_name(name: &str) -> Result<(), EventNameError> {
+    if name.len() > MAX_EVENT_NAME {
+        return Err(EventNameError::TooLong {
+            len: name.len(),
+            max: MAX_EVENT_NAME,
+        });
+    }
+    let token = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':');
+    if let Some((at, found)) = name.char_indices().find(|&(_, c)| !token(c)) {
+        return Err(EventNameError::BadCharacter { found, at });
+    }
+    if matches!(name, "reset" | "error" | "base64" | "message") {
+        return Err(EventNameError::Reserved(name.to_owned()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {

@@ -241,6 +241,7 @@ impl RedisHub {
         key: &ChannelKey,
         body: Bytes,
         content_type: Option<Arc<str>>,
+        event: Option<Arc<str>>,
     ) -> Result<Published, HubError> {
         self.check_up()?;
         let now_ms = unix_ms(SystemTime::now());
@@ -257,12 +258,19 @@ impl RedisHub {
                     &wake_payload(key),
                     &body,
                     content_type.as_deref(),
+                    event.as_deref(),
                     now_ms,
                 );
                 self.call(invocation.invoke_async(&mut conn)).await?
             }
             conf::ChannelMode::Queue => {
-                let item = scripts::encode_queue_item(None, now_ms, content_type.as_deref(), &body);
+                let item = scripts::encode_queue_item(
+                    None,
+                    now_ms,
+                    content_type.as_deref(),
+                    event.as_deref(),
+                    &body,
+                );
                 let invocation = scripts::publish_queue(
                     &self.keys.data(key),
                     &self.keys.queue_seq(key),

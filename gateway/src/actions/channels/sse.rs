@@ -264,9 +264,10 @@ impl Stream<'_> {
     async fn hand_back(&self, runtime: &Runtime, messages: Vec<Message>) {
         for message in messages {
             let content_type = message.content_type.as_deref();
+            let event = message.event.as_deref();
             if let Err(error) = runtime
                 .hub
-                .publish(&self.key, message.body.clone(), content_type)
+                .publish_event(&self.key, message.body.clone(), content_type, event)
                 .await
             {
                 tracing::warn!(%error, "a queue message whose write failed could not be handed back");
@@ -281,9 +282,15 @@ fn events(messages: &[Message]) -> Vec<u8> {
     for message in messages {
         out.extend_from_slice(format!("id: {}\n", message.id).as_bytes());
         match std::str::from_utf8(&message.body) {
-            Ok(text) => data_lines(&mut out, text),
+            Ok(text) => {
+                if let Some(event) = &message.event {
+                    out.extend_from_slice(format!("event: {event}\n").as_bytes());
+                }
+                data_lines(&mut out, text)
+            }
             Err(_) => {
-                // Events are text: a body that is not UTF-8 goes base64-encoded, and says so.
+                // Events are text: a body that is not UTF-8 goes base64-encoded, and says so
+                // (in place of its event name).
                 out.extend_from_slice(b"event: base64\n");
                 let encoded = base64::engine::general_purpose::STANDARD.encode(&message.body);
                 data_lines(&mut out, &encoded);

@@ -38,12 +38,13 @@ impl Buffer {
         &mut self,
         body: bytes::Bytes,
         content_type: Option<std::sync::Arc<str>>,
+        event: Option<std::sync::Arc<str>>,
         now: SystemTime,
         settings: &Settings,
     ) -> Message {
         let id = Cursor::next_after(self.last, now);
         self.last = id;
-        let message = Message::new(id, body, content_type, now);
+        let message = Message::new(id, body, content_type, now).with_event(event);
         self.bytes += message.cost();
         self.messages.push_back(message.clone());
         self.trim(now, settings);
@@ -165,7 +166,7 @@ mod tests {
         let s = settings();
         let mut buffer = Buffer::default();
         for ms in 1..=5 {
-            buffer.append(Bytes::from_static(b"x"), None, t(ms), &s);
+            buffer.append(Bytes::from_static(b"x"), None, None, t(ms), &s);
         }
         assert_eq!(buffer.len(), 3);
         assert_eq!(
@@ -199,7 +200,7 @@ mod tests {
             })
         );
         // With history: anything past the newest id, even within the clock's slack.
-        buffer.append(Bytes::from_static(b"x"), None, now, &s);
+        buffer.append(Bytes::from_static(b"x"), None, None, now, &s);
         assert!(buffer.check_cursor(Cursor::new(10_000, 0), now).is_ok());
         assert!(buffer.check_cursor(Cursor::new(1, 0), now).is_ok());
         assert_eq!(
@@ -221,10 +222,10 @@ mod tests {
     fn bounds_by_bytes() {
         let s = settings();
         let mut buffer = Buffer::default();
-        buffer.append(Bytes::from(vec![b'a'; 60]), None, t(1), &s);
-        buffer.append(Bytes::from(vec![b'b'; 60]), None, t(2), &s);
+        buffer.append(Bytes::from(vec![b'a'; 60]), None, None, t(1), &s);
+        buffer.append(Bytes::from(vec![b'b'; 60]), None, None, t(2), &s);
         assert_eq!(buffer.len(), 1);
-        buffer.append(Bytes::from(vec![b'c'; 500]), None, t(3), &s);
+        buffer.append(Bytes::from(vec![b'c'; 500]), None, None, t(3), &s);
         assert_eq!(
             buffer.len(),
             1,
@@ -243,8 +244,8 @@ mod tests {
     fn bounds_by_age() {
         let s = settings();
         let mut buffer = Buffer::default();
-        buffer.append(Bytes::from_static(b"old"), None, t(1_000), &s);
-        buffer.append(Bytes::from_static(b"new"), None, t(50_000), &s);
+        buffer.append(Bytes::from_static(b"old"), None, None, t(1_000), &s);
+        buffer.append(Bytes::from_static(b"new"), None, None, t(50_000), &s);
         buffer.trim(t(62_000), &s);
         assert_eq!(buffer.len(), 1);
         assert_eq!(

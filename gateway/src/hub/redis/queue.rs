@@ -116,6 +116,7 @@ impl RedisHub {
                     Some(m.id),
                     unix_ms(m.published_at),
                     m.content_type.as_deref(),
+                    m.event.as_deref(),
                     &m.body,
                 )
             })

@@ -11,7 +11,8 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// KEYS[1] stream. ARGV: 1 max length, 2 max age in ms (0: none), 3 key TTL in ms, 4 notify
-/// channel, 5 wake-up payload, 6 body, 7 content type ('' for none), 8 publish time in ms.
+/// channel, 5 wake-up payload, 6 body, 7 content type ('' for none), 8 publish time in ms, 9
+/// event name ('' for none).
 /// Returns {id, instances listening}.
 ///
 /// Trims with `XDEL` of the oldest entries rather than `MAXLEN`/`MINID`: Redis (7.0) records
@@ -21,12 +22,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local id
-if ARGV[7] == '' then
-  id = redis.call('XADD', KEYS[1], '*', 'b', ARGV[6], 't', ARGV[8])
-else
-  id = redis.call('XADD', KEYS[1], '*', 'b', ARGV[6], 'c', ARGV[7], 't', ARGV[8])
+local fields = {'b', ARGV[6], 't', ARGV[8]}
+if ARGV[7] ~= '' then
+  table.insert(fields, 'c')
+  table.insert(fields, ARGV[7])
 end
+if ARGV[9] ~= '' then
+  table.insert(fields, 'e')
+  table.insert(fields, ARGV[9])
+end
+local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
 local function drop(entries)
   if #entries > 0 then
     local ids = {}
@@ -111,6 +116,7 @@ pub(crate) fn publish_broadcast<'a>(
     payload: &str,
     body: &[u8],
     content_type: Option<&str>,
+    event: Option<&str>,
     published_ms: u64,
 ) -> ScriptInvocation<'a> {
     let mut invocation = PUBLISH.prepare_invoke();
@@ -123,7 +129,8 @@ pub(crate) fn publish_broadcast<'a>(
         .arg(payload)
         .arg(body)
         .arg(content_type.unwrap_or(""))
-        .arg(published_ms);
+        .arg(published_ms)
+        .arg(event.unwrap_or(""));
     invocation
 }
 
@@ -248,8 +255,8 @@ impl StreamRead {
     }
 }
 
-/// A stream entry: `[id, [field, value, …]]` with fields `b` (body), `c` (content type), `t`
-/// (publish time in ms).
+/// A stream entry: `[id, [field, value, …]]` with fields `b` (body), `c` (content type), `e`
+/// (event name), `t` (publish time in ms).
 fn decode_entry(entry: Value) -> Result<Message, String> {
     let mut parts = into_array(entry)?.into_iter();
     let id = cursor_of(parts.next())?.ok_or("an entry without an id")?;
@@ -260,6 +267,7 @@ fn decode_entry(entry: Value) -> Result<Message, String> {
         .unwrap_or_default();
     let mut body = Bytes::new();
     let mut content_type = None;
+    let mut event = None;
     let mut published_ms = id.ms;
     let mut fields = fields.into_iter();
     while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
@@ -267,6 +275,7 @@ fn decode_entry(entry: Value) -> Result<Message, String> {
         match into_bytes(name)?.as_slice() {
             b"b" => body = Bytes::from(value),
             b"c" => content_type = String::from_utf8(value).ok().map(Arc::<str>::from),
+            b"e" => event = String::from_utf8(value).ok().map(Arc::<str>::from),
             b"t" => {
                 published_ms = std::str::from_utf8(&value)
                     .ok()
@@ -276,15 +285,18 @@ fn decode_entry(entry: Value) -> Result<Message, String> {
             _ => {}
         }
     }
-    Ok(Message::new(id, body, content_type, from_ms(published_ms)))
+    Ok(Message::new(id, body, content_type, from_ms(published_ms)).with_event(event))
 }
 
 /// A queue item: `id \n ms \n content-type \n body` (the script adds the id on publish). The
-/// first three never hold a newline (content types are header values), the body may.
+/// first three never hold a newline (content types are header values), the body may. A message
+/// with an event name has it after the time: `ms event` (event names hold no space); items
+/// without one are as before event names existed.
 pub(crate) fn encode_queue_item(
     id: Option<Cursor>,
     published_ms: u64,
     content_type: Option<&str>,
+    event: Option<&str>,
     body: &[u8],
 ) -> Vec<u8> {
     let content_type = content_type
@@ -294,7 +306,12 @@ pub(crate) fn encode_queue_item(
     if let Some(id) = id {
         item.extend_from_slice(format!("{id}\n").as_bytes());
     }
-    item.extend_from_slice(format!("{published_ms}\n{content_type}\n").as_bytes());
+    match event.filter(|event| !event.contains([' ', '\n', '\r'])) {
+        Some(event) => {
+            item.extend_from_slice(format!("{published_ms} {event}\n{content_type}\n").as_bytes())
+        }
+        None => item.extend_from_slice(format!("{published_ms}\n{content_type}\n").as_bytes()),
+    }
     item.extend_from_slice(body);
     item
 }
@@ -312,7 +329,12 @@ pub(crate) fn decode_queue_item(item: &[u8]) -> Result<Message, String> {
             .map_err(|e| e.to_string())
     };
     let id = Cursor::parse(&text(id)?).map_err(|e| e.to_string())?;
-    let published_ms = text(ms)?
+    let time = text(ms)?;
+    let (ms, event) = match time.split_once(' ') {
+        Some((ms, event)) => (ms, Some(Arc::<str>::from(event))),
+        None => (time.as_str(), None),
+    };
+    let published_ms = ms
         .parse()
         .map_err(|_| "a queue item with a bad time".to_owned())?;
     let content_type = Some(text(content_type)?)
@@ -323,7 +345,8 @@ pub(crate) fn decode_queue_item(item: &[u8]) -> Result<Message, String> {
         Bytes::copy_from_slice(body),
         content_type,
         from_ms(published_ms),
-    ))
+    )
+    .with_event(event))
 }
 
 fn from_ms(ms: u64) -> SystemTime {
@@ -381,15 +404,19 @@ mod tests {
             Some(Cursor::new(5, 2)),
             1234,
             Some("application/json"),
+            Some("update"),
             body,
         );
         let message = decode_queue_item(&item).unwrap();
         assert_eq!(message.id, Cursor::new(5, 2));
         assert_eq!(&message.body[..], body);
         assert_eq!(message.content_type.as_deref(), Some("application/json"));
+        assert_eq!(message.event.as_deref(), Some("update"));
         assert_eq!(message.published_at, from_ms(1234));
-        let bare = encode_queue_item(Some(Cursor::new(1, 0)), 1, None, b"");
-        assert_eq!(decode_queue_item(&bare).unwrap().content_type, None);
+        let bare = encode_queue_item(Some(Cursor::new(1, 0)), 1, None, None, b"");
+        assert_eq!(bare, b"1-0\n1\n\n", "as before event names");
+        let bare = decode_queue_item(&bare).unwrap();
+        assert_eq!((bare.content_type, bare.event), (None, None));
         assert!(decode_queue_item(b"garbage").is_err());
     }
 
