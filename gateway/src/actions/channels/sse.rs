@@ -10,6 +10,7 @@ use super::{hub_problem, take_slot, HeldSlot};
 use crate::actions::Admitted;
 use crate::core::runtime::Runtime;
 use crate::core::spec::channel::LongPollSpec;
+use crate::exchange::hold::{hold, Held};
 use crate::exchange::{body, Exchange, Reply};
 use crate::hub::{ChannelKey, Cursor, HubError, Message, OnWaiting, PollOutcome, PollRequest};
 use crate::observe::metrics::METRICS;
@@ -214,47 +215,62 @@ fn next(
 
 impl Stream<'_> {
     /// Writes the channel's messages to `sink` as they come until the client leaves or the
-    /// gateway shuts down; how it ended (for the access log).
+    /// gateway shuts down; how it ended (for the access log). While it waits it holds what a
+    /// held poll holds (the hub's wait, raced against the client and shutdown); writing is a
+    /// boxed step, so a quiet stream costs no more than a held poll.
     pub async fn run(&mut self, runtime: &Runtime, sink: &mut impl Sink) -> &'static str {
-        let mut shutdown = runtime.shutdown_signal();
         loop {
-            if *shutdown.borrow_and_update() {
-                // Ended cleanly: EventSource reconnects (to the new process, on an upgrade)
-                // and resumes from its `Last-Event-ID`.
-                let _ = sink.end().await;
-                return "shutdown";
-            }
-            let deadline = Instant::now() + self.keepalive;
-            let waited = {
-                let work = runtime
-                    .hub
-                    .wait(&self.key, self.request, deadline, OnWaiting::nobody());
-                tokio::select! {
-                    outcome = work => Some(outcome),
-                    _ = sink.client_gone() => return "client_gone",
-                    _ = shutdown.changed() => None,
+            let held = {
+                let deadline = Instant::now() + self.keepalive;
+                let work = std::pin::pin!(runtime.hub.wait(
+                    &self.key,
+                    self.request,
+                    deadline,
+                    OnWaiting::nobody()
+                ));
+                hold(runtime, sink.client_gone(), None, work).await
+            };
+            match held {
+                Held::Done(outcome) => {
+                    if let Some(ended) = Box::pin(self.deliver(runtime, sink, outcome)).await {
+                        return ended;
+                    }
                 }
-            };
-            let Some(outcome) = waited else {
-                continue;
-            };
-            let (wire, taken) = match next(&mut self.request, outcome, &self.route) {
-                Next::Write(events, messages) => (events, messages),
-                // A comment line keeps proxies and clients from closing a quiet stream.
-                Next::Quiet => (b":\n\n".to_vec(), Vec::new()),
-                Next::Failed(error) => {
-                    let _ = sink.write(Bytes::from(failure(&error))).await;
+                Held::ClientGone => return "client_gone",
+                Held::Shutdown | Held::HoldEnded => {
+                    // Ended cleanly: EventSource reconnects (to the new process, on an
+                    // upgrade) and resumes from its `Last-Event-ID`.
                     let _ = sink.end().await;
-                    return "error";
+                    return "shutdown";
                 }
-            };
-            if sink.write(Bytes::from(wire)).await.is_err() {
-                if self.key.mode == conf::ChannelMode::Queue {
-                    self.hand_back(runtime, taken).await;
-                }
-                return "client_gone";
             }
         }
+    }
+
+    /// Writes what one wait on the hub brought; how the stream ended, if it did.
+    async fn deliver(
+        &mut self,
+        runtime: &Runtime,
+        sink: &mut impl Sink,
+        outcome: std::result::Result<PollOutcome, HubError>,
+    ) -> Option<&'static str> {
+        let (wire, taken) = match next(&mut self.request, outcome, &self.route) {
+            Next::Write(events, messages) => (events, messages),
+            // A comment line keeps proxies and clients from closing a quiet stream.
+            Next::Quiet => (b":\n\n".to_vec(), Vec::new()),
+            Next::Failed(error) => {
+                let _ = sink.write(Bytes::from(failure(&error))).await;
+                let _ = sink.end().await;
+                return Some("error");
+            }
+        };
+        if sink.write(Bytes::from(wire)).await.is_err() {
+            if self.key.mode == conf::ChannelMode::Queue {
+                self.hand_back(runtime, taken).await;
+            }
+            return Some("client_gone");
+        }
+        None
     }
 }
 
