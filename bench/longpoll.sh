@@ -261,31 +261,28 @@ field() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k { print $2 }'; }
 echo "# bench/longpoll.sh — $(date -u +%Y-%m-%dT%H:%M:%SZ) — $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 declare -A FAN TP SSE
 round=0
+fanout_round() { # server n sse(0|1) — one fan-out on a fresh server and channel, into $out
+    local server=$1 n=$2 sse=$3 ch
+    round=$((round + 1))
+    "start_$server"
+    ch="fan$round"
+    if [ "$PRIME" = 1 ] && [ "$sse" = 0 ]; then prime "${SUB//\{ch\}/$ch}"; fi
+    out="$("$LOADTOOL" fanout --sse "$sse" --label "$server" --n "$n" --sub "${SUB//\{ch\}/$ch}" \
+        --pub "${PUB//\{ch\}/$ch}" --pub-body "${BODY//\{ch\}/$ch}" --pids "$SERVER_PIDS" \
+        --settle $((2 + n / SETTLE_PER_S)) --timeout 30)"
+    stop_server
+}
 for server in $ACTIVE; do
     for n in $NS; do
-        round=$((round + 1))
-        "start_$server"
-        ch="fan$round"
-        [ "$PRIME" = 1 ] && prime "${SUB//\{ch\}/$ch}"
-        out="$("$LOADTOOL" fanout --label "$server" --n "$n" --sub "${SUB//\{ch\}/$ch}" \
-            --pub "${PUB//\{ch\}/$ch}" --pub-body "${BODY//\{ch\}/$ch}" --pids "$SERVER_PIDS" \
-            --settle $((2 + n / SETTLE_PER_S)) --timeout 30)"
+        fanout_round "$server" "$n" 0
         echo "fanout $out"
         FAN[$server.$n]="$out"
-        stop_server
     done
-    [ "$server" = pushpin ] && SKIP_SSE=1 || SKIP_SSE=0   # Pushpin streams only through GRIP origins
-    for n in $SSE_NS; do
-        [ "$SKIP_SSE" = 1 ] && break
-        round=$((round + 1))
-        "start_$server"
-        ch="sse$round"
-        out="$("$LOADTOOL" fanout --sse 1 --label "$server" --n "$n" --sub "${SUB//\{ch\}/$ch}" \
-            --pub "${PUB//\{ch\}/$ch}" --pub-body "${BODY//\{ch\}/$ch}" --pids "$SERVER_PIDS" \
-            --settle $((2 + n / SETTLE_PER_S)) --timeout 30)"
+    # Pushpin streams only through GRIP origins: no SSE round.
+    [ "$server" = pushpin ] || for n in $SSE_NS; do
+        fanout_round "$server" "$n" 1
         echo "sse fanout $out"
         SSE[$server.$n]="$out"
-        stop_server
     done
     "start_$server"
     [ "$PRIME" = 1 ] && prime $(for c in $(seq 0 99); do echo "${SUB//\{ch\}/c$c}"; done)

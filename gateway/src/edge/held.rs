@@ -3,7 +3,7 @@
 //! the hub's waiter, and the answer leaves in one write. Admission, the action and the records are
 //! the pipeline's, through [`Inbound`]. See docs/edge.md.
 
-use crate::actions::{channels, jobs, Admitted};
+use crate::actions::{channels, jobs};
 use crate::core::routes::{Action, CompiledRoute};
 use crate::core::runtime::Runtime;
 use crate::core::spec::channel::LongPollSpec;
@@ -169,19 +169,30 @@ impl Exchange for Http1Exchange<'_> {
 
     async fn send_chunk(&mut self, chunk: Bytes) -> pingora_error::Result<()> {
         self.body_bytes_sent += chunk.len();
-        if self.chunked {
-            write(self.fence, &http1_chunk(&chunk)).await
-        } else {
-            write(self.fence, &chunk).await
-        }
+        write_piece(self.fence, self.chunked, &chunk).await
     }
 
     async fn end_stream(&mut self) -> pingora_error::Result<()> {
-        if self.chunked {
-            write(self.fence, HTTP1_LAST_CHUNK).await
-        } else {
-            Ok(())
-        }
+        end_pieces(self.fence, self.chunked).await
+    }
+}
+
+/// Writes the next piece of a streamed body: an HTTP/1.1 chunk, or as it is when the body ends
+/// with the connection.
+async fn write_piece(fence: &mut Fence, chunked: bool, piece: &[u8]) -> pingora_error::Result<()> {
+    if chunked {
+        write(fence, &http1_chunk(piece)).await
+    } else {
+        write(fence, piece).await
+    }
+}
+
+/// Ends a streamed body: its last chunk, or nothing when the connection's close ends it.
+async fn end_pieces(fence: &mut Fence, chunked: bool) -> pingora_error::Result<()> {
+    if chunked {
+        write(fence, HTTP1_LAST_CHUNK).await
+    } else {
+        Ok(())
     }
 }
 
@@ -325,19 +336,11 @@ impl channels::sse::Sink for FenceSink<'_> {
 
     async fn write(&mut self, chunk: Bytes) -> pingora_error::Result<()> {
         self.sent += chunk.len();
-        if self.chunked {
-            write(self.fence, &http1_chunk(&chunk)).await
-        } else {
-            write(self.fence, &chunk).await
-        }
+        write_piece(self.fence, self.chunked, &chunk).await
     }
 
     async fn end(&mut self) -> pingora_error::Result<()> {
-        if self.chunked {
-            write(self.fence, HTTP1_LAST_CHUNK).await
-        } else {
-            Ok(())
-        }
+        end_pieces(self.fence, self.chunked).await
     }
 }
 
@@ -405,15 +408,7 @@ async fn open<'r>(
             respond::problem(&mut exchange, &mut ctx, &route_changed()).await?;
             return Ok(None);
         };
-        let admitted = Admitted {
-            route,
-            captures: &ctx.captures,
-            identity: ctx.identity.as_ref(),
-            body_timeout: ctx.body_timeout(),
-            upstream_head: None,
-            mapped_body: None,
-            outcome: None,
-        };
+        let admitted = ctx.admitted(route);
         let opened = match held {
             HeldHere::Channel(spec) if channels::sse::wanted(&exchange.head, &spec.settings) => {
                 match channels::sse::open(runtime, &mut exchange, &admitted, spec).await? {
@@ -492,21 +487,27 @@ async fn answer(
         sent,
     } = *parked;
     let mut ctx = RequestCtx::resume(ctx);
-    if let Ended::Stream(outcome, streamed) = ended {
+    let (keep_alive, body_bytes_sent) = match &ended {
+        // A stream's body ended; its connection stays only when the stream did not end for
+        // the client or the shutdown.
+        Ended::Stream(outcome, streamed) => (keep_alive && *outcome == "error", sent + streamed),
+        _ => (keep_alive && !*shutdown.borrow(), 0),
+    };
+    let mut exchange = Http1Exchange {
+        fence,
+        head: head.into_head(),
+        raw_head: None,
+        body_start: Bytes::new(),
+        client_ip,
+        tls,
+        keep_alive,
+        chunked: false,
+        body_bytes_sent,
+    };
+    if let Ended::Stream(outcome, _) = ended {
         // Its answer was the stream itself.
         ctx.outcome = Some(outcome);
         ctx.answered = Some(200);
-        let exchange = Http1Exchange {
-            fence,
-            head: head.into_head(),
-            raw_head: None,
-            body_start: Bytes::new(),
-            client_ip,
-            tls,
-            keep_alive: keep_alive && outcome == "error",
-            chunked: false,
-            body_bytes_sent: sent + streamed,
-        };
         return recorded(runtime, exchange, ctx, Ok(()), shutdown);
     }
     let (outcome, reply) = match (ctx.route.clone(), waiting, ended) {
@@ -521,17 +522,6 @@ async fn answer(
         _ => ("error", None),
     };
     ctx.outcome = Some(outcome);
-    let mut exchange = Http1Exchange {
-        fence,
-        head: head.into_head(),
-        raw_head: None,
-        body_start: Bytes::new(),
-        client_ip,
-        tls,
-        keep_alive: keep_alive && !*shutdown.borrow(),
-        chunked: false,
-        body_bytes_sent: 0,
-    };
     let answered = admit::finish(&mut exchange, &mut ctx, reply).await;
     recorded(runtime, exchange, ctx, answered, shutdown)
 }

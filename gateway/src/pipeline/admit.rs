@@ -167,18 +167,7 @@ async fn stream_events(
     route: &crate::core::routes::CompiledRoute,
     spec: &crate::core::spec::channel::LongPollSpec,
 ) -> Result<Option<Reply>> {
-    let opened = {
-        let admitted = Admitted {
-            route,
-            captures: &ctx.captures,
-            identity: ctx.identity.as_ref(),
-            body_timeout: ctx.body_timeout(),
-            upstream_head: None,
-            mapped_body: None,
-            outcome: None,
-        };
-        channels::sse::open(runtime, inbound, &admitted, spec).await?
-    };
+    let opened = channels::sse::open(runtime, inbound, &ctx.admitted(route), spec).await?;
     let (mut stream, head) = match opened {
         Ok(opened) => opened,
         Err(reply) => return Ok(Some(reply)),
@@ -209,13 +198,9 @@ pub async fn dispatch(
         _ => None,
     };
     let mut admitted = Admitted {
-        route: &route,
-        captures: &ctx.captures,
-        identity: ctx.identity.as_ref(),
-        body_timeout: ctx.body_timeout(),
         upstream_head,
         mapped_body: ctx.mapped.body(),
-        outcome: None,
+        ..ctx.admitted(&route)
     };
     // The upstream-call actions are boxed: inline, their futures (tens of KB for a call) would
     // size this whole hook's future, which every held long-poll keeps allocated.

@@ -72,6 +72,20 @@ impl RequestCtx {
             })
     }
 
+    /// What an action is given of an admitted request on `route`: its captures, identity and
+    /// body deadline (no upstream head, no mapped body: see `admit::dispatch` for those).
+    pub fn admitted<'a>(&'a self, route: &'a CompiledRoute) -> crate::actions::Admitted<'a> {
+        crate::actions::Admitted {
+            route,
+            captures: &self.captures,
+            identity: self.identity.as_ref(),
+            body_timeout: self.body_timeout(),
+            upstream_head: None,
+            mapped_body: None,
+            outcome: None,
+        }
+    }
+
     pub fn route_name(&self) -> &str {
         self.route.as_ref().map_or("none", |route| &route.name)
     }

@@ -318,6 +318,20 @@ fn base64_decode(text: &str) -> Vec<u8> {
     out
 }
 
+/// examples/browser/index.html at `/` of its own origin (so the page's calls to Holdfast are
+/// cross-origin, and CORS is real).
+async fn page_site() -> Origin {
+    let page = read("examples/browser/index.html");
+    Origin::start(Router::new().route(
+        "/",
+        get(move || {
+            let page = page.clone();
+            async move { axum::response::Html(page) }
+        }),
+    ))
+    .await
+}
+
 /// examples/browser/index.html, served from another origin than Holdfast (so CORS is real),
 /// long-polls conf/example.yaml's `room-poll` in headless Chromium: a message published while
 /// the page's poll is held appears on the page, and so does one sent from the page's form.
@@ -325,15 +339,7 @@ fn base64_decode(text: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_browser_page_shows_published_messages() {
     let gw = example_gateway().await;
-    let page = read("examples/browser/index.html");
-    let site = Origin::start(Router::new().route(
-        "/",
-        get(move || {
-            let page = page.clone();
-            async move { axum::response::Html(page) }
-        }),
-    ))
-    .await;
+    let site = page_site().await;
     let http = reqwest::Client::new();
     let say = |body: Value| http.post(gw.url("/rooms/demo/say")).json(&body).send();
 
@@ -423,15 +429,7 @@ routes:
     );
     let mut old = Holdfast::start(&config).await;
     let gateway = old.addr;
-    let page = read("examples/browser/index.html");
-    let site = Origin::start(Router::new().route(
-        "/",
-        get(move || {
-            let page = page.clone();
-            async move { axum::response::Html(page) }
-        }),
-    ))
-    .await;
+    let site = page_site().await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
