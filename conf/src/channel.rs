@@ -118,6 +118,9 @@ pub enum PollFormat {
     Raw,
     /// `{"messages":[…],"cursor":"…"}` with everything available up to `limit`.
     Batch,
+    /// Polls answer as `batch`; a WebSocket subscriber gets each message as one text frame
+    /// `{"id","cursor","content_type","data"}`.
+    Envelope,
 }
 
 /// What a poll that waited in vain gets.

@@ -27,3 +27,4 @@ mod tls;
 mod upgrade;
 mod upstream_calls;
 mod upstream_tls;
+mod websocket;

@@ -5,6 +5,8 @@
 mod params;
 mod reply;
 pub mod sse;
+pub mod subscription;
+pub mod websocket;
 
 use crate::actions::Admitted;
 use crate::core::routes::CompiledRoute;
@@ -221,7 +223,7 @@ pub async fn open<'r>(
     }
     let limit = match settings.format {
         conf::PollFormat::Raw => 1,
-        conf::PollFormat::Batch => settings.limit,
+        conf::PollFormat::Batch | conf::PollFormat::Envelope => settings.limit,
     };
     Ok(Ok(Waiting {
         key,

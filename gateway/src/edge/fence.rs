@@ -108,6 +108,14 @@ impl Fence {
         self.watch_for_switch = upgrade;
     }
 
+    /// The connection switched protocols (a `101` was written): nothing is fenced off any
+    /// more. The edge calls it itself when it wrote the `101` past the fence (a WebSocket
+    /// subscriber's handshake).
+    pub fn switched(&mut self) {
+        self.watch_for_switch = false;
+        self.body = BodyFraming::unbounded();
+    }
+
     /// Looks at the start of a response head written to an `Upgrade` request: a `101` makes
     /// the connection a tunnel; any other final status ends the watch (`1xx` may precede it).
     fn watch_response(&mut self, written: &[u8]) {
@@ -116,10 +124,7 @@ impl Fence {
             _ => return,
         };
         match status {
-            [b'1', b'0', b'1', ..] => {
-                self.watch_for_switch = false;
-                self.body = BodyFraming::unbounded();
-            }
+            [b'1', b'0', b'1', ..] => self.switched(),
             [b'1', ..] => {}
             _ => self.watch_for_switch = false,
         }

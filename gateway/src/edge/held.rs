@@ -267,6 +267,13 @@ pub async fn serve(
             let outcome = stream.run(runtime, &mut sink).await;
             Ended::Stream(outcome, sink.sent)
         }
+        Waiting::Socket(socket) => {
+            // Boxed: inline, the WebSocket's state would size every held poll's too.
+            let ended = Box::pin(socket.run(runtime, &mut *fence)).await;
+            // The closing handshake's last frame may still be in the fence's gathered writes.
+            let _ = fence.flush().await;
+            Ended::Socket(ended)
+        }
         Waiting::Channel(waiting) => {
             let work = std::pin::pin!(waiting.wait(runtime));
             Ended::Channel(hold(runtime, client_gone(fence), None, work).await)
@@ -288,6 +295,8 @@ enum Waiting<'r> {
     Job(jobs::Waiting),
     /// The messages of a `longpoll` route's channel as Server-Sent Events, its head sent.
     Stream(channels::sse::Stream<'r>),
+    /// The messages of a `longpoll` route's channel over WebSocket, its handshake answered.
+    Socket(Box<channels::websocket::Socket<'r>>),
 }
 
 /// How a hold ended, by what it waited for.
@@ -296,6 +305,8 @@ enum Ended {
     Job(Held<Option<Arc<jobs::JobResult>>>),
     /// How the stream ended, and the body bytes it wrote after its head.
     Stream(&'static str, usize),
+    /// How the WebSocket ended.
+    Socket(&'static str),
 }
 
 /// How opening a poll ended.
@@ -410,6 +421,41 @@ async fn open<'r>(
         };
         let admitted = ctx.admitted(route);
         let opened = match held {
+            HeldHere::Channel(spec)
+                if channels::websocket::wanted(&exchange.head, &spec.settings) =>
+            {
+                let transport = conf::Transport::Websocket;
+                let opened = match channels::websocket::accept(&exchange.head) {
+                    Err(problem) => Err(Reply::problem(&problem)),
+                    Ok(switch) => {
+                        match channels::subscription::open(
+                            runtime,
+                            &mut exchange,
+                            &admitted,
+                            spec,
+                            transport,
+                        )
+                        .await?
+                        {
+                            Ok(opened) => Ok((opened, switch)),
+                            Err(reply) => Err(reply),
+                        }
+                    }
+                };
+                match opened {
+                    Ok(((subscription, first), switch)) => {
+                        respond::reply(&mut exchange, &mut ctx, switch).await?;
+                        exchange.fence.switched();
+                        let socket = channels::websocket::Socket::new(
+                            subscription,
+                            first,
+                            spec.settings.format,
+                        );
+                        return Ok(Some(Waiting::Socket(Box::new(socket))));
+                    }
+                    Err(reply) => Err(reply),
+                }
+            }
             HeldHere::Channel(spec) if channels::sse::wanted(&exchange.head, &spec.settings) => {
                 match channels::sse::open(runtime, &mut exchange, &admitted, spec).await? {
                     Ok((stream, head)) => {
@@ -488,6 +534,8 @@ async fn answer(
     } = *parked;
     let mut ctx = RequestCtx::resume(ctx);
     let (keep_alive, body_bytes_sent) = match &ended {
+        // The connection was the socket's.
+        Ended::Socket(_) => (false, 0),
         // A stream's body ended; its connection stays only when the stream did not end for
         // the client or the shutdown.
         Ended::Stream(outcome, streamed) => (keep_alive && *outcome == "error", sent + streamed),
@@ -504,10 +552,15 @@ async fn answer(
         chunked: false,
         body_bytes_sent,
     };
-    if let Ended::Stream(outcome, _) = ended {
-        // Its answer was the stream itself.
+    let streamed = match ended {
+        Ended::Stream(outcome, _) => Some((outcome, 200)),
+        Ended::Socket(outcome) => Some((outcome, 101)),
+        _ => None,
+    };
+    if let Some((outcome, status)) = streamed {
+        // Its answer was the stream (or the switch to WebSocket) itself.
         ctx.outcome = Some(outcome);
-        ctx.answered = Some(200);
+        ctx.answered = Some(status);
         return recorded(runtime, exchange, ctx, Ok(()), shutdown);
     }
     let (outcome, reply) = match (ctx.route.clone(), waiting, ended) {

@@ -305,9 +305,13 @@ pub async fn serve_http1(
         let next = rest.split_off(used);
         prefix.unsplit(rest);
         let next = unshared(next);
-        // Answered routes never switch protocols.
+        // Of the routes answered here, only a channel's WebSocket subscriber switches protocols.
         let answered = admitted.serving != Serving::Proxy;
-        fence.begin(body, next, admitted.upgrade && !answered);
+        fence.begin(
+            body,
+            next,
+            admitted.upgrade && admitted.serving != Serving::Answered,
+        );
         if admitted.serving == Serving::HeldPoll {
             let keep_alive = !settings.idle_timeout.is_zero();
             // Boxed: inline, the hold would size this connection's task for its whole life,

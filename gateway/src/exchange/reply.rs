@@ -172,6 +172,17 @@ impl Reply {
         let body = if with_body { &self.body[..] } else { &[] };
         let mut out = Vec::with_capacity(160 + self.headers.len() * 40 + body.len());
         out.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", self.status).as_bytes());
+        if self.status == 101 {
+            // Switching protocols: its own `Connection: upgrade`, and no body at all.
+            for (name, value) in &self.headers {
+                out.extend_from_slice(name.as_str().as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+            return out;
+        }
         if let Some(shared) = &self.shared {
             out.extend_from_slice(&shared.wire);
         }

@@ -409,6 +409,17 @@ async fn the_browser_page_shows_published_messages() {
 /// EventSource reconnects — to the new process — with its `Last-Event-ID`.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_browser_event_stream_gets_every_message_across_an_upgrade() {
+    the_browser_gets_every_message_across_an_upgrade("sse").await;
+}
+
+/// The page's WebSocket version likewise: the old process closes the socket with 1001, and the
+/// page reconnects — to the new process — with `?cursor=` its last message's.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_browser_websocket_gets_every_message_across_an_upgrade() {
+    the_browser_gets_every_message_across_an_upgrade("websocket").await;
+}
+
+async fn the_browser_gets_every_message_across_an_upgrade(transport: &str) {
     let redis = holdfast_tests::RedisServer::start().await;
     let files = tempfile::tempdir().expect("dir");
     let dir = files.path().display();
@@ -444,13 +455,16 @@ routes:
         assert_eq!(response.status(), 201, "{text}");
     };
     let base = format!("http://{}/", site.addr);
-    let url = format!("{base}?gateway=http://{}&room=up&transport=sse", old.addr);
+    let url = format!(
+        "{base}?gateway=http://{}&room=up&transport={transport}",
+        old.addr
+    );
     let chromium = tokio::task::block_in_place(|| Chromium::launch(&url));
     let mut cdp = chromium.page(&base).await;
     say("before the upgrade").await;
     page_shows(&mut cdp, "before the upgrade").await;
-    let streams = "holdfast_subscribers{route=\"room-poll\",transport=\"sse\"}";
-    assert_eq!(old.metric(streams).await, Some(1.0));
+    let streams = format!("holdfast_subscribers{{route=\"room-poll\",transport=\"{transport}\"}}");
+    assert_eq!(old.metric(&streams).await, Some(1.0));
 
     let new = old.start_upgrade();
     say("during the upgrade").await;
@@ -460,7 +474,7 @@ routes:
     eventually(
         Duration::from_secs(20),
         "the page's stream on the new process",
-        async || new.metric(streams).await == Some(1.0),
+        async || new.metric(&streams).await == Some(1.0),
     )
     .await;
     let texts: Vec<String> = shown(&mut cdp)

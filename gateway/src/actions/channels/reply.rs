@@ -98,23 +98,23 @@ pub fn timeout_reply(ending: &Ending<'_>, cursor: Option<&Cursor>, shutdown: boo
     }
 }
 
-/// `{"messages":[{"id","content_type","data"}…],"cursor":"…"}`; JSON bodies are embedded as
-/// JSON, anything else as a string (lossy for non-UTF-8 bytes).
+/// `{"id","content_type","data"}` for one message: a JSON body is embedded as JSON, anything else
+/// as a string (lossy for non-UTF-8 bytes).
+pub fn message_json(message: &Message) -> serde_json::Value {
+    let is_json = message.content_type.as_deref().is_some_and(|t| {
+        let essence = t.split(';').next().unwrap_or("").trim();
+        essence == "application/json" || essence.ends_with("+json")
+    });
+    let data: serde_json::Value = is_json
+        .then(|| serde_json::from_slice(&message.body).ok())
+        .flatten()
+        .unwrap_or_else(|| String::from_utf8_lossy(&message.body).into_owned().into());
+    serde_json::json!({"id": message.id.to_string(), "content_type": message.content_type.as_deref(), "data": data})
+}
+
+/// `{"messages":[{"id","content_type","data"}…],"cursor":"…"}` ([`message_json`]).
 fn batch(messages: &[Message], cursor: Option<&Cursor>) -> Bytes {
-    let messages: Vec<serde_json::Value> = messages
-        .iter()
-        .map(|message| {
-            let is_json = message.content_type.as_deref().is_some_and(|t| {
-                let essence = t.split(';').next().unwrap_or("").trim();
-                essence == "application/json" || essence.ends_with("+json")
-            });
-            let data: serde_json::Value = is_json
-                .then(|| serde_json::from_slice(&message.body).ok())
-                .flatten()
-                .unwrap_or_else(|| String::from_utf8_lossy(&message.body).into_owned().into());
-            serde_json::json!({"id": message.id.to_string(), "content_type": message.content_type.as_deref(), "data": data})
-        })
-        .collect();
+    let messages: Vec<serde_json::Value> = messages.iter().map(message_json).collect();
     let envelope =
         serde_json::json!({"messages": messages, "cursor": cursor.map(ToString::to_string)});
     Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())

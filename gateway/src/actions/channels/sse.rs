@@ -4,16 +4,15 @@
 //! at shutdown so that EventSource reconnects elsewhere and resumes by `Last-Event-ID`.
 //! See docs/streams.md.
 
-use super::params;
+use super::hub_problem;
 use super::reply::{with_cors, Ending};
-use super::{hub_problem, take_slot, HeldSlot};
+use super::subscription::{self, Delivery, Subscription};
 use crate::actions::Admitted;
 use crate::core::runtime::Runtime;
 use crate::core::spec::channel::LongPollSpec;
 use crate::exchange::hold::{hold, Held};
-use crate::exchange::{body, Exchange, Reply};
-use crate::hub::{ChannelKey, Cursor, HubError, Message, OnWaiting, PollOutcome, PollRequest};
-use crate::observe::metrics::METRICS;
+use crate::exchange::{Exchange, Reply};
+use crate::hub::{Cursor, HubError, Message, PollOutcome};
 use crate::problem::Problem;
 use base64::Engine;
 use bytes::Bytes;
@@ -21,8 +20,6 @@ use http::HeaderValue;
 use pingora_error::Result;
 use pingora_http::RequestHeader;
 use std::future::Future;
-use std::time::Duration;
-use tokio::time::Instant;
 
 /// How long EventSource waits before it reconnects (the `retry:` line every stream starts with).
 const RETRY_MS: u32 = 1000;
@@ -68,84 +65,35 @@ impl<E: Exchange> Sink for E {
     }
 }
 
-/// An open stream: its channel and place in it, and the slot it holds.
-pub struct Stream<'r> {
-    key: ChannelKey,
-    request: PollRequest,
-    keepalive: Duration,
-    route: std::sync::Arc<str>,
-    /// Counted in `max_held` and the instance's cap, as held polls are.
-    _slot: HeldSlot<'r>,
-    _subscribed: Subscribed,
-}
+/// An open stream: its subscription.
+pub struct Stream<'r>(Subscription<'r>);
 
-/// Counts a stream in `holdfast_subscribers` while it lives.
-struct Subscribed(prometheus::IntGauge);
-
-impl Drop for Subscribed {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// Opens a stream: its channel and cursor from the request, a held slot, its place in the
-/// channel taken (so that a publish made once the client has the head reaches it). `Ok` is the
-/// stream and the reply that starts it (the head, `retry:`, and any events already there);
-/// `Err` the reply that refuses it.
+/// Opens a stream: the subscription, and the reply that starts it (the head, `retry:`, and any
+/// events already there); `Err` the reply that refuses it.
 pub async fn open<'r>(
     runtime: &'r Runtime,
     exchange: &mut impl Exchange,
     admitted: &Admitted<'_>,
     spec: &LongPollSpec,
 ) -> Result<std::result::Result<(Stream<'r>, Reply), Reply>> {
-    let settings = &spec.settings;
-    let header = exchange.head();
-    let inputs = params::channel_key(
-        &spec.channel,
-        header,
-        admitted.captures,
-        admitted.identity.map(|i| i.claims().as_value()),
-        runtime.channels.max_name_length,
-    )
-    .and_then(|key| Ok((key, params::stream_cursor(header)?)));
-    let (key, cursor) = match inputs {
-        Ok(inputs) => inputs,
-        Err(problem) => return Ok(Err(Reply::problem(&problem))),
-    };
-    let origin = header
+    let origin = exchange
+        .head()
         .headers
         .get(http::header::ORIGIN)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let slot = match take_slot(runtime, spec, &admitted.route.name) {
-        Ok(slot) => slot,
-        Err(problem) => return Ok(Err(Reply::problem(&problem))),
-    };
-    if let Err(problem) = body::drain(exchange, admitted.body_timeout).await? {
-        return Ok(Err(Reply::problem(&problem)));
-    }
-    let route = admitted.route.name.clone();
-    let mut request = PollRequest {
-        cursor,
-        start: settings.start,
-        limit: settings.limit,
+    let opened =
+        subscription::open(runtime, exchange, admitted, spec, conf::Transport::Sse).await?;
+    let (subscription, first) = match opened {
+        Ok(opened) => opened,
+        Err(reply) => return Ok(Err(reply)),
     };
     let mut events = format!("retry: {RETRY_MS}\n\n").into_bytes();
-    if key.mode == conf::ChannelMode::Broadcast {
-        // A look without waiting fixes where the stream starts before the client hears of it.
-        // (A queue has no place to fix, and what it hands out is taken for good.)
-        let first = runtime
-            .hub
-            .wait(&key, request, Instant::now(), OnWaiting::nobody())
-            .await;
-        match next(&mut request, first, &route) {
-            Next::Write(more, _) => events.extend_from_slice(&more),
-            Next::Quiet => {}
-            Next::Failed(error) => return Ok(Err(Reply::problem(&hub_problem(&error)))),
-        }
+    if let Some((more, _)) = render(first) {
+        events.extend_from_slice(&more);
     }
     let ending = Ending {
-        settings,
+        settings: &spec.settings,
         cors: admitted.route.cors.as_ref(),
         origin: origin.as_deref(),
     };
@@ -156,60 +104,17 @@ pub async fn open<'r>(
         )
         .header("x-accel-buffering", "no")
         .streaming();
-    let gauge = METRICS
-        .subscribers
-        .with_label_values(&[&route, conf::Transport::Sse.as_str()]);
-    gauge.inc();
-    Ok(Ok((
-        Stream {
-            key,
-            request,
-            keepalive: settings.keepalive.get(),
-            route,
-            _slot: slot,
-            _subscribed: Subscribed(gauge),
-        },
-        head,
-    )))
+    Ok(Ok((Stream(subscription), head)))
 }
 
-/// What the stream does with one answer of the hub.
-enum Next {
-    /// The events to write, and the messages they carry.
-    Write(Vec<u8>, Vec<Message>),
-    /// Nothing came: the stream's place is kept.
-    Quiet,
-    Failed(HubError),
-}
-
-/// Moves `request` past `outcome` and renders what it brought.
-fn next(
-    request: &mut PollRequest,
-    outcome: std::result::Result<PollOutcome, HubError>,
-    route: &str,
-) -> Next {
-    match outcome {
-        Ok(PollOutcome::Messages { messages, cursor }) => {
-            request.cursor = Some(cursor);
-            METRICS
-                .messages_delivered
-                .with_label_values(&[route, conf::Transport::Sse.as_str()])
-                .inc_by(messages.len() as u64);
-            Next::Write(events(&messages), messages)
-        }
-        Ok(PollOutcome::Timeout { cursor }) => {
-            if cursor.is_some() {
-                request.cursor = cursor;
-            }
-            Next::Quiet
-        }
-        Ok(PollOutcome::Gone { oldest }) => {
-            // Never a silent gap: the subscriber hears where the stream starts again.
-            request.cursor = Some(oldest);
-            METRICS.stream_resets.with_label_values(&[route]).inc();
-            Next::Write(reset(&oldest), Vec::new())
-        }
-        Err(error) => Next::Failed(error),
+/// The events a delivery makes, and the messages they carry; `None` for nothing to write.
+/// A hub failure is an `error` event.
+fn render(delivery: Delivery) -> Option<(Vec<u8>, Vec<Message>)> {
+    match delivery {
+        Delivery::Messages(messages) => Some((events(&messages), messages)),
+        Delivery::Reset(oldest) => Some((reset(&oldest), Vec::new())),
+        Delivery::Quiet => None,
+        Delivery::Failed(error) => Some((failure(&error), Vec::new())),
     }
 }
 
@@ -221,13 +126,7 @@ impl Stream<'_> {
     pub async fn run(&mut self, runtime: &Runtime, sink: &mut impl Sink) -> &'static str {
         loop {
             let held = {
-                let deadline = Instant::now() + self.keepalive;
-                let work = std::pin::pin!(runtime.hub.wait(
-                    &self.key,
-                    self.request,
-                    deadline,
-                    OnWaiting::nobody()
-                ));
+                let work = std::pin::pin!(self.0.wait(runtime));
                 hold(runtime, sink.client_gone(), None, work).await
             };
             match held {
@@ -254,41 +153,20 @@ impl Stream<'_> {
         sink: &mut impl Sink,
         outcome: std::result::Result<PollOutcome, HubError>,
     ) -> Option<&'static str> {
-        let (wire, taken) = match next(&mut self.request, outcome, &self.route) {
-            Next::Write(events, messages) => (events, messages),
-            // A comment line keeps proxies and clients from closing a quiet stream.
-            Next::Quiet => (b":\n\n".to_vec(), Vec::new()),
-            Next::Failed(error) => {
-                let _ = sink.write(Bytes::from(failure(&error))).await;
-                let _ = sink.end().await;
-                return Some("error");
-            }
-        };
-        if sink.write(Bytes::from(wire)).await.is_err() {
-            if self.key.mode == conf::ChannelMode::Queue {
-                self.hand_back(runtime, taken).await;
-            }
+        let delivery = self.0.advance(outcome);
+        let failed = matches!(delivery, Delivery::Failed(_));
+        // Nothing came: a comment line keeps proxies and clients from closing a quiet stream.
+        let (wire, taken) = render(delivery).unwrap_or_else(|| (b":\n\n".to_vec(), Vec::new()));
+        let written = sink.write(Bytes::from(wire)).await;
+        if failed {
+            let _ = sink.end().await;
+            return Some("error");
+        }
+        if written.is_err() {
+            self.0.hand_back(runtime, taken).await;
             return Some("client_gone");
         }
         None
-    }
-}
-
-impl Stream<'_> {
-    /// Puts queue messages whose write failed back on the queue (at its end, with new ids), so
-    /// that another subscriber gets them.
-    async fn hand_back(&self, runtime: &Runtime, messages: Vec<Message>) {
-        for message in messages {
-            let content_type = message.content_type.as_deref();
-            let event = message.event.as_deref();
-            if let Err(error) = runtime
-                .hub
-                .publish_event(&self.key, message.body.clone(), content_type, event)
-                .await
-            {
-                tracing::warn!(%error, "a queue message whose write failed could not be handed back");
-            }
-        }
     }
 }
 

@@ -1,0 +1,181 @@
+//! A subscriber that stays connected (a Server-Sent Events stream, a WebSocket): its channel
+//! and place in it, the slot it holds, and what each wait on the hub brings it — the part the
+//! transports share. Each transport renders the deliveries its own way (`sse.rs`,
+//! `websocket.rs`). See docs/streams.md.
+
+use super::params;
+use super::{take_slot, HeldSlot};
+use crate::actions::Admitted;
+use crate::core::runtime::Runtime;
+use crate::core::spec::channel::LongPollSpec;
+use crate::exchange::{body, Exchange, Reply};
+use crate::hub::{ChannelKey, Cursor, HubError, Message, OnWaiting, PollOutcome, PollRequest};
+use crate::observe::metrics::METRICS;
+use pingora_error::Result;
+use std::future::Future;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// An open subscription.
+pub struct Subscription<'r> {
+    key: ChannelKey,
+    request: PollRequest,
+    /// How long a wait lasts before the transport keeps the connection alive (a comment line,
+    /// a ping).
+    pub keepalive: Duration,
+    route: std::sync::Arc<str>,
+    transport: conf::Transport,
+    /// Counted in `max_held` and the instance's cap, as held polls are.
+    _slot: HeldSlot<'r>,
+    _subscribed: Subscribed,
+}
+
+/// Counts a subscriber in `holdfast_subscribers` while it lives.
+struct Subscribed(prometheus::IntGauge);
+
+impl Drop for Subscribed {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// What one wait on the hub brought a subscriber.
+pub enum Delivery {
+    /// Messages, oldest first: the subscription has moved past them.
+    Messages(Vec<Message>),
+    /// The subscriber's cursor was older than the buffer: it goes on from `oldest`, the oldest
+    /// message still held. Never a silent gap: the subscriber is told.
+    Reset(Cursor),
+    /// Nothing came before the keep-alive: the subscription's place is kept.
+    Quiet,
+    Failed(HubError),
+}
+
+/// Opens a subscription by `transport` with the cursor the request gave: its channel, a held
+/// slot, the request body drained and — on a broadcast channel — its place in the channel taken
+/// by a look that does not wait, so that a publish made once the client knows it is subscribed
+/// reaches it. `Ok` is the subscription and what that look brought; `Err` the refusal.
+pub async fn open<'r>(
+    runtime: &'r Runtime,
+    exchange: &mut impl Exchange,
+    admitted: &Admitted<'_>,
+    spec: &LongPollSpec,
+    transport: conf::Transport,
+) -> Result<std::result::Result<(Subscription<'r>, Delivery), Reply>> {
+    let settings = &spec.settings;
+    let header = exchange.head();
+    let inputs = params::channel_key(
+        &spec.channel,
+        header,
+        admitted.captures,
+        admitted.identity.map(|i| i.claims().as_value()),
+        runtime.channels.max_name_length,
+    )
+    .and_then(|key| Ok((key, params::stream_cursor(header)?)));
+    let (key, cursor) = match inputs {
+        Ok(inputs) => inputs,
+        Err(problem) => return Ok(Err(Reply::problem(&problem))),
+    };
+    let slot = match take_slot(runtime, spec, &admitted.route.name) {
+        Ok(slot) => slot,
+        Err(problem) => return Ok(Err(Reply::problem(&problem))),
+    };
+    if let Err(problem) = body::drain(exchange, admitted.body_timeout).await? {
+        return Ok(Err(Reply::problem(&problem)));
+    }
+    let route = admitted.route.name.clone();
+    let gauge = METRICS
+        .subscribers
+        .with_label_values(&[&route, transport.as_str()]);
+    gauge.inc();
+    let mut subscription = Subscription {
+        key,
+        request: PollRequest {
+            cursor,
+            start: settings.start,
+            limit: settings.limit,
+        },
+        keepalive: settings.keepalive.get(),
+        route,
+        transport,
+        _slot: slot,
+        _subscribed: Subscribed(gauge),
+    };
+    let mut first = Delivery::Quiet;
+    // A queue has no place to fix, and what it hands out is taken for good.
+    if subscription.key.mode == conf::ChannelMode::Broadcast {
+        let look = runtime.hub.wait(
+            &subscription.key,
+            subscription.request,
+            Instant::now(),
+            OnWaiting::nobody(),
+        );
+        first = subscription.advance(look.await);
+        if let Delivery::Failed(error) = first {
+            return Ok(Err(Reply::problem(&super::hub_problem(&error))));
+        }
+    }
+    Ok(Ok((subscription, first)))
+}
+
+impl Subscription<'_> {
+    /// The hub's next answer for this subscriber, or nothing within one keep-alive.
+    pub fn wait<'w>(
+        &'w self,
+        runtime: &'w Runtime,
+    ) -> impl Future<Output = std::result::Result<PollOutcome, HubError>> + Send + 'w {
+        let deadline = Instant::now() + self.keepalive;
+        runtime
+            .hub
+            .wait(&self.key, self.request, deadline, OnWaiting::nobody())
+    }
+
+    /// Moves the subscription past `outcome`; what it brought.
+    pub fn advance(&mut self, outcome: std::result::Result<PollOutcome, HubError>) -> Delivery {
+        match outcome {
+            Ok(PollOutcome::Messages { messages, cursor }) => {
+                self.request.cursor = Some(cursor);
+                METRICS
+                    .messages_delivered
+                    .with_label_values(&[&self.route, self.transport.as_str()])
+                    .inc_by(messages.len() as u64);
+                Delivery::Messages(messages)
+            }
+            Ok(PollOutcome::Timeout { cursor }) => {
+                if cursor.is_some() {
+                    self.request.cursor = cursor;
+                }
+                Delivery::Quiet
+            }
+            Ok(PollOutcome::Gone { oldest }) => {
+                self.request.cursor = Some(oldest);
+                METRICS
+                    .stream_resets
+                    .with_label_values(&[&self.route])
+                    .inc();
+                Delivery::Reset(oldest)
+            }
+            Err(error) => Delivery::Failed(error),
+        }
+    }
+
+    /// Puts queue messages whose write failed back on the queue (at its end, with new ids), so
+    /// that another subscriber gets them; nothing on a broadcast channel, where every
+    /// subscriber resumes by its own cursor.
+    pub async fn hand_back(&self, runtime: &Runtime, messages: Vec<Message>) {
+        if self.key.mode != conf::ChannelMode::Queue {
+            return;
+        }
+        for message in messages {
+            let content_type = message.content_type.as_deref();
+            let event = message.event.as_deref();
+            if let Err(error) = runtime
+                .hub
+                .publish_event(&self.key, message.body.clone(), content_type, event)
+                .await
+            {
+                tracing::warn!(%error, "a queue message whose write failed could not be handed back");
+            }
+        }
+    }
+}
