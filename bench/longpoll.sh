@@ -44,10 +44,10 @@
 #             PUSHPIN_PUB_RATE/s (8 by default, about what those re-polls sustain at 100 per
 #             publish); unpaced publishing runs ahead of the re-polls (~0.5 delivered/publish).
 #
-#   4. Server-Sent Events (Holdfast and Nchan): the same fan-out with N = SSE_NS streams
-#      (`Accept: text/event-stream`; Nchan's `nchan_subscriber longpoll eventsource`): memory per
-#      open stream once its head has arrived, and the time from the publish to each stream's
-#      event.
+#   4. Server-Sent Events and WebSocket (Holdfast and Nchan): the same fan-out with N = SSE_NS
+#      streams (`Accept: text/event-stream`), then N WebSockets (Nchan's `nchan_subscriber
+#      longpoll eventsource websocket`): memory per open subscriber once its head (or 101) has
+#      arrived, and the time from the publish to each one's event or frame.
 # Run:    bench/longpoll.sh                (takes ~3 min)
 # Knobs:  NS="5000 15000"  TP_SECS=10  SERVERS="holdfast nchan pushpin"  PORT_BASE=28600
 #         SSE_NS="15000" (empty: no stream rounds)
@@ -177,7 +177,7 @@ http {
     server {
         listen 127.0.0.1:$NCHAN_PORT backlog=4096;
         location ~ ^/sub/([A-Za-z0-9_]+)\$ {
-            nchan_subscriber longpoll eventsource;
+            nchan_subscriber longpoll eventsource websocket;
             nchan_channel_id \$1;
             nchan_subscriber_first_message newest;
             nchan_subscriber_timeout 600s;
@@ -259,15 +259,15 @@ prime() { # url... — hold one poll on each channel for 2 s, all at once (see t
 field() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k { print $2 }'; }
 
 echo "# bench/longpoll.sh — $(date -u +%Y-%m-%dT%H:%M:%SZ) — $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-declare -A FAN TP SSE
+declare -A FAN TP SSE WS
 round=0
-fanout_round() { # server n sse(0|1) — one fan-out on a fresh server and channel, into $out
-    local server=$1 n=$2 sse=$3 ch
+fanout_round() { # server n sse(0|1) [ws(0|1)] — one fan-out on a fresh server and channel, into $out
+    local server=$1 n=$2 sse=$3 ws=${4:-0} ch
     round=$((round + 1))
     "start_$server"
     ch="fan$round"
     if [ "$PRIME" = 1 ] && [ "$sse" = 0 ]; then prime "${SUB//\{ch\}/$ch}"; fi
-    out="$("$LOADTOOL" fanout --sse "$sse" --label "$server" --n "$n" --sub "${SUB//\{ch\}/$ch}" \
+    out="$("$LOADTOOL" fanout --sse "$sse" --ws "$ws" --label "$server" --n "$n" --sub "${SUB//\{ch\}/$ch}" \
         --pub "${PUB//\{ch\}/$ch}" --pub-body "${BODY//\{ch\}/$ch}" --pids "$SERVER_PIDS" \
         --settle $((2 + n / SETTLE_PER_S)) --timeout 30)"
     stop_server
@@ -278,11 +278,14 @@ for server in $ACTIVE; do
         echo "fanout $out"
         FAN[$server.$n]="$out"
     done
-    # Pushpin streams only through GRIP origins: no SSE round.
+    # Pushpin streams only through GRIP origins: no SSE or WebSocket round.
     [ "$server" = pushpin ] || for n in $SSE_NS; do
         fanout_round "$server" "$n" 1
         echo "sse fanout $out"
         SSE[$server.$n]="$out"
+        fanout_round "$server" "$n" 1 1
+        echo "ws fanout $out"
+        WS[$server.$n]="$out"
     done
     "start_$server"
     [ "$PRIME" = 1 ] && prime $(for c in $(seq 0 99); do echo "${SUB//\{ch\}/c$c}"; done)
@@ -304,18 +307,24 @@ for server in $ACTIVE; do
             "$(field max_ms "$o")" "$(field received "$o")"
     done
 done
-if [ -n "$SSE_NS" ]; then
+subscriber_table() { # title column array-name — the SSE or WebSocket fan-out rounds
+    local -n rounds=$3
+    local server n o
     echo
-    printf '%-9s %7s %7s %12s %9s %9s %9s %9s  (Server-Sent Events)\n' server N streams "KiB/stream" "p50 ms" "p99 ms" "max ms" received
+    printf '%-9s %7s %7s %12s %9s %9s %9s %9s  (%s)\n' server N "$2" "KiB/$2" "p50 ms" "p99 ms" "max ms" received "$1"
     for server in $ACTIVE; do
         for n in $SSE_NS; do
-            o="${SSE[$server.$n]:-}"
+            o="${rounds[$server.$n]:-}"
             [ -z "$o" ] && continue
             printf '%-9s %7s %7s %12s %9s %9s %9s %9s\n' "$server" "$n" "$(field held "$o")" \
                 "$(field kib_per_held "$o")" "$(field p50_ms "$o")" "$(field p99_ms "$o")" \
                 "$(field max_ms "$o")" "$(field received "$o")"
         done
     done
+}
+if [ -n "$SSE_NS" ]; then
+    subscriber_table "Server-Sent Events" stream SSE
+    subscriber_table WebSocket socket WS
 fi
 echo
 printf '%-9s %14s %16s %22s\n' server "publishes/s" "delivered/s" "delivered/publish"

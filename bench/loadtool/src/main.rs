@@ -263,11 +263,21 @@ async fn fanout(args: Args) {
         .map(|p| p.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_default();
 
-    // `--sse 1`: the subscribers are Server-Sent Events streams (`Accept: text/event-stream`):
-    // each is held once its head (and anything the server sends first) has been read.
-    let sse = arg::<u8>(&args, "sse", 0) == 1;
+    // `--sse 1`: the subscribers are Server-Sent Events streams (`Accept: text/event-stream`);
+    // `--ws 1`: WebSockets. Each is held once its head (and anything the server sends first)
+    // has been read; its first data after the publish is the message.
+    let ws = arg::<u8>(&args, "ws", 0) == 1;
+    let sse = arg::<u8>(&args, "sse", 0) == 1 || ws;
+    let opened_status = if ws { 101 } else { 200 };
     let rss_before = rss_kib(&pids);
-    let request = Arc::new(if sse {
+    let request = Arc::new(if ws {
+        format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            sub.path, sub.host
+        )
+        .into_bytes()
+    } else if sse {
         get_request_accepting(&sub, "text/event-stream")
     } else {
         get_request(&sub)
@@ -314,7 +324,7 @@ async fn fanout(args: Args) {
         if sse {
             // A stream's head says 200; what follows it (a retry line, a comment) is drained.
             match recv_timestamped(socket.as_raw_fd(), false) {
-                Recv::Data(bytes, _) if status_of(&bytes) == 200 => {
+                Recv::Data(bytes, _) if status_of(&bytes) == opened_status => {
                     while let Recv::Data(..) = recv_timestamped(socket.as_raw_fd(), false) {}
                     held.push(socket);
                 }
