@@ -268,8 +268,7 @@ pub async fn serve(
             Ended::Stream(outcome, sink.sent)
         }
         Waiting::Socket(socket) => {
-            // Boxed: inline, the WebSocket's state would size every held poll's too.
-            let ended = Box::pin(socket.run(runtime, &mut *fence)).await;
+            let ended = socket.run(runtime, &mut *fence).await;
             // The closing handshake's last frame may still be in the fence's gathered writes.
             let _ = fence.flush().await;
             Ended::Socket(ended)

@@ -127,9 +127,13 @@ where
         .write_buffer_size(0)
         .max_message_size(Some(MAX_INCOMING))
         .max_frame_size(Some(MAX_INCOMING));
-    let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    // Boxed, and every step but the wait boxed too: while the socket waits, this loop holds
+    // what a held poll's hold does, so it fits in the held poll's state.
+    let mut socket =
+        Box::new(WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await);
     let mut shutdown = runtime.shutdown_signal();
-    if let Some(ended) = deliver(subscription, runtime, &mut socket, first, envelope).await {
+    let opened = Box::pin(deliver(subscription, runtime, &mut socket, first, envelope));
+    if let Some(ended) = opened.await {
         return ended;
     }
     // A ping went out and its pong has not come back yet.
@@ -137,7 +141,7 @@ where
     loop {
         if *shutdown.borrow_and_update() {
             let reason = "the gateway is shutting down; reconnect with your last cursor";
-            close(&mut socket, CloseCode::Away, reason).await;
+            Box::pin(close(&mut socket, CloseCode::Away, reason)).await;
             return "shutdown";
         }
         let woke = {
@@ -156,7 +160,10 @@ where
                     if pinged {
                         return "client_gone";
                     }
-                    if socket.send(Frame::Ping(Bytes::new())).await.is_err() {
+                    if Box::pin(socket.send(Frame::Ping(Bytes::new())))
+                        .await
+                        .is_err()
+                    {
                         return "client_gone";
                     }
                     pinged = true;
@@ -179,17 +186,17 @@ where
                 Frame::Pong(_) => pinged = false,
                 // tungstenite queued the answer (a pong, or the closing handshake's close).
                 Frame::Ping(_) => {
-                    if socket.flush().await.is_err() {
+                    if Box::pin(socket.flush()).await.is_err() {
                         return "client_gone";
                     }
                 }
                 Frame::Close(_) => {
-                    let _ = socket.flush().await;
+                    let _ = Box::pin(socket.flush()).await;
                     return "client_gone";
                 }
                 Frame::Text(_) | Frame::Binary(_) => {
                     let reason = "this route does not take messages from subscribers";
-                    close(&mut socket, CloseCode::Policy, reason).await;
+                    Box::pin(close(&mut socket, CloseCode::Policy, reason)).await;
                     return "error";
                 }
                 Frame::Frame(_) => {}
@@ -205,7 +212,7 @@ where
                     _ => return "client_gone",
                 };
                 tracing::debug!(%error, "closing a WebSocket subscriber");
-                close(&mut socket, code, reason).await;
+                Box::pin(close(&mut socket, code, reason)).await;
                 return "error";
             }
         }
