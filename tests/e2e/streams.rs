@@ -108,10 +108,16 @@ fn parse(block: &str) -> Event {
     event
 }
 
-async fn publish(client: &reqwest::Client, gw: &Holdfast, channel: &str, body: &str) -> String {
+/// Publishes `body` on `/pub/{channel}`; its cursor.
+pub async fn publish(
+    client: &reqwest::Client,
+    gw: &Holdfast,
+    channel: &str,
+    body: impl Into<reqwest::Body>,
+) -> String {
     let response = client
         .post(gw.url(&format!("/pub/{channel}")))
-        .body(body.to_owned())
+        .body(body)
         .send()
         .await
         .expect("publish");
@@ -121,10 +127,15 @@ async fn publish(client: &reqwest::Client, gw: &Holdfast, channel: &str, body: &
 }
 
 async fn subscribers(gw: &Holdfast, route: &str, count: f64) {
-    let sample = format!("holdfast_subscribers{{route=\"{route}\",transport=\"sse\"}}");
+    subscribed(gw, route, "sse", count).await;
+}
+
+/// Waits until `route` has `count` subscribers by `transport`.
+pub async fn subscribed(gw: &Holdfast, route: &str, transport: &str, count: f64) {
+    let sample = format!("holdfast_subscribers{{route=\"{route}\",transport=\"{transport}\"}}");
     eventually(
         Duration::from_secs(10),
-        &format!("{count} streams on {route}"),
+        &format!("{count} {transport} subscribers on {route}"),
         async || gw.metric(&sample).await.unwrap_or(0.0) == count,
     )
     .await;
@@ -192,7 +203,7 @@ async fn a_quiet_stream_gets_comments_and_a_stale_cursor_an_explicit_reset() {
     // Five messages through a buffer of three: a cursor at the first is older than the buffer.
     let mut cursors = Vec::new();
     for n in 1..=5 {
-        cursors.push(publish(&client, &gw, "r", &format!("m{n}")).await);
+        cursors.push(publish(&client, &gw, "r", format!("m{n}")).await);
     }
     let mut stream = Stream::open(&client, &gw.url("/sub/r"), Some(&cursors[0])).await;
     let reset = stream.next_event().await;

@@ -2,7 +2,8 @@
 //! with its cursor), resume by `?cursor=`, pings, and the handshake's and frames' refusals with
 //! the close codes that say why — checked with raw sockets — plus Python's `websockets`.
 
-use holdfast_tests::{eventually, Holdfast};
+use super::streams::{publish, subscribed};
+use holdfast_tests::Holdfast;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -41,31 +42,8 @@ fn next_data(socket: &mut Socket) -> Frame {
     }
 }
 
-async fn publish(
-    client: &reqwest::Client,
-    gw: &Holdfast,
-    path: &str,
-    body: &'static [u8],
-) -> String {
-    let response = client
-        .post(gw.url(&format!("/pub/{path}")))
-        .body(body)
-        .send()
-        .await
-        .expect("publish");
-    assert_eq!(response.status(), 201);
-    let answer: Value = response.json().await.expect("json");
-    answer["cursor"].as_str().expect("cursor").to_owned()
-}
-
 async fn sockets(gw: &Holdfast, route: &str, count: f64) {
-    let sample = format!("holdfast_subscribers{{route=\"{route}\",transport=\"websocket\"}}");
-    eventually(
-        Duration::from_secs(10),
-        &format!("{count} sockets on {route}"),
-        async || gw.metric(&sample).await.unwrap_or(0.0) == count,
-    )
-    .await;
+    subscribed(gw, route, "websocket", count).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -77,8 +55,8 @@ async fn a_socket_gets_each_message_as_a_frame_and_resumes_by_cursor() {
     sockets(&gw, "sub", 1.0).await;
     sockets(&gw, "env", 1.0).await;
 
-    let one = publish(&client, &gw, "a", b"one").await;
-    let two = publish(&client, &gw, "a", b"\xff\xfe").await;
+    let one = publish(&client, &gw, "a", &b"one"[..]).await;
+    let two = publish(&client, &gw, "a", &b"\xff\xfe"[..]).await;
     assert_eq!(next_data(&mut raw), Frame::text("one"));
     assert_eq!(next_data(&mut raw), Frame::binary(&b"\xff\xfe"[..]));
     let first: Value =
@@ -106,7 +84,7 @@ async fn a_socket_gets_each_message_as_a_frame_and_resumes_by_cursor() {
     sockets(&gw, "env", 0.0).await;
 
     // Missed while away: `?cursor=` resumes with exactly those.
-    let three = publish(&client, &gw, "a", b"three").await;
+    let three = publish(&client, &gw, "a", &b"three"[..]).await;
     let mut again = connect(&gw, &format!("/env/a?cursor={two}"));
     let resumed: Value =
         serde_json::from_str(next_data(&mut again).to_text().expect("text")).expect("json");

@@ -123,6 +123,25 @@ pub(super) fn take_slot<'r>(
     })
 }
 
+/// A held slot on `spec`'s route for a subscriber that is about to wait, with its request body
+/// drained: noticing that the client left reads the connection, so the body must be out of the
+/// way first. `Err` is the reply that refuses it.
+pub(super) async fn held_slot<'r>(
+    runtime: &'r Runtime,
+    exchange: &mut impl Exchange,
+    admitted: &Admitted<'_>,
+    spec: &LongPollSpec,
+) -> Result<Result<HeldSlot<'r>, Reply>> {
+    let slot = match take_slot(runtime, spec, &admitted.route.name) {
+        Ok(slot) => slot,
+        Err(problem) => return Ok(Err(Reply::problem(&problem))),
+    };
+    if let Err(problem) = body::drain(exchange, admitted.body_timeout).await? {
+        return Ok(Err(Reply::problem(&problem)));
+    }
+    Ok(Ok(slot))
+}
+
 /// A poll that waits on its channel: what the hub is asked, and the slot it holds meanwhile.
 /// It owns all it needs, so a transport may keep it in place of the request while it waits.
 pub struct Waiting<'r> {
@@ -212,15 +231,10 @@ pub async fn open<'r>(
         Ok(inputs) => inputs,
         Err(problem) => return Ok(Err(Reply::problem(&problem))),
     };
-    let slot = match take_slot(runtime, spec, &admitted.route.name) {
+    let slot = match held_slot(runtime, exchange, admitted, spec).await? {
         Ok(slot) => slot,
-        Err(problem) => return Ok(Err(Reply::problem(&problem))),
+        Err(reply) => return Ok(Err(reply)),
     };
-    // Noticing that the client left reads the connection: any request body must be out of the
-    // way first.
-    if let Err(problem) = body::drain(exchange, admitted.body_timeout).await? {
-        return Ok(Err(Reply::problem(&problem)));
-    }
     let limit = match settings.format {
         conf::PollFormat::Raw => 1,
         conf::PollFormat::Batch | conf::PollFormat::Envelope => settings.limit,

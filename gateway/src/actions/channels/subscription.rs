@@ -4,11 +4,11 @@
 //! `websocket.rs`). See docs/streams.md.
 
 use super::params;
-use super::{take_slot, HeldSlot};
+use super::HeldSlot;
 use crate::actions::Admitted;
 use crate::core::runtime::Runtime;
 use crate::core::spec::channel::LongPollSpec;
-use crate::exchange::{body, Exchange, Reply};
+use crate::exchange::{Exchange, Reply};
 use crate::hub::{ChannelKey, Cursor, HubError, Message, OnWaiting, PollOutcome, PollRequest};
 use crate::observe::metrics::METRICS;
 use pingora_error::Result;
@@ -76,13 +76,10 @@ pub async fn open<'r>(
         Ok(inputs) => inputs,
         Err(problem) => return Ok(Err(Reply::problem(&problem))),
     };
-    let slot = match take_slot(runtime, spec, &admitted.route.name) {
+    let slot = match super::held_slot(runtime, exchange, admitted, spec).await? {
         Ok(slot) => slot,
-        Err(problem) => return Ok(Err(Reply::problem(&problem))),
+        Err(reply) => return Ok(Err(reply)),
     };
-    if let Err(problem) = body::drain(exchange, admitted.body_timeout).await? {
-        return Ok(Err(Reply::problem(&problem)));
-    }
     let route = admitted.route.name.clone();
     let gauge = METRICS
         .subscribers
