@@ -423,33 +423,12 @@ async fn open<'r>(
             HeldHere::Channel(spec)
                 if channels::websocket::wanted(&exchange.head, &spec.settings) =>
             {
-                let transport = conf::Transport::Websocket;
-                let opened = match channels::websocket::accept(&exchange.head) {
-                    Err(problem) => Err(Reply::problem(&problem)),
-                    Ok(switch) => {
-                        match channels::subscription::open(
-                            runtime,
-                            &mut exchange,
-                            &admitted,
-                            spec,
-                            transport,
-                        )
-                        .await?
-                        {
-                            Ok(opened) => Ok((opened, switch)),
-                            Err(reply) => Err(reply),
-                        }
-                    }
-                };
-                match opened {
-                    Ok(((subscription, first), switch)) => {
+                match channels::websocket::open(runtime, &mut exchange, &admitted, spec).await? {
+                    Ok((socket, switch)) => {
+                        // The 101 goes out past the fence, which is told: the rest is the
+                        // socket's.
                         respond::reply(&mut exchange, &mut ctx, switch).await?;
                         exchange.fence.switched();
-                        let socket = channels::websocket::Socket::new(
-                            subscription,
-                            first,
-                            spec.settings.format,
-                        );
                         return Ok(Some(Waiting::Socket(Box::new(socket))));
                     }
                     Err(reply) => Err(reply),
@@ -532,13 +511,18 @@ async fn answer(
         sent,
     } = *parked;
     let mut ctx = RequestCtx::resume(ctx);
-    let (keep_alive, body_bytes_sent) = match &ended {
+    // A stream and a socket were their own answers: their outcome and status.
+    let (keep_alive, body_bytes_sent, streamed) = match &ended {
         // The connection was the socket's.
-        Ended::Socket(_) => (false, 0),
+        Ended::Socket(outcome) => (false, 0, Some((*outcome, 101))),
         // A stream's body ended; its connection stays only when the stream did not end for
         // the client or the shutdown.
-        Ended::Stream(outcome, streamed) => (keep_alive && *outcome == "error", sent + streamed),
-        _ => (keep_alive && !*shutdown.borrow(), 0),
+        Ended::Stream(outcome, streamed) => (
+            keep_alive && *outcome == "error",
+            sent + streamed,
+            Some((*outcome, 200)),
+        ),
+        _ => (keep_alive && !*shutdown.borrow(), 0, None),
     };
     let mut exchange = Http1Exchange {
         fence,
@@ -551,13 +535,7 @@ async fn answer(
         chunked: false,
         body_bytes_sent,
     };
-    let streamed = match ended {
-        Ended::Stream(outcome, _) => Some((outcome, 200)),
-        Ended::Socket(outcome) => Some((outcome, 101)),
-        _ => None,
-    };
     if let Some((outcome, status)) = streamed {
-        // Its answer was the stream (or the switch to WebSocket) itself.
         ctx.outcome = Some(outcome);
         ctx.answered = Some(status);
         return recorded(runtime, exchange, ctx, Ok(()), shutdown);

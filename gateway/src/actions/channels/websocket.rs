@@ -5,9 +5,11 @@
 //! tungstenite's. See docs/streams.md.
 
 use super::reply::message_json;
-use super::subscription::{Delivery, Subscription};
+use super::subscription::{self, Delivery, Subscription};
+use crate::actions::Admitted;
 use crate::core::runtime::Runtime;
-use crate::exchange::Reply;
+use crate::core::spec::channel::LongPollSpec;
+use crate::exchange::{Exchange, Reply};
 use crate::hub::{Cursor, Message};
 use crate::problem::Problem;
 use base64::Engine;
@@ -76,6 +78,26 @@ pub fn accept(head: &RequestHeader) -> Result<Reply, Problem> {
         .header("sec-websocket-accept", &accept))
 }
 
+/// Opens a WebSocket subscriber: the handshake checked, then the subscription opened. `Ok` is
+/// the socket and the `101` that switches to it; `Err` the reply that refuses it.
+pub async fn open<'r>(
+    runtime: &'r Runtime,
+    exchange: &mut impl Exchange,
+    admitted: &Admitted<'_>,
+    spec: &LongPollSpec,
+) -> pingora_error::Result<Result<(Socket<'r>, Reply), Reply>> {
+    let switch = match accept(exchange.head()) {
+        Ok(switch) => switch,
+        Err(problem) => return Ok(Err(Reply::problem(&problem))),
+    };
+    let transport = conf::Transport::Websocket;
+    let opened = subscription::open(runtime, exchange, admitted, spec, transport).await?;
+    Ok(opened.map(|(subscription, first)| {
+        let socket = Socket::new(subscription, first, spec.settings.format);
+        (socket, switch)
+    }))
+}
+
 /// A subscriber whose handshake was answered, until its loop runs.
 pub struct Socket<'r> {
     subscription: Subscription<'r>,
@@ -85,7 +107,7 @@ pub struct Socket<'r> {
 }
 
 impl<'r> Socket<'r> {
-    pub fn new(subscription: Subscription<'r>, first: Delivery, format: conf::PollFormat) -> Self {
+    fn new(subscription: Subscription<'r>, first: Delivery, format: conf::PollFormat) -> Self {
         Self {
             subscription,
             first: Some(first),
