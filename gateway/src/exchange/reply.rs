@@ -40,13 +40,21 @@ pub struct SharedHeaders {
 impl SharedHeaders {
     pub fn new(headers: Vec<(HeaderName, HeaderValue)>) -> Self {
         let mut wire = Vec::with_capacity(headers.len() * 40);
-        for (name, value) in &headers {
-            wire.extend_from_slice(name.as_str().as_bytes());
-            wire.extend_from_slice(b": ");
-            wire.extend_from_slice(value.as_bytes());
-            wire.extend_from_slice(b"\r\n");
-        }
+        header_lines(&mut wire, headers.iter().map(|(name, value)| (name, value)));
         Self { headers, wire }
+    }
+}
+
+/// `name: value` lines, each ending in CR LF.
+fn header_lines<'h>(
+    out: &mut Vec<u8>,
+    headers: impl IntoIterator<Item = (&'h HeaderName, &'h HeaderValue)>,
+) {
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
 }
 
@@ -172,25 +180,14 @@ impl Reply {
         let body = if with_body { &self.body[..] } else { &[] };
         let mut out = Vec::with_capacity(160 + self.headers.len() * 40 + body.len());
         out.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", self.status).as_bytes());
-        if self.status == 101 {
-            // Switching protocols: its own `Connection: upgrade`, and no body at all.
-            for (name, value) in &self.headers {
-                out.extend_from_slice(name.as_str().as_bytes());
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(value.as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-            out.extend_from_slice(b"\r\n");
-            return out;
-        }
         if let Some(shared) = &self.shared {
             out.extend_from_slice(&shared.wire);
         }
-        for (name, value) in &self.headers {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
+        header_lines(&mut out, &self.headers);
+        if self.status == 101 {
+            // Switching protocols: its own `Connection: upgrade`, and no body at all.
             out.extend_from_slice(b"\r\n");
+            return out;
         }
         out.extend_from_slice(b"date: ");
         out.extend_from_slice(pingora_core::protocols::http::date::get_cached_date().as_bytes());
