@@ -1,7 +1,7 @@
-//! The example clients against conf/example.yaml on free ports: the Python client
-//! (examples/python/poll.py) receives every message in order, and the browser page
-//! (examples/browser/index.html, in headless Chromium over the DevTools protocol) shows what is
-//! published, including what its own form sends.
+//! The example clients against conf/example.yaml on free ports: the Python clients
+//! (examples/python/poll.py, events.py and websocket.py) receive every message in order, and the
+//! browser page (examples/browser/index.html, in headless Chromium over the DevTools protocol)
+//! shows what is published, including what its own form sends.
 
 use super::support::{on_path, read, root};
 use axum::routing::get;
@@ -49,6 +49,16 @@ async fn the_python_event_stream_client_receives_every_message_in_order() {
         "events.py",
         "sseclient",
         "holdfast_subscribers{route=\"poll\",transport=\"sse\"}",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_websocket_client_receives_every_message_in_order() {
+    python_client_gets_three_pushes(
+        "websocket.py",
+        "websockets",
+        "holdfast_subscribers{route=\"poll\",transport=\"websocket\"}",
     )
     .await;
 }
