@@ -36,6 +36,16 @@ pub struct LongPoll {
     /// How often an idle stream gets a comment line, so proxies and clients keep it open.
     #[serde(default = "default_keepalive")]
     pub keepalive: Duration,
+    /// Bytes of messages a stream or socket subscriber may have waiting while its earlier
+    /// writes have not gone out; past it the subscriber is closed as too slow (and counted), so
+    /// a client that stops reading costs a bounded amount and slows nobody else.
+    #[serde(default = "default_max_lag")]
+    pub max_lag: ByteSize,
+    /// WebSocket subscribers may publish to the channel: each text or binary message they send
+    /// is published, as a `publish` route's request body would be (the route's `max_body` and
+    /// rate limits apply to each).
+    #[serde(default)]
+    pub publish: bool,
 }
 
 fn default_hold() -> Duration {
@@ -44,6 +54,10 @@ fn default_hold() -> Duration {
 
 fn default_keepalive() -> Duration {
     Duration::from_secs(15)
+}
+
+fn default_max_lag() -> ByteSize {
+    ByteSize::mib(1)
 }
 
 /// A way for a subscriber to receive a channel's messages.

@@ -3,7 +3,7 @@
 //! first, and each is placed in its file and line.
 
 use crate::suggest::nearest;
-use crate::{Config, ConfigErrors, FieldError, RouteAction};
+use crate::{Config, ConfigErrors, FieldError, RouteAction, Transport};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
@@ -425,6 +425,18 @@ fn check_action(
                     errors.push(FieldError::new(
                         format!("{at}.longpoll.keepalive"),
                         "must be more than 0s",
+                    ));
+                }
+                if longpoll.publish && !longpoll.subscribe.contains(&Transport::Websocket) {
+                    errors.push(FieldError::new(
+                        format!("{at}.longpoll.publish"),
+                        "lets WebSocket subscribers publish, but `subscribe` leaves out websocket",
+                    ));
+                }
+                if longpoll.max_lag.get() == 0 {
+                    errors.push(FieldError::new(
+                        format!("{at}.longpoll.max_lag"),
+                        "must be more than 0 bytes",
                     ));
                 }
             }

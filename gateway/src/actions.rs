@@ -28,6 +28,9 @@ pub struct Admitted<'a> {
     pub captures: &'a [(String, String)],
     /// Who the route's auth accepted.
     pub identity: Option<&'a auth::Identity>,
+    /// The keys the route's rate limits counted the request under, where messages it sends
+    /// later count too (a WebSocket subscriber that may publish).
+    pub rate_keys: Option<&'a crate::limits::RateKeys>,
     /// How long the request body may take to arrive (`limits.body_timeout`).
     pub body_timeout: Duration,
     /// The head to send upstream, for actions that call one: forwarding headers set, the
@@ -62,6 +65,7 @@ impl Admitted<'_> {
             route,
             captures: Box::leak(captures.into_boxed_slice()),
             identity: None,
+            rate_keys: None,
             body_timeout: Duration::from_secs(5),
             upstream_head: None,
             mapped_body: None,

@@ -260,13 +260,68 @@ pub async fn admit(
     if limits.rates.is_empty() {
         return Ok(slot);
     }
-    let Some((rule, retry_nanos)) = check_rates(limiter, trusted, limits, subject).await else {
-        return Ok(slot);
+    let keys = rate_keys(limiter, trusted, limits, subject);
+    admit_message(limiter, limits, route, &keys).await?;
+    Ok(slot)
+}
+
+/// The keys a request's rate limits count it under, one per limit. A socket that publishes
+/// keeps its handshake's, and counts each message it sends under them.
+#[derive(Clone, Debug)]
+pub struct RateKeys {
+    /// In the local store.
+    local: Vec<u64>,
+    /// In Redis; empty without it.
+    redis: Vec<Vec<u8>>,
+}
+
+/// The keys `subject` is counted under by `limits`.
+pub fn rate_keys(
+    limiter: &Limiter,
+    trusted: &TrustedProxies,
+    limits: &RouteLimits,
+    subject: &Subject<'_>,
+) -> RateKeys {
+    let mut keys = RateKeys {
+        local: Vec::with_capacity(limits.rates.len()),
+        redis: Vec::new(),
+    };
+    for rule in &limits.rates {
+        let (kind, value) = key_value(&rule.key, subject, trusted);
+        let mut hasher = limiter.hasher.build_hasher();
+        rule.id.hash(&mut hasher);
+        kind.hash(&mut hasher);
+        value.hash_with(&mut hasher);
+        keys.local.push(hasher.finish());
+        if let Some(redis) = &limiter.redis {
+            let mut key = Vec::with_capacity(64);
+            key.extend_from_slice(redis.prefix.as_bytes());
+            key.extend_from_slice(rule.id.as_bytes());
+            key.push(b':');
+            key.push(b'0' + kind);
+            key.push(b':');
+            value.append_to(&mut key);
+            keys.redis.push(key);
+        }
+    }
+    keys
+}
+
+/// Counts one request or message under `keys` against the route's rate limits: the 429 that
+/// refuses it when one of them is exceeded.
+pub async fn admit_message(
+    limiter: &Limiter,
+    limits: &RouteLimits,
+    route: &str,
+    keys: &RateKeys,
+) -> Result<(), Problem> {
+    let Some((rule, retry_nanos)) = check_rates(limiter, limits, keys).await else {
+        return Ok(());
     };
     let retry = retry_nanos.div_ceil(1_000_000_000).max(1);
     METRICS
         .ratelimit_rejections
-        .with_label_values(&[&**route, &*rule.name])
+        .with_label_values(&[route, &*rule.name])
         .inc();
     Err(Problem::new(
         429,
@@ -279,30 +334,19 @@ pub async fn admit(
     .with_header("ratelimit", format!("\"{}\";r=0;t={retry}", rule.name)))
 }
 
-/// Checks every rate limit; the refusing limit and nanoseconds until retry, if any.
+/// Checks every rate limit under `keys`; the refusing limit and nanoseconds until retry, if any.
 async fn check_rates<'l>(
     limiter: &Limiter,
-    trusted: &TrustedProxies,
     limits: &'l RouteLimits,
-    subject: &Subject<'_>,
+    keys: &RateKeys,
 ) -> Option<(&'l RateRule, u64)> {
     if let Some(redis) = &limiter.redis {
-        let mut keys = Vec::with_capacity(limits.rates.len());
         let mut args = Vec::with_capacity(limits.rates.len() * 2);
         for rule in &limits.rates {
-            let (kind, value) = key_value(&rule.key, subject, trusted);
-            let mut key = Vec::with_capacity(64);
-            key.extend_from_slice(redis.prefix.as_bytes());
-            key.extend_from_slice(rule.id.as_bytes());
-            key.push(b':');
-            key.push(b'0' + kind);
-            key.push(b':');
-            value.append_to(&mut key);
-            keys.push(key);
             args.push((rule.emission / 1000).max(1));
             args.push((rule.tolerance / 1000).max(1));
         }
-        if let Some(answers) = redis.check(&keys, &args).await {
+        if let Some(answers) = redis.check(&keys.redis, &args).await {
             return limits
                 .rates
                 .iter()
@@ -312,27 +356,15 @@ async fn check_rates<'l>(
         }
     }
     let now = limiter.local.now();
-    let mut counted: [u64; 8] = [0; 8];
-    for (index, rule) in limits.rates.iter().enumerate() {
-        let mut hasher = limiter.hasher.build_hasher();
-        rule.id.hash(&mut hasher);
-        let (kind, value) = key_value(&rule.key, subject, trusted);
-        kind.hash(&mut hasher);
-        value.hash_with(&mut hasher);
-        let key = hasher.finish();
-        match limiter.local.check(key, now, rule.emission, rule.tolerance) {
-            Decision::Allow { .. } => {
-                if let Some(slot) = counted.get_mut(index) {
-                    *slot = key;
-                }
+    for (index, (rule, &key)) in limits.rates.iter().zip(&keys.local).enumerate() {
+        if let Decision::Deny { retry } =
+            limiter.local.check(key, now, rule.emission, rule.tolerance)
+        {
+            // The limits before this one counted a request that does not happen.
+            for (earlier, &key) in limits.rates.iter().zip(&keys.local).take(index) {
+                limiter.local.refund(key, earlier.emission);
             }
-            Decision::Deny { retry } => {
-                // The limits before this one counted a request that does not happen.
-                for (earlier, &key) in limits.rates.iter().zip(&counted).take(index) {
-                    limiter.local.refund(key, earlier.emission);
-                }
-                return Some((rule, retry));
-            }
+            return Some((rule, retry));
         }
     }
     None

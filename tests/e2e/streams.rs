@@ -19,22 +19,22 @@ routes:
 
 /// One event of a stream: its fields as sent, `comment` for a comment line alone.
 #[derive(Debug, Default, PartialEq)]
-struct Event {
-    id: Option<String>,
-    event: Option<String>,
-    data: Option<String>,
-    retry: Option<String>,
-    comment: bool,
+pub struct Event {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: Option<String>,
+    pub retry: Option<String>,
+    pub comment: bool,
 }
 
 /// An open event stream, read event by event.
-struct Stream {
+pub struct Stream {
     response: reqwest::Response,
     buffer: String,
 }
 
 impl Stream {
-    async fn open(client: &reqwest::Client, url: &str, last_event_id: Option<&str>) -> Stream {
+    pub async fn open(client: &reqwest::Client, url: &str, last_event_id: Option<&str>) -> Stream {
         let mut request = client.get(url).header("accept", "text/event-stream");
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
@@ -53,7 +53,7 @@ impl Stream {
     }
 
     /// The next event; `None` when the stream ended cleanly.
-    async fn try_next(&mut self) -> Option<Event> {
+    pub async fn try_next(&mut self) -> Option<Event> {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
@@ -74,7 +74,7 @@ impl Stream {
     }
 
     /// The next event that is not a comment.
-    async fn next_event(&mut self) -> Event {
+    pub async fn next_event(&mut self) -> Event {
         loop {
             let event = self.next().await;
             if !event.comment {

@@ -18,9 +18,9 @@ routes:
   - { name: pub, match: { path: "/pub/{ch}", methods: [POST] }, publish: { channel: "{ch}" } }
 "#;
 
-type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
+pub type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
 
-fn connect(gw: &Holdfast, path: &str) -> Socket {
+pub fn connect(gw: &Holdfast, path: &str) -> Socket {
     let url = format!("ws://{}{path}", gw.addr);
     let (mut socket, response) = tokio::task::block_in_place(|| tungstenite::connect(&url))
         .unwrap_or_else(|e| panic!("connect {url}: {e}"));
@@ -33,7 +33,7 @@ fn connect(gw: &Holdfast, path: &str) -> Socket {
 }
 
 /// The next data frame (pings are answered by tungstenite as they come).
-fn next_data(socket: &mut Socket) -> Frame {
+pub fn next_data(socket: &mut Socket) -> Frame {
     loop {
         let frame = tokio::task::block_in_place(|| socket.read()).expect("a frame");
         if matches!(frame, Frame::Text(_) | Frame::Binary(_)) {
@@ -42,7 +42,7 @@ fn next_data(socket: &mut Socket) -> Frame {
     }
 }
 
-async fn sockets(gw: &Holdfast, route: &str, count: f64) {
+pub async fn sockets(gw: &Holdfast, route: &str, count: f64) {
     subscribed(gw, route, "websocket", count).await;
 }
 
@@ -100,7 +100,7 @@ async fn a_socket_gets_each_message_as_a_frame_and_resumes_by_cursor() {
 }
 
 /// The raw handshake for `path`, with `headers` in place of the usual ones.
-fn handshake(gw: &Holdfast, path: &str, headers: &str) -> TcpStream {
+pub fn handshake(gw: &Holdfast, path: &str, headers: &str) -> TcpStream {
     let mut tcp = TcpStream::connect(gw.addr).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -108,10 +108,22 @@ fn handshake(gw: &Holdfast, path: &str, headers: &str) -> TcpStream {
     tcp
 }
 
-const GOOD: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+pub const GOOD: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+
+/// A raw WebSocket on `path`, its handshake answered with 101.
+pub fn raw_socket(gw: &Holdfast, path: &str) -> TcpStream {
+    let mut tcp = handshake(gw, path, GOOD);
+    let answer = read_until(&mut tcp, b"\r\n\r\n");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    tcp
+}
 
 /// Reads until `end` is in what was read.
-fn read_until(tcp: &mut TcpStream, end: &[u8]) -> Vec<u8> {
+pub fn read_until(tcp: &mut TcpStream, end: &[u8]) -> Vec<u8> {
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     while !seen.windows(end.len()).any(|w| w == end) {
@@ -126,10 +138,15 @@ fn read_until(tcp: &mut TcpStream, end: &[u8]) -> Vec<u8> {
     seen
 }
 
-/// A masked client frame.
-fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+/// A masked, final client frame.
+pub fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    client_frame(0x80 | opcode, payload)
+}
+
+/// A masked client frame whose first byte (FIN, opcode) is `first`.
+pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [1u8, 2, 3, 4];
-    let mut frame = vec![0x80 | opcode];
+    let mut frame = vec![first];
     match payload.len() {
         n @ 0..=125 => frame.push(0x80 | u8::try_from(n).expect("small")),
         n => {
@@ -142,13 +159,33 @@ fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// The close frame the server sends next (after the handshake's answer): its code and reason.
-fn close_frame(tcp: &mut TcpStream) -> (u16, String) {
+/// The next frame the server sends: its first byte (FIN, opcode) and payload.
+pub fn server_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
     let mut head = [0u8; 2];
     tcp.read_exact(&mut head).expect("a frame");
-    assert_eq!(head[0], 0x88, "a final close frame");
-    let mut payload = vec![0u8; usize::from(head[1] & 0x7f)];
+    assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
+    let length = match head[1] & 0x7f {
+        126 => {
+            let mut extended = [0u8; 2];
+            tcp.read_exact(&mut extended).expect("its length");
+            usize::from(u16::from_be_bytes(extended))
+        }
+        127 => {
+            let mut extended = [0u8; 8];
+            tcp.read_exact(&mut extended).expect("its length");
+            usize::try_from(u64::from_be_bytes(extended)).expect("a length")
+        }
+        short => usize::from(short),
+    };
+    let mut payload = vec![0u8; length];
     tcp.read_exact(&mut payload).expect("its payload");
+    (head[0], payload)
+}
+
+/// The close frame the server sends next (after the handshake's answer): its code and reason.
+pub fn close_frame(tcp: &mut TcpStream) -> (u16, String) {
+    let (first, payload) = server_frame(tcp);
+    assert_eq!(first, 0x88, "a final close frame");
     let code = u16::from_be_bytes([payload[0], payload[1]]);
     (code, String::from_utf8_lossy(&payload[2..]).into_owned())
 }

@@ -353,20 +353,46 @@ pub async fn publish(
         Ok(body) => body,
         Err(problem) => return Ok(Reply::problem(&problem)),
     };
-    match runtime
-        .hub
-        .publish_event(&key, body, content_type.as_deref(), event.as_deref())
-        .await
-    {
+    let message = Incoming {
+        body,
+        content_type: content_type.as_deref(),
+        event: event.as_deref(),
+    };
+    match store(runtime, &admitted.route.name, &key, message).await {
         Ok(published) => {
-            METRICS
-                .messages_published
-                .with_label_values(&[&admitted.route.name])
-                .inc();
             let cursor = published.cursor.to_string();
             let body = serde_json::json!({"id": cursor, "cursor": cursor, "delivered_to": published.delivered_to});
             Ok(Reply::json(201, &body).header("poll-cursor", &cursor))
         }
-        Err(error) => Ok(Reply::problem(&hub_problem(&error))),
+        Err(problem) => Ok(Reply::problem(&problem)),
     }
+}
+
+/// A message to publish: its body, content type and event name.
+pub(super) struct Incoming<'a> {
+    pub body: bytes::Bytes,
+    pub content_type: Option<&'a str>,
+    pub event: Option<&'a str>,
+}
+
+/// Publishes `message` on the channel `key` for `route` (a publish route's request, a
+/// WebSocket subscriber's message) and counts it; the problem that refuses it.
+pub(super) async fn store(
+    runtime: &Runtime,
+    route: &str,
+    key: &ChannelKey,
+    message: Incoming<'_>,
+) -> std::result::Result<crate::hub::Published, Problem> {
+    let Incoming {
+        body,
+        content_type,
+        event,
+    } = message;
+    let published = runtime
+        .hub
+        .publish_event(key, body, content_type, event)
+        .await
+        .map_err(|error| hub_problem(&error))?;
+    METRICS.messages_published.with_label_values(&[route]).inc();
+    Ok(published)
 }

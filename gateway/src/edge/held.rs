@@ -269,8 +269,10 @@ pub async fn serve(
         }
         Waiting::Socket(socket) => {
             let ended = socket.run(runtime, &mut *fence).await;
-            // The closing handshake's last frame may still be in the fence's gathered writes.
-            let _ = fence.flush().await;
+            // The closing handshake's last frame may still be in the fence's gathered writes;
+            // a client that stopped reading gets a moment for it, not forever.
+            let flushed = tokio::time::timeout(CLOSING_FLUSH, fence.flush());
+            let _ = flushed.await;
             Ended::Socket(ended)
         }
         Waiting::Channel(waiting) => {
@@ -285,6 +287,9 @@ pub async fn serve(
     };
     Box::pin(answer(runtime, fence, parked, ended, shutdown)).await
 }
+
+/// How long the last bytes of a WebSocket (its close frame) may take to go out.
+const CLOSING_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a held request waits for.
 enum Waiting<'r> {

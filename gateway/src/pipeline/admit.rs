@@ -135,6 +135,17 @@ pub async fn admit_request(
             Ok(slot) => ctx.in_flight = slot,
             Err(problem) => return refused(inbound, ctx, &problem).await.map(|_| false),
         }
+        if let Action::LongPoll(spec) = &route.action {
+            if spec.settings.publish {
+                let trusted = &state.trusted_proxies;
+                ctx.rate_keys = Some(limits::rate_keys(
+                    &runtime.limiter,
+                    trusted,
+                    limits,
+                    &subject,
+                ));
+            }
+        }
     }
     Ok(true)
 }

@@ -46,6 +46,9 @@ pub struct RequestCtx {
     pub rejected: Option<crate::problem::Problem>,
     /// The upstream answered `101 Switching Protocols`: the connection is a tunnel now.
     pub upgraded: bool,
+    /// The keys the route's rate limits counted the request under, kept where a WebSocket
+    /// subscriber may publish: each message it sends counts under them too.
+    pub rate_keys: Option<crate::limits::RateKeys>,
     _in_flight: crate::core::runtime::InFlight,
 }
 
@@ -79,6 +82,7 @@ impl RequestCtx {
             route,
             captures: &self.captures,
             identity: self.identity.as_ref(),
+            rate_keys: self.rate_keys.as_ref(),
             body_timeout: self.body_timeout(),
             upstream_head: None,
             mapped_body: None,
@@ -144,6 +148,7 @@ impl RequestCtx {
             body_bytes: 0,
             rejected: None,
             upgraded: false,
+            rate_keys: None,
             _in_flight: kept._in_flight,
         }
     }

@@ -6,7 +6,7 @@
 
 use super::hub_problem;
 use super::reply::{with_cors, Ending};
-use super::subscription::{self, Delivery, Subscription};
+use super::subscription::{self, Delivery, Subscription, Written};
 use crate::actions::Admitted;
 use crate::core::runtime::Runtime;
 use crate::core::spec::channel::LongPollSpec;
@@ -127,7 +127,7 @@ impl Stream<'_> {
         loop {
             let held = {
                 let work = std::pin::pin!(self.0.wait(runtime));
-                hold(runtime, sink.client_gone(), None, work).await
+                hold(runtime, sink.client_gone(), self.0.expires, work).await
             };
             match held {
                 Held::Done(outcome) => {
@@ -136,37 +136,69 @@ impl Stream<'_> {
                     }
                 }
                 Held::ClientGone => return "client_gone",
-                Held::Shutdown | Held::HoldEnded => {
-                    // Ended cleanly: EventSource reconnects (to the new process, on an
-                    // upgrade) and resumes from its `Last-Event-ID`.
+                // Ended cleanly: EventSource reconnects (to the new process, on an upgrade;
+                // with a fresh credential, when it expired) and resumes from its
+                // `Last-Event-ID`.
+                Held::Shutdown => {
                     let _ = sink.end().await;
                     return "shutdown";
+                }
+                Held::HoldEnded => {
+                    let _ = sink.end().await;
+                    return "expired";
                 }
             }
         }
     }
 
-    /// Writes what one wait on the hub brought; how the stream ended, if it did.
+    /// Writes what one wait on the hub brought, then whatever came while that was written, and
+    /// so on; how the stream ended, if it did.
     async fn deliver(
         &mut self,
         runtime: &Runtime,
         sink: &mut impl Sink,
         outcome: std::result::Result<PollOutcome, HubError>,
     ) -> Option<&'static str> {
-        let delivery = self.0.advance(outcome);
-        let failed = matches!(delivery, Delivery::Failed(_));
-        // Nothing came: a comment line keeps proxies and clients from closing a quiet stream.
-        let (wire, taken) = render(delivery).unwrap_or_else(|| (b":\n\n".to_vec(), Vec::new()));
-        let written = sink.write(Bytes::from(wire)).await;
-        if failed {
-            let _ = sink.end().await;
-            return Some("error");
+        let mut deliveries = vec![self.0.advance(outcome)];
+        loop {
+            let failed = deliveries.iter().any(|d| matches!(d, Delivery::Failed(_)));
+            let mut wire = Vec::new();
+            let mut taken = Vec::new();
+            for delivery in deliveries.drain(..) {
+                if let Some((events, messages)) = render(delivery) {
+                    wire.extend_from_slice(&events);
+                    taken.extend(messages);
+                }
+            }
+            if wire.is_empty() {
+                // Nothing came: a comment line keeps proxies and clients from closing a quiet
+                // stream.
+                wire.extend_from_slice(b":\n\n");
+            }
+            let mut backlog = subscription::Backlog::default();
+            let write = sink.write(Bytes::from(wire));
+            let ended = match self.0.write_keeping_up(runtime, write, &mut backlog).await {
+                Written::Done(Ok(())) if failed => {
+                    let _ = sink.end().await;
+                    return Some("error");
+                }
+                Written::Done(Ok(())) => None,
+                Written::Done(Err(_)) => Some("client_gone"),
+                // An event stream has no way to say why it ends but the access log.
+                Written::Slow => Some("slow"),
+                Written::Shutdown => Some("shutdown"),
+            };
+            if let Some(ended) = ended {
+                self.0
+                    .hand_back(runtime, taken.into_iter().chain(backlog.messages()))
+                    .await;
+                return Some(ended);
+            }
+            if backlog.deliveries.is_empty() {
+                return None;
+            }
+            deliveries = backlog.deliveries;
         }
-        if written.is_err() {
-            self.0.hand_back(runtime, taken).await;
-            return Some("client_gone");
-        }
-        None
     }
 }
 

@@ -25,6 +25,11 @@ pub struct Subscription<'r> {
     pub keepalive: Duration,
     route: std::sync::Arc<str>,
     transport: conf::Transport,
+    /// Bytes that may wait behind a write that has not gone out; past it: too slow.
+    max_lag: usize,
+    /// When the credential the subscriber connected with expires: the connection ends then,
+    /// and a reconnect must bring a fresh one.
+    pub expires: Option<Instant>,
     /// Counted in `max_held` and the instance's cap, as held polls are.
     _slot: HeldSlot<'r>,
     _subscribed: Subscribed,
@@ -49,6 +54,45 @@ pub enum Delivery {
     /// Nothing came before the keep-alive: the subscription's place is kept.
     Quiet,
     Failed(HubError),
+}
+
+/// What a subscriber took from its channel while a write to it was still going out, to write
+/// next.
+#[derive(Default)]
+pub struct Backlog {
+    pub deliveries: Vec<Delivery>,
+    bytes: usize,
+}
+
+impl Backlog {
+    fn push(&mut self, delivery: Delivery) {
+        self.bytes += match &delivery {
+            Delivery::Messages(messages) => messages.iter().map(|m| m.body.len()).sum(),
+            _ => 0,
+        };
+        self.deliveries.push(delivery);
+    }
+
+    /// Every message in it (to hand back when they cannot be written).
+    pub fn messages(&mut self) -> impl Iterator<Item = Message> + '_ {
+        self.deliveries
+            .drain(..)
+            .flat_map(|delivery| match delivery {
+                Delivery::Messages(messages) => messages,
+                _ => Vec::new(),
+            })
+    }
+}
+
+/// How a write that kept up with the channel ended.
+pub enum Written<T> {
+    /// The write's own result; what came meanwhile is in the backlog.
+    Done(T),
+    /// More than `max_lag` waited behind it (on a queue: it took a whole keep-alive): the
+    /// subscriber does not read, and is closed as too slow.
+    Slow,
+    /// The gateway is shutting down.
+    Shutdown,
 }
 
 /// Opens a subscription by `transport` with the cursor the request gave: its channel, a held
@@ -95,6 +139,8 @@ pub async fn open<'r>(
         keepalive: settings.keepalive.get(),
         route,
         transport,
+        max_lag: settings.max_lag.as_usize(),
+        expires: admitted.identity.and_then(expiry),
         _slot: slot,
         _subscribed: Subscribed(gauge),
     };
@@ -115,7 +161,26 @@ pub async fn open<'r>(
     Ok(Ok((subscription, first)))
 }
 
+/// When `identity`'s credential expires, on the runtime's clock.
+fn expiry(identity: &auth::Identity) -> Option<Instant> {
+    let left = identity
+        .expires_at()?
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    Some(Instant::now() + left)
+}
+
 impl Subscription<'_> {
+    /// The channel subscribed to.
+    pub fn key(&self) -> &ChannelKey {
+        &self.key
+    }
+
+    /// The route's name.
+    pub fn route(&self) -> &std::sync::Arc<str> {
+        &self.route
+    }
+
     /// The hub's next answer for this subscriber, or nothing within one keep-alive.
     pub fn wait<'w>(
         &'w self,
@@ -156,10 +221,70 @@ impl Subscription<'_> {
         }
     }
 
+    /// Drives `write` (to this subscriber) to its end while keeping its place in the channel:
+    /// on a broadcast channel what arrives meanwhile is taken into `backlog`, to be written next
+    /// in one go, until more than `max_lag` bytes wait; a queue takes nothing more while it
+    /// writes (so that other subscribers get the messages), and gives a write one keep-alive.
+    pub async fn write_keeping_up<T>(
+        &mut self,
+        runtime: &Runtime,
+        write: impl Future<Output = T>,
+        backlog: &mut Backlog,
+    ) -> Written<T> {
+        let mut write = std::pin::pin!(write);
+        let mut shutdown = runtime.shutdown_signal();
+        let mut reading = self.key.mode == conf::ChannelMode::Broadcast;
+        loop {
+            if *shutdown.borrow_and_update() {
+                return Written::Shutdown;
+            }
+            let outcome = if reading {
+                tokio::select! {
+                    done = &mut write => return Written::Done(done),
+                    outcome = self.wait(runtime) => outcome,
+                    _ = shutdown.changed() => continue,
+                }
+            } else {
+                let patience = tokio::time::sleep(self.keepalive);
+                tokio::select! {
+                    done = &mut write => return Written::Done(done),
+                    _ = patience, if self.key.mode == conf::ChannelMode::Queue => {
+                        return self.slow();
+                    }
+                    _ = shutdown.changed() => continue,
+                }
+            };
+            match self.advance(outcome) {
+                Delivery::Quiet => {}
+                delivery => {
+                    // A failing channel is not read again; its error is written in turn.
+                    reading = !matches!(delivery, Delivery::Failed(_));
+                    backlog.push(delivery);
+                    if backlog.bytes > self.max_lag {
+                        return self.slow();
+                    }
+                }
+            }
+        }
+    }
+
+    fn slow<T>(&self) -> Written<T> {
+        METRICS
+            .slow_subscribers
+            .with_label_values(&[&self.route, self.transport.as_str()])
+            .inc();
+        Written::Slow
+    }
+
+    /// The most bytes that may wait behind a write, for telling a slow subscriber why.
+    pub fn max_lag(&self) -> usize {
+        self.max_lag
+    }
+
     /// Puts queue messages whose write failed back on the queue (at its end, with new ids), so
     /// that another subscriber gets them; nothing on a broadcast channel, where every
     /// subscriber resumes by its own cursor.
-    pub async fn hand_back(&self, runtime: &Runtime, messages: Vec<Message>) {
+    pub async fn hand_back(&self, runtime: &Runtime, messages: impl IntoIterator<Item = Message>) {
         if self.key.mode != conf::ChannelMode::Queue {
             return;
         }

@@ -5,17 +5,20 @@
 //! tungstenite's. See docs/streams.md.
 
 use super::reply::message_json;
-use super::subscription::{self, Delivery, Subscription};
+use super::subscription::{self, Backlog, Delivery, Subscription, Written};
+use super::{store, Incoming};
 use crate::actions::Admitted;
 use crate::core::runtime::Runtime;
 use crate::core::spec::channel::LongPollSpec;
 use crate::exchange::{Exchange, Reply};
 use crate::hub::{Cursor, Message};
+use crate::limits::{self, RateKeys, RouteLimits};
 use crate::problem::Problem;
 use base64::Engine;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use pingora_http::RequestHeader;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -27,9 +30,16 @@ use tokio_tungstenite::WebSocketStream;
 /// buffer (tungstenite's default is 128 KiB, allocated for every connection) is plenty.
 const READ_BUFFER: usize = 256;
 
-/// The largest frame or message a subscriber may send (it sends only pings, pongs and close
-/// frames, whose payloads are at most 125 bytes).
+/// The largest frame or message a subscriber that may not publish may send (it sends only
+/// pings, pongs and close frames, whose payloads are at most 125 bytes); one that may publish
+/// may send the route's `max_body`.
 const MAX_INCOMING: usize = 4096;
+
+/// Why a socket closes at shutdown (with 1001, going away).
+const SHUTDOWN_REASON: &str = "the gateway is shutting down; reconnect with your last cursor";
+
+/// How long a closing frame may take to go out to a subscriber that is not reading.
+const SLOW_CLOSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Whether the request asks to switch to WebSocket, on a route that serves it.
 pub fn wanted(head: &RequestHeader, settings: &conf::LongPoll) -> bool {
@@ -92,10 +102,66 @@ pub async fn open<'r>(
     };
     let transport = conf::Transport::Websocket;
     let opened = subscription::open(runtime, exchange, admitted, spec, transport).await?;
+    let publisher = spec.settings.publish.then(|| {
+        Box::new(Publisher {
+            limits: admitted
+                .route
+                .limits
+                .clone()
+                .zip(admitted.rate_keys.cloned()),
+            max_size: usize::try_from(admitted.route.max_body).unwrap_or(usize::MAX),
+        })
+    });
     Ok(opened.map(|(subscription, first)| {
-        let socket = Socket::new(subscription, first, spec.settings.format);
+        let socket = Socket {
+            subscription,
+            first: Some(first),
+            envelope: spec.settings.format != conf::PollFormat::Raw,
+            publisher,
+        };
         (socket, switch)
     }))
+}
+
+/// What a subscriber that may publish (`publish: true`) needs for it: the route's rate limits
+/// with the keys its handshake was counted under, and the largest message.
+struct Publisher {
+    limits: Option<(Arc<RouteLimits>, RateKeys)>,
+    max_size: usize,
+}
+
+impl Publisher {
+    /// Publishes a message the subscriber sent, as a `publish` route would its request body:
+    /// counted against the route's rate limits, then stored. The close code and reason that
+    /// refuse it.
+    async fn publish(
+        &self,
+        runtime: &Runtime,
+        subscription: &Subscription<'_>,
+        frame: Frame,
+    ) -> Result<(), (CloseCode, String)> {
+        let route = subscription.route();
+        if let Some((limits, keys)) = &self.limits {
+            let admitted = limits::admit_message(&runtime.limiter, limits, route, keys).await;
+            if let Err(problem) = admitted {
+                return Err((CloseCode::Policy, problem.detail));
+            }
+        }
+        let (body, content_type) = match frame {
+            Frame::Text(text) => (Bytes::from(text), "text/plain; charset=utf-8"),
+            Frame::Binary(bytes) => (bytes, "application/octet-stream"),
+            _ => return Ok(()),
+        };
+        let message = Incoming {
+            body,
+            content_type: Some(content_type),
+            event: None,
+        };
+        match store(runtime, route, subscription.key(), message).await {
+            Ok(_) => Ok(()),
+            Err(problem) => Err((CloseCode::Error, problem.detail)),
+        }
+    }
 }
 
 /// A subscriber whose handshake was answered, until its loop runs.
@@ -104,24 +170,27 @@ pub struct Socket<'r> {
     /// What opening the subscription found, written first.
     first: Option<Delivery>,
     envelope: bool,
+    /// With `publish: true`: what publishing the subscriber's messages needs.
+    publisher: Option<Box<Publisher>>,
 }
 
-impl<'r> Socket<'r> {
-    fn new(subscription: Subscription<'r>, first: Delivery, format: conf::PollFormat) -> Self {
-        Self {
-            subscription,
-            first: Some(first),
-            envelope: format != conf::PollFormat::Raw,
-        }
-    }
-
+impl Socket<'_> {
     /// Serves the subscriber over `io` until it ends; how it ended.
     pub async fn run<S>(&mut self, runtime: &Runtime, io: S) -> &'static str
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let first = self.first.take().unwrap_or(Delivery::Quiet);
-        run(&mut self.subscription, runtime, io, first, self.envelope).await
+        let publisher = self.publisher.as_deref();
+        run(
+            &mut self.subscription,
+            runtime,
+            io,
+            first,
+            self.envelope,
+            publisher,
+        )
+        .await
     }
 }
 
@@ -130,6 +199,8 @@ enum Woke<T> {
     Hub(T),
     Client(Option<Result<Frame, WsError>>),
     Shutdown,
+    /// The credential the subscriber connected with expired.
+    Expired,
 }
 
 /// Serves `subscription` over the connection `io`, whose handshake was answered, starting with
@@ -140,15 +211,17 @@ async fn run<S>(
     io: S,
     first: Delivery,
     envelope: bool,
+    publisher: Option<&Publisher>,
 ) -> &'static str
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let max_incoming = publisher.map_or(MAX_INCOMING, |publisher| publisher.max_size);
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
-        .max_message_size(Some(MAX_INCOMING))
-        .max_frame_size(Some(MAX_INCOMING));
+        .max_message_size(Some(max_incoming))
+        .max_frame_size(Some(max_incoming));
     // Boxed, and every step but the wait boxed too: while the socket waits, this loop holds
     // what a held poll's hold does, so it fits in the held poll's state.
     let mut socket =
@@ -160,22 +233,37 @@ where
     }
     // A ping went out and its pong has not come back yet.
     let mut pinged = false;
+    // Boxed, and only when the credential expires: an inline timer would size every socket.
+    let mut expiry = subscription
+        .expires
+        .map(|at| Box::pin(tokio::time::sleep_until(at)));
     loop {
         if *shutdown.borrow_and_update() {
-            let reason = "the gateway is shutting down; reconnect with your last cursor";
-            Box::pin(close(&mut socket, CloseCode::Away, reason)).await;
+            Box::pin(close(&mut socket, CloseCode::Away, SHUTDOWN_REASON)).await;
             return "shutdown";
         }
         let woke = {
             let wait = subscription.wait(runtime);
+            let expired = async {
+                match &mut expiry {
+                    Some(sleep) => sleep.as_mut().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 outcome = wait => Woke::Hub(outcome),
                 frame = socket.next() => Woke::Client(frame),
                 _ = shutdown.changed() => Woke::Shutdown,
+                _ = expired => Woke::Expired,
             }
         };
         match woke {
             Woke::Shutdown => {}
+            Woke::Expired => {
+                let reason = "the credential expired; reconnect with a fresh one";
+                Box::pin(close(&mut socket, CloseCode::Policy, reason)).await;
+                return "expired";
+            }
             Woke::Hub(outcome) => match subscription.advance(outcome) {
                 Delivery::Quiet => {
                     // A whole keep-alive without the pong of the last ping: the client is gone.
@@ -217,9 +305,20 @@ where
                     return "client_gone";
                 }
                 Frame::Text(_) | Frame::Binary(_) => {
-                    let reason = "this route does not take messages from subscribers";
-                    Box::pin(close(&mut socket, CloseCode::Policy, reason)).await;
-                    return "error";
+                    let refused = match publisher {
+                        Some(publisher) => {
+                            let published = publisher.publish(runtime, subscription, frame);
+                            Box::pin(published).await.err()
+                        }
+                        None => Some((
+                            CloseCode::Policy,
+                            "this route does not take messages from subscribers".to_owned(),
+                        )),
+                    };
+                    if let Some((code, reason)) = refused {
+                        Box::pin(close(&mut socket, code, &reason)).await;
+                        return "error";
+                    }
                 }
                 Frame::Frame(_) => {}
             },
@@ -241,9 +340,10 @@ where
     }
 }
 
-/// Writes a delivery's frames (one flush for a burst); how the socket ended, if it did.
+/// Writes a delivery's frames (one flush for a burst), then whatever came while they were
+/// written, and so on; how the socket ended, if it did.
 async fn deliver<S>(
-    subscription: &Subscription<'_>,
+    subscription: &mut Subscription<'_>,
     runtime: &Runtime,
     socket: &mut WebSocketStream<S>,
     delivery: Delivery,
@@ -252,34 +352,67 @@ async fn deliver<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let messages = match delivery {
-        Delivery::Quiet => return None,
-        Delivery::Failed(error) => {
+    let mut deliveries = vec![delivery];
+    loop {
+        let mut frames = Vec::new();
+        let mut taken = Vec::new();
+        let mut failed = None;
+        for delivery in deliveries.drain(..) {
+            match delivery {
+                Delivery::Quiet => {}
+                Delivery::Failed(error) => failed = Some(error),
+                Delivery::Reset(oldest) => frames.push(reset(&oldest)),
+                Delivery::Messages(messages) => {
+                    frames.extend(messages.iter().map(|message| frame(message, envelope)));
+                    taken.extend(messages);
+                }
+            }
+        }
+        let mut backlog = Backlog::default();
+        let write = async {
+            for frame in frames {
+                socket.feed(frame).await?;
+            }
+            socket.flush().await
+        };
+        let written = subscription
+            .write_keeping_up(runtime, write, &mut backlog)
+            .await;
+        let ended = match written {
+            Written::Done(Ok(())) => None,
+            Written::Done(Err(_)) => Some("client_gone"),
+            Written::Slow => {
+                let reason = format!(
+                    "too slow: more than {} bytes of messages waited to be written",
+                    subscription.max_lag()
+                );
+                let closing = close(socket, CloseCode::Policy, &reason);
+                // It does not read, so the close frame may never go out.
+                let _ = tokio::time::timeout(SLOW_CLOSE, closing).await;
+                Some("slow")
+            }
+            Written::Shutdown => {
+                let closing = close(socket, CloseCode::Away, SHUTDOWN_REASON);
+                let _ = tokio::time::timeout(SLOW_CLOSE, closing).await;
+                Some("shutdown")
+            }
+        };
+        if let Some(ended) = ended {
+            subscription
+                .hand_back(runtime, taken.into_iter().chain(backlog.messages()))
+                .await;
+            return Some(ended);
+        }
+        if let Some(error) = failed {
             tracing::warn!(%error, "a WebSocket subscriber's channel failed");
             close(socket, CloseCode::Error, "the channel could not be read").await;
             return Some("error");
         }
-        Delivery::Reset(oldest) => {
-            let reset = reset(&oldest);
-            return socket.send(reset).await.err().map(|_| "client_gone");
+        if backlog.deliveries.is_empty() {
+            return None;
         }
-        Delivery::Messages(messages) => messages,
-    };
-    let mut written = Ok(());
-    for message in &messages {
-        written = socket.feed(frame(message, envelope)).await;
-        if written.is_err() {
-            break;
-        }
+        deliveries = backlog.deliveries;
     }
-    if written.is_ok() {
-        written = socket.flush().await;
-    }
-    if written.is_err() {
-        subscription.hand_back(runtime, messages).await;
-        return Some("client_gone");
-    }
-    None
 }
 
 /// One message as a frame: the body as published, or the envelope.
@@ -303,13 +436,21 @@ fn reset(oldest: &Cursor) -> Frame {
     ))
 }
 
+/// The longest reason a close frame carries (RFC 6455 §5.5: a control frame's payload is at
+/// most 125 bytes, two of them the code).
+const MAX_REASON: usize = 123;
+
 async fn close<S>(socket: &mut WebSocketStream<S>, code: CloseCode, reason: &str)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let mut end = reason.len().min(MAX_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
     let frame = CloseFrame {
         code,
-        reason: reason.into(),
+        reason: reason[..end].into(),
     };
     if let Err(error) = socket.close(Some(frame)).await {
         tracing::debug!(%error, "cannot close a WebSocket subscriber cleanly");
