@@ -300,7 +300,7 @@ enum Waiting<'r> {
     /// The messages of a `longpoll` route's channel as Server-Sent Events, its head sent.
     Stream(channels::sse::Stream<'r>),
     /// The messages of a `longpoll` route's channel over WebSocket, its handshake answered.
-    Socket(Box<channels::websocket::Socket<'r>>),
+    Socket(channels::websocket::Socket<'r>),
 }
 
 /// How a hold ended, by what it waited for.
@@ -434,7 +434,7 @@ async fn open<'r>(
                         // socket's.
                         respond::reply(&mut exchange, &mut ctx, switch).await?;
                         exchange.fence.switched();
-                        return Ok(Some(Waiting::Socket(Box::new(socket))));
+                        return Ok(Some(Waiting::Socket(socket)));
                     }
                     Err(reply) => Err(reply),
                 }

@@ -185,8 +185,10 @@ impl Reply {
         }
         header_lines(&mut out, &self.headers);
         if self.status == 101 {
-            // Switching protocols: its own `Connection: upgrade`, and no body at all.
+            // Switching protocols: its own `Connection: upgrade`, and no HTTP body; what
+            // follows the head is the new protocol's (a WebSocket's first frames).
             out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&self.body);
             return out;
         }
         out.extend_from_slice(b"date: ");

@@ -238,8 +238,11 @@ impl Subscription<'_> {
             if *shutdown.borrow_and_update() {
                 return Written::Shutdown;
             }
+            // The write first: one that goes out at once (the usual case) never waits on the
+            // hub.
             let outcome = if reading {
                 tokio::select! {
+                    biased;
                     done = &mut write => return Written::Done(done),
                     outcome = self.wait(runtime) => outcome,
                     _ = shutdown.changed() => continue,
@@ -247,6 +250,7 @@ impl Subscription<'_> {
             } else {
                 let patience = tokio::time::sleep(self.keepalive);
                 tokio::select! {
+                    biased;
                     done = &mut write => return Written::Done(done),
                     _ = patience, if self.key.mode == conf::ChannelMode::Queue => {
                         return self.slow();

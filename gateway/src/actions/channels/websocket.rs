@@ -4,6 +4,8 @@
 //! pings when the channel is quiet, and close codes that say why it ended. The framing is
 //! tungstenite's. See docs/streams.md.
 
+mod io;
+
 use super::reply::message_json;
 use super::subscription::{self, Backlog, Delivery, Subscription, Written};
 use super::{store, Incoming};
@@ -16,19 +18,21 @@ use crate::limits::{self, RateKeys, RouteLimits};
 use crate::problem::Problem;
 use base64::Engine;
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use pingora_http::RequestHeader;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message as Frame;
-use tokio_tungstenite::WebSocketStream;
+use tungstenite::error::{Error as WsError, ProtocolError};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
+use tungstenite::Message as Frame;
 
-/// Bytes read from a subscriber at a time. Subscribers only send control frames, so a small
-/// buffer (tungstenite's default is 128 KiB, allocated for every connection) is plenty.
-const READ_BUFFER: usize = 256;
+/// Bytes read from a subscriber at a time, at most, and allocated for it up front: none for
+/// one that only sends control frames (tungstenite reserves a frame header's 14 bytes when it
+/// reads, and a frame's whole length once the header says it; its default, 128 KiB for every
+/// connection, is what a held subscriber must not cost) — a little for one that publishes,
+/// whose messages would otherwise be read 14 bytes at a time.
+const READ_BUFFER: usize = 0;
+const PUBLISHER_READ_BUFFER: usize = 1024;
 
 /// The largest frame or message a subscriber that may not publish may send (it sends only
 /// pings, pongs and close frames, whose payloads are at most 125 bytes); one that may publish
@@ -81,7 +85,7 @@ pub fn accept(head: &RequestHeader) -> Result<Reply, Problem> {
             "`Sec-WebSocket-Key` must be 16 random bytes in base64 (RFC 6455 §4.1)",
         ));
     }
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     Ok(Reply::new(101)
         .header("upgrade", "websocket")
         .header("connection", "upgrade")
@@ -89,7 +93,8 @@ pub fn accept(head: &RequestHeader) -> Result<Reply, Problem> {
 }
 
 /// Opens a WebSocket subscriber: the handshake checked, then the subscription opened. `Ok` is
-/// the socket and the `101` that switches to it; `Err` the reply that refuses it.
+/// the socket and the `101` that switches to it, carrying the frames of what opening found;
+/// `Err` the reply that refuses it.
 pub async fn open<'r>(
     runtime: &'r Runtime,
     exchange: &mut impl Exchange,
@@ -112,11 +117,33 @@ pub async fn open<'r>(
             max_size: usize::try_from(admitted.route.max_body).unwrap_or(usize::MAX),
         })
     });
+    let (max_incoming, read_buffer) = match &publisher {
+        Some(publisher) => (publisher.max_size, PUBLISHER_READ_BUFFER),
+        None => (MAX_INCOMING, READ_BUFFER),
+    };
+    let config = WebSocketConfig::default()
+        .read_buffer_size(read_buffer)
+        .write_buffer_size(0)
+        .max_message_size(Some(max_incoming))
+        .max_frame_size(Some(max_incoming));
+    let envelope = spec.settings.format != conf::PollFormat::Raw;
     Ok(opened.map(|(subscription, first)| {
+        let mut context = Box::new(WebSocketContext::new(Role::Server, Some(config)));
+        // A broadcast channel's replay or reset goes out with the `101`, as a stream's goes
+        // with its head: nothing of it waits in the socket while it is held.
+        let frames = match first {
+            Delivery::Messages(messages) => messages.iter().map(|m| frame(m, envelope)).collect(),
+            Delivery::Reset(oldest) => vec![reset(&oldest)],
+            Delivery::Quiet | Delivery::Failed(_) => Vec::new(),
+        };
+        let switch = match io::encode(&mut context, frames) {
+            first if first.is_empty() => switch,
+            first => switch.with_body(None, Bytes::from(first)),
+        };
         let socket = Socket {
             subscription,
-            first: Some(first),
-            envelope: spec.settings.format != conf::PollFormat::Raw,
+            context,
+            envelope,
             publisher,
         };
         (socket, switch)
@@ -164,34 +191,15 @@ impl Publisher {
     }
 }
 
-/// A subscriber whose handshake was answered, until its loop runs.
+/// A subscriber whose handshake was answered: its subscription, and tungstenite's state of the
+/// connection (boxed: a held socket keeps it, and inline it would size every held poll's
+/// record).
 pub struct Socket<'r> {
     subscription: Subscription<'r>,
-    /// What opening the subscription found, written first.
-    first: Option<Delivery>,
+    context: Box<WebSocketContext>,
     envelope: bool,
     /// With `publish: true`: what publishing the subscriber's messages needs.
     publisher: Option<Box<Publisher>>,
-}
-
-impl Socket<'_> {
-    /// Serves the subscriber over `io` until it ends; how it ended.
-    pub async fn run<S>(&mut self, runtime: &Runtime, io: S) -> &'static str
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send,
-    {
-        let first = self.first.take().unwrap_or(Delivery::Quiet);
-        let publisher = self.publisher.as_deref();
-        run(
-            &mut self.subscription,
-            runtime,
-            io,
-            first,
-            self.envelope,
-            publisher,
-        )
-        .await
-    }
 }
 
 /// What woke the socket's loop.
@@ -203,138 +211,127 @@ enum Woke<T> {
     Expired,
 }
 
-/// Serves `subscription` over the connection `io`, whose handshake was answered, starting with
-/// `first` (what opening it found); how it ended (for the access log).
-async fn run<S>(
-    subscription: &mut Subscription<'_>,
-    runtime: &Runtime,
-    io: S,
-    first: Delivery,
-    envelope: bool,
-    publisher: Option<&Publisher>,
-) -> &'static str
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let max_incoming = publisher.map_or(MAX_INCOMING, |publisher| publisher.max_size);
-    let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
-        .max_message_size(Some(max_incoming))
-        .max_frame_size(Some(max_incoming));
-    // Boxed, and every step but the wait boxed too: while the socket waits, this loop holds
-    // what a held poll's hold does, so it fits in the held poll's state.
-    let mut socket =
-        Box::new(WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await);
-    let mut shutdown = runtime.shutdown_signal();
-    let opened = Box::pin(deliver(subscription, runtime, &mut socket, first, envelope));
-    if let Some(ended) = opened.await {
-        return ended;
-    }
-    // A ping went out and its pong has not come back yet.
-    let mut pinged = false;
-    // Boxed, and only when the credential expires: an inline timer would size every socket.
-    let mut expiry = subscription
-        .expires
-        .map(|at| Box::pin(tokio::time::sleep_until(at)));
-    loop {
-        if *shutdown.borrow_and_update() {
-            Box::pin(close(&mut socket, CloseCode::Away, SHUTDOWN_REASON)).await;
-            return "shutdown";
-        }
-        let woke = {
-            let wait = subscription.wait(runtime);
-            let expired = async {
-                match &mut expiry {
-                    Some(sleep) => sleep.as_mut().await,
-                    None => std::future::pending().await,
+impl Socket<'_> {
+    /// Serves the subscriber over `io`, whose handshake was answered, until it ends; how it
+    /// ended (for the access log).
+    pub async fn run<S>(&mut self, runtime: &Runtime, mut io: S) -> &'static str
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let Socket {
+            subscription,
+            context,
+            envelope,
+            publisher,
+        } = self;
+        let (envelope, publisher) = (*envelope, publisher.as_deref());
+        let mut shutdown = runtime.shutdown_signal();
+        // A ping went out and its pong has not come back yet.
+        let mut pinged = false;
+        // Boxed, and only when the credential expires: an inline timer would size every socket.
+        let mut expiry = subscription
+            .expires
+            .map(|at| Box::pin(tokio::time::sleep_until(at)));
+        // Every step but the wait is boxed: while the socket waits, this loop holds what a
+        // held poll's hold does, so it fits in the held poll's state.
+        loop {
+            if *shutdown.borrow_and_update() {
+                Box::pin(close(context, &mut io, CloseCode::Away, SHUTDOWN_REASON)).await;
+                return "shutdown";
+            }
+            let woke = {
+                let wait = subscription.wait(runtime);
+                let expired = async {
+                    match &mut expiry {
+                        Some(sleep) => sleep.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    outcome = wait => Woke::Hub(outcome),
+                    frame = io::next(context, &mut io) => Woke::Client(frame),
+                    _ = shutdown.changed() => Woke::Shutdown,
+                    _ = expired => Woke::Expired,
                 }
             };
-            tokio::select! {
-                outcome = wait => Woke::Hub(outcome),
-                frame = socket.next() => Woke::Client(frame),
-                _ = shutdown.changed() => Woke::Shutdown,
-                _ = expired => Woke::Expired,
-            }
-        };
-        match woke {
-            Woke::Shutdown => {}
-            Woke::Expired => {
-                let reason = "the credential expired; reconnect with a fresh one";
-                Box::pin(close(&mut socket, CloseCode::Policy, reason)).await;
-                return "expired";
-            }
-            Woke::Hub(outcome) => match subscription.advance(outcome) {
-                Delivery::Quiet => {
-                    // A whole keep-alive without the pong of the last ping: the client is gone.
-                    if pinged {
-                        return "client_gone";
-                    }
-                    if Box::pin(socket.send(Frame::Ping(Bytes::new())))
-                        .await
-                        .is_err()
-                    {
-                        return "client_gone";
-                    }
-                    pinged = true;
+            match woke {
+                Woke::Shutdown => {}
+                Woke::Expired => {
+                    let reason = "the credential expired; reconnect with a fresh one";
+                    Box::pin(close(context, &mut io, CloseCode::Policy, reason)).await;
+                    return "expired";
                 }
-                delivery => {
-                    let ended = Box::pin(deliver(
-                        subscription,
-                        runtime,
-                        &mut socket,
-                        delivery,
-                        envelope,
-                    ));
-                    if let Some(ended) = ended.await {
-                        return ended;
-                    }
-                }
-            },
-            Woke::Client(None) => return "client_gone",
-            Woke::Client(Some(Ok(frame))) => match frame {
-                Frame::Pong(_) => pinged = false,
-                // tungstenite queued the answer (a pong, or the closing handshake's close).
-                Frame::Ping(_) => {
-                    if Box::pin(socket.flush()).await.is_err() {
-                        return "client_gone";
-                    }
-                }
-                Frame::Close(_) => {
-                    let _ = Box::pin(socket.flush()).await;
-                    return "client_gone";
-                }
-                Frame::Text(_) | Frame::Binary(_) => {
-                    let refused = match publisher {
-                        Some(publisher) => {
-                            let published = publisher.publish(runtime, subscription, frame);
-                            Box::pin(published).await.err()
+                Woke::Hub(outcome) => match subscription.advance(outcome) {
+                    Delivery::Quiet => {
+                        // A whole keep-alive without the pong of the last ping: the client is
+                        // gone.
+                        if pinged {
+                            return "client_gone";
                         }
-                        None => Some((
-                            CloseCode::Policy,
-                            "this route does not take messages from subscribers".to_owned(),
-                        )),
+                        let ping = vec![Frame::Ping(Bytes::new())];
+                        if Box::pin(io::send(context, &mut io, ping)).await.is_err() {
+                            return "client_gone";
+                        }
+                        pinged = true;
+                    }
+                    delivery => {
+                        let ended = Box::pin(deliver(
+                            subscription,
+                            runtime,
+                            (context, &mut io),
+                            delivery,
+                            envelope,
+                        ));
+                        if let Some(ended) = ended.await {
+                            return ended;
+                        }
+                    }
+                },
+                Woke::Client(None) => return "client_gone",
+                Woke::Client(Some(Ok(frame))) => match frame {
+                    Frame::Pong(_) => pinged = false,
+                    // Tungstenite queued the answer (a pong, or the closing handshake's close).
+                    Frame::Ping(_) => {
+                        if Box::pin(io::flush(context, &mut io)).await.is_err() {
+                            return "client_gone";
+                        }
+                    }
+                    Frame::Close(_) => {
+                        let _ = Box::pin(io::flush(context, &mut io)).await;
+                        return "client_gone";
+                    }
+                    Frame::Text(_) | Frame::Binary(_) => {
+                        let refused = match publisher {
+                            Some(publisher) => {
+                                let published = publisher.publish(runtime, subscription, frame);
+                                Box::pin(published).await.err()
+                            }
+                            None => Some((
+                                CloseCode::Policy,
+                                "this route does not take messages from subscribers".to_owned(),
+                            )),
+                        };
+                        if let Some((code, reason)) = refused {
+                            Box::pin(close(context, &mut io, code, &reason)).await;
+                            return "error";
+                        }
+                    }
+                    Frame::Frame(_) => {}
+                },
+                Woke::Client(Some(Err(error))) => {
+                    let (code, reason) = match &error {
+                        WsError::Capacity(_) => (CloseCode::Size, "the frame is too large"),
+                        WsError::Utf8(_) => (CloseCode::Invalid, "a text frame is not UTF-8"),
+                        WsError::Protocol(ProtocolError::UnmaskedFrameFromClient) => {
+                            (CloseCode::Protocol, "client frames must be masked")
+                        }
+                        WsError::Protocol(_) => (CloseCode::Protocol, "a protocol error"),
+                        _ => return "client_gone",
                     };
-                    if let Some((code, reason)) = refused {
-                        Box::pin(close(&mut socket, code, &reason)).await;
-                        return "error";
-                    }
+                    tracing::debug!(%error, "closing a WebSocket subscriber");
+                    Box::pin(close(context, &mut io, code, reason)).await;
+                    return "error";
                 }
-                Frame::Frame(_) => {}
-            },
-            Woke::Client(Some(Err(error))) => {
-                let (code, reason) = match &error {
-                    WsError::Capacity(_) => (CloseCode::Size, "the frame is too large"),
-                    WsError::Utf8(_) => (CloseCode::Invalid, "a text frame is not UTF-8"),
-                    WsError::Protocol(ProtocolError::UnmaskedFrameFromClient) => {
-                        (CloseCode::Protocol, "client frames must be masked")
-                    }
-                    WsError::Protocol(_) => (CloseCode::Protocol, "a protocol error"),
-                    _ => return "client_gone",
-                };
-                tracing::debug!(%error, "closing a WebSocket subscriber");
-                Box::pin(close(&mut socket, code, reason)).await;
-                return "error";
             }
         }
     }
@@ -345,7 +342,7 @@ where
 async fn deliver<S>(
     subscription: &mut Subscription<'_>,
     runtime: &Runtime,
-    socket: &mut WebSocketStream<S>,
+    (context, io): (&mut WebSocketContext, &mut S),
     delivery: Delivery,
     envelope: bool,
 ) -> Option<&'static str>
@@ -369,12 +366,7 @@ where
             }
         }
         let mut backlog = Backlog::default();
-        let write = async {
-            for frame in frames {
-                socket.feed(frame).await?;
-            }
-            socket.flush().await
-        };
+        let write = io::send(context, io, frames);
         let written = subscription
             .write_keeping_up(runtime, write, &mut backlog)
             .await;
@@ -386,13 +378,13 @@ where
                     "too slow: more than {} bytes of messages waited to be written",
                     subscription.max_lag()
                 );
-                let closing = close(socket, CloseCode::Policy, &reason);
+                let closing = close(context, io, CloseCode::Policy, &reason);
                 // It does not read, so the close frame may never go out.
                 let _ = tokio::time::timeout(SLOW_CLOSE, closing).await;
                 Some("slow")
             }
             Written::Shutdown => {
-                let closing = close(socket, CloseCode::Away, SHUTDOWN_REASON);
+                let closing = close(context, io, CloseCode::Away, SHUTDOWN_REASON);
                 let _ = tokio::time::timeout(SLOW_CLOSE, closing).await;
                 Some("shutdown")
             }
@@ -405,7 +397,13 @@ where
         }
         if let Some(error) = failed {
             tracing::warn!(%error, "a WebSocket subscriber's channel failed");
-            close(socket, CloseCode::Error, "the channel could not be read").await;
+            close(
+                context,
+                io,
+                CloseCode::Error,
+                "the channel could not be read",
+            )
+            .await;
             return Some("error");
         }
         if backlog.deliveries.is_empty() {
@@ -440,7 +438,7 @@ fn reset(oldest: &Cursor) -> Frame {
 /// most 125 bytes, two of them the code).
 const MAX_REASON: usize = 123;
 
-async fn close<S>(socket: &mut WebSocketStream<S>, code: CloseCode, reason: &str)
+async fn close<S>(context: &mut WebSocketContext, io: &mut S, code: CloseCode, reason: &str)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -452,7 +450,7 @@ where
         code,
         reason: reason[..end].into(),
     };
-    if let Err(error) = socket.close(Some(frame)).await {
+    if let Err(error) = io::close(context, io, frame).await {
         tracing::debug!(%error, "cannot close a WebSocket subscriber cleanly");
     }
 }
