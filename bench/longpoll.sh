@@ -48,9 +48,26 @@
 #      streams (`Accept: text/event-stream`), then N WebSockets (Nchan's `nchan_subscriber
 #      longpoll eventsource websocket`): memory per open subscriber once its head (or 101) has
 #      arrived, and the time from the publish to each one's event or frame.
-# Run:    bench/longpoll.sh                (takes ~3 min)
-# Knobs:  NS="5000 15000"  TP_SECS=10  SERVERS="holdfast nchan pushpin"  PORT_BASE=28600
+#   5. sustained delivery (Holdfast and Nchan), for each transport in SUSTAIN (SSE streams,
+#      WebSockets): SUSTAIN_N subscribers on ONE broadcast channel, and once all are open,
+#      SUSTAIN_RATE numbered messages/s published to it for SUSTAIN_SECS s (one keep-alive
+#      connection, in order, each answered 2xx before the next): every subscriber must get every
+#      message once and in order (lost, reordered, duplicates counted); the server's CPU
+#      (utime+stime from /proc/PID/stat, first publish to last delivery) per delivered message,
+#      and the time from each publish to each delivery (kernel receive timestamp) p50 / p99.
+#      1000 × 100/s is 100,000 deliveries/s; the load tool shares the machine's CPUs with the
+#      server, so its own CPU and the machine's busy share are reported beside it. Both servers
+#      keep 1000 messages per channel in these rounds (16 elsewhere), so that a subscriber a few
+#      hundred ms behind is not reset past its cursor.
+# Run:    bench/longpoll.sh                (takes ~4 min)
+# Knobs:  NS="5000 15000" (empty: no long-poll fan-out rounds)  SERVERS="holdfast nchan pushpin"
+#         TP_SECS=10 (0: no throughput round)  PORT_BASE=28600
 #         SSE_NS="15000" (empty: no stream rounds)
+#         SUSTAIN="sse ws" (empty: no sustained rounds)  SUSTAIN_N=1000  SUSTAIN_RATE=100
+#         SUSTAIN_SECS=10
+#         e.g. only the sustained rounds, small:
+#           NS= SSE_NS= TP_SECS=0 SERVERS="holdfast nchan" SUSTAIN_N=100 SUSTAIN_RATE=20 \
+#             SUSTAIN_SECS=3 bench/longpoll.sh
 #         PUSHPIN_PUB_RATE=8 (publishes/s in Pushpin's throughput test)
 #         HOLDFAST_BIN=path/to/holdfast (default target/release/holdfast, built if missing)
 # Needs:  nginx, libnginx-mod-nchan, pushpin (Debian packages; installed with apt-get when run
@@ -62,9 +79,13 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$ROOT/bench/lib.sh"
-NS="${NS:-5000 15000}"
+NS="${NS-5000 15000}"
 SSE_NS="${SSE_NS-15000}"
 TP_SECS="${TP_SECS:-10}"
+SUSTAIN="${SUSTAIN-sse ws}"
+SUSTAIN_N="${SUSTAIN_N:-1000}"
+SUSTAIN_RATE="${SUSTAIN_RATE:-100}"
+SUSTAIN_SECS="${SUSTAIN_SECS:-10}"
 SERVERS="${SERVERS:-holdfast nchan pushpin}"
 PORT_BASE="${PORT_BASE:-28600}"
 HOLDFAST_PORT=$PORT_BASE
@@ -77,7 +98,8 @@ PUSHPIN_PUB_RATE="${PUSHPIN_PUB_RATE:-8}"
 export PATH="$PATH:/usr/sbin"
 
 max_n=10000 # the throughput test holds 100 × 100
-for n in $NS; do [ "$n" -gt "$max_n" ] && max_n=$n; done
+for n in $NS $SSE_NS; do [ "$n" -gt "$max_n" ] && max_n=$n; done
+[ -n "$SUSTAIN" ] && [ "$SUSTAIN_N" -gt "$max_n" ] && max_n=$SUSTAIN_N
 if [ "$(ulimit -n)" -lt $((max_n + 1000)) ]; then
     ulimit -n $((max_n + 1000)) 2>/dev/null || {
         echo "ulimit -n is $(ulimit -n); holding $max_n polls needs $((max_n + 1000))" >&2
@@ -130,12 +152,13 @@ descendants() { # pid -> the pid and all its descendants
 }
 
 # ---- servers: start_<name> sets SUB, PUB (URL templates with {ch}), BODY, SERVER_PIDS ---------
+# BUFFER_MESSAGES: the messages a channel keeps (16 unless a round says otherwise).
 start_holdfast() {
     cat >"$TMP/holdfast.yaml" <<EOF
 listen: 127.0.0.1:$HOLDFAST_PORT
 admin: 127.0.0.1:$HOLDFAST_ADMIN_PORT
 server: { threads: 1, shutdown_grace: 1s, watch_interval: 0s }
-channels: { max_held: 19500, buffer_messages: 16 }
+channels: { max_held: 19500, buffer_messages: ${BUFFER_MESSAGES:-16} }
 routes:
   - name: sub
     match: { path: "/sub/{ch}", methods: [GET] }
@@ -185,7 +208,7 @@ http {
         location ~ ^/pub/([A-Za-z0-9_]+)\$ {
             nchan_publisher;
             nchan_channel_id \$1;
-            nchan_message_buffer_length 16;
+            nchan_message_buffer_length ${BUFFER_MESSAGES:-16};
             nchan_message_timeout 60s;
         }
         location = /ping { return 200 "ok"; }
@@ -259,7 +282,7 @@ prime() { # url... — hold one poll on each channel for 2 s, all at once (see t
 field() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k { print $2 }'; }
 
 echo "# bench/longpoll.sh — $(date -u +%Y-%m-%dT%H:%M:%SZ) — $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-declare -A FAN TP SSE WS
+declare -A FAN TP SSE WS SUS
 round=0
 fanout_round() { # server n sse(0|1) [ws(0|1)] — one fan-out on a fresh server and channel, into $out
     local server=$1 n=$2 sse=$3 ws=${4:-0} ch
@@ -270,6 +293,15 @@ fanout_round() { # server n sse(0|1) [ws(0|1)] — one fan-out on a fresh server
     out="$("$LOADTOOL" fanout --sse "$sse" --ws "$ws" --label "$server" --n "$n" --sub "${SUB//\{ch\}/$ch}" \
         --pub "${PUB//\{ch\}/$ch}" --pub-body "${BODY//\{ch\}/$ch}" --pids "$SERVER_PIDS" \
         --settle $((2 + n / SETTLE_PER_S)) --timeout 30)"
+    stop_server
+}
+sustain_round() { # server transport(sse|ws) — the sustained round on a fresh server, into $out
+    local server=$1 transport=$2
+    round=$((round + 1))
+    BUFFER_MESSAGES=1000 "start_$server"
+    out="$("$LOADTOOL" sustain --"$transport" 1 --label "$server" --n "$SUSTAIN_N" \
+        --rate "$SUSTAIN_RATE" --secs "$SUSTAIN_SECS" --sub "${SUB//\{ch\}/sus$round}" \
+        --pub "${PUB//\{ch\}/sus$round}" --pids "$SERVER_PIDS" --settle $((1 + SUSTAIN_N / SETTLE_PER_S)))"
     stop_server
 }
 for server in $ACTIVE; do
@@ -287,6 +319,12 @@ for server in $ACTIVE; do
         echo "ws fanout $out"
         WS[$server.$n]="$out"
     done
+    [ "$server" = pushpin ] || for transport in $SUSTAIN; do
+        sustain_round "$server" "$transport"
+        echo "sustain $transport $out"
+        SUS[$server.$transport]="$out"
+    done
+    [ "$TP_SECS" = 0 ] && continue
     "start_$server"
     [ "$PRIME" = 1 ] && prime $(for c in $(seq 0 99); do echo "${SUB//\{ch\}/c$c}"; done)
     out="$("$LOADTOOL" throughput --label "$server" --sub "$SUB" --pub "$PUB" --pub-body "$BODY" \
@@ -298,7 +336,7 @@ done
 
 echo
 echo "# summary"
-printf '%-9s %7s %7s %12s %9s %9s %9s %9s\n' server N held "KiB/held" "p50 ms" "p99 ms" "max ms" received
+[ -z "$NS" ] || printf '%-9s %7s %7s %12s %9s %9s %9s %9s\n' server N held "KiB/held" "p50 ms" "p99 ms" "max ms" received
 for server in $ACTIVE; do
     for n in $NS; do
         o="${FAN[$server.$n]}"
@@ -326,9 +364,37 @@ if [ -n "$SSE_NS" ]; then
     subscriber_table "Server-Sent Events" stream SSE
     subscriber_table WebSocket socket WS
 fi
-echo
-printf '%-9s %14s %16s %22s\n' server "publishes/s" "delivered/s" "delivered/publish"
-for server in $ACTIVE; do
+if [ -n "$SUSTAIN" ]; then
+    echo
+    echo "# sustained: $SUSTAIN_N subscribers x $SUSTAIN_RATE messages/s, ${SUSTAIN_SECS}s, one channel" \
+        "(us/deliv: the server's utime+stime per delivered message; srv %, tool %: the server's and" \
+        "the load tool's CPU in % of one CPU; busy%: the whole machine's, in % of all $(nproc) CPUs)"
+    printf '%-9s %-4s %6s %9s %10s %6s %9s %9s %7s %10s %7s %6s %8s %8s\n' server via held published \
+        delivered lost "reord/dup" "srv CPU s" "srv %" "us/deliv" "tool %" "busy%" "p50 ms" "p99 ms"
+    for server in $ACTIVE; do
+        for transport in $SUSTAIN; do
+            o="${SUS[$server.$transport]:-}"
+            [ -z "$o" ] && continue
+            printf '%-9s %-4s %6s %9s %10s %6s %9s %9s %7s %10s %7s %6s %8s %8s\n' "$server" "$transport" \
+                "$(field held "$o")" "$(field published "$o")" "$(field delivered "$o")" \
+                "$(field lost "$o")" "$(field reordered "$o")/$(field duplicates "$o")" \
+                "$(field server_cpu_s "$o")" "$(field server_cpu_pct "$o")" \
+                "$(field cpu_us_per_delivery "$o")" "$(field client_cpu_pct "$o")" \
+                "$(field machine_busy_pct "$o")" "$(field p50_ms "$o")" "$(field p99_ms "$o")"
+        done
+    done
+    for transport in $SUSTAIN; do
+        h="${SUS[holdfast.$transport]:-}" c="${SUS[nchan.$transport]:-}"
+        [ -z "$h" ] || [ -z "$c" ] && continue
+        awk -v t="$transport" -v hc="$(field cpu_us_per_delivery "$h")" -v nc="$(field cpu_us_per_delivery "$c")" \
+            -v hp="$(field p99_ms "$h")" -v np="$(field p99_ms "$c")" 'BEGIN {
+                printf "holdfast/nchan %-4s CPU per delivery %s   p99 %s\n", t,
+                    (nc > 0 ? sprintf("%.2f", hc / nc) : "-"), (np > 0 ? sprintf("%.2f", hp / np) : "-") }'
+    done
+fi
+[ "$TP_SECS" = 0 ] || echo
+[ "$TP_SECS" = 0 ] || printf '%-9s %14s %16s %22s\n' server "publishes/s" "delivered/s" "delivered/publish"
+[ "$TP_SECS" = 0 ] || for server in $ACTIVE; do
     o="${TP[$server]}"
     printf '%-9s %14s %16s %22s\n' "$server" "$(field publish_per_s "$o")" \
         "$(field delivered_per_s "$o")" "$(field delivered_per_publish "$o")"

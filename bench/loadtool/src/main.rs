@@ -19,6 +19,21 @@
 //!       sends its next publish when the previous one is answered, or, with --pub-rate, paced
 //!       to R publishes/s in all (for a server whose publish answer does not wait for delivery).
 //!
+//!   loadtool sustain --sub URL --pub URL --sse 1|--ws 1 [--n 1000] [--rate 100] [--secs 10]
+//!                   [--pids P1,P2] [--label NAME] [--settle 1] [--drain 5]
+//!       N Server-Sent Events streams (or WebSockets) on ONE broadcast channel; once all are
+//!       open (and --settle seconds more), publishes m000000, m000001, … to --pub at --rate per
+//!       second for --secs seconds, from one keep-alive connection, in order (each sent when
+//!       due, its answer — 2xx — read before the next). Every subscriber parses its stream as
+//!       it comes (SSE `data:` lines, plain or chunked; WebSocket frames, pings answered) and
+//!       checks that it got every published message exactly once and in order. Reports
+//!       published, delivered, expected (published × held), lost, reordered, duplicates, the
+//!       servers' CPU (utime+stime of --pids from /proc/PID/stat) from the first publish until
+//!       the last delivery (at most --drain seconds after the last publish), CPU µs per delivery,
+//!       the load tool's own CPU (both in % of one CPU) and the machine's busy share (in % of
+//!       all its CPUs) over the same window, and the delivery latency (publish sent → the
+//!       kernel's receive timestamp) p50 / p99 / max. Long-poll subscribers are not supported.
+//!
 //!   loadtool grip-origin --listen 127.0.0.1:PORT
 //!       The origin Pushpin fronts: answers every request with `Grip-Hold: response` and
 //!       `Grip-Channel: <last path segment>`, so Pushpin holds the client.
@@ -677,6 +692,698 @@ async fn throughput(args: Args) {
     }
 }
 
+// ---- sustain ------------------------------------------------------------------------------------
+
+/// utime + stime of the given processes (all their threads), in seconds.
+fn cpu_secs(pids: &[u32]) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks: u64 = pids
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // The name (field 2) may hold spaces: count the fields after its closing parenthesis,
+            // which start at field 3 (state); utime and stime are fields 14 and 15.
+            let rest = &stat[stat.rfind(')')? + 1..];
+            let mut fields = rest.split_whitespace().skip(11);
+            let utime: u64 = fields.next()?.parse().ok()?;
+            let stime: u64 = fields.next()?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .sum();
+    ticks as f64 / hz
+}
+
+/// The whole machine's (busy, total) jiffies, from the first line of /proc/stat.
+fn machine_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let values: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user)
+    let total: u64 = values.iter().take(8).sum();
+    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    (total.saturating_sub(idle), total)
+}
+
+/// One non-blocking recvmsg into `buf`, with the kernel's receive time (realtime ns) if it gave
+/// one; `WouldBlock` as an error, for `try_io`.
+fn recv_stamped(fd: i32, buf: &mut [u8]) -> std::io::Result<(usize, Option<i64>)> {
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; all pointers point into buffers that outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: see above.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut stamp = None;
+    // SAFETY: walking the control messages the kernel wrote, with libc's own macros.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
+                stamp = Some(ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64);
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((n as usize, stamp))
+}
+
+/// The sequence number of a message body `m<digits>`.
+fn seq_of(body: &[u8]) -> Option<usize> {
+    let digits = body.strip_prefix(b"m")?;
+    if digits.is_empty() || digits.len() > 12 {
+        return None;
+    }
+    let mut value = 0usize;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + usize::from(d - b'0');
+    }
+    Some(value)
+}
+
+/// Where a chunked body's decoder is.
+enum Chunk {
+    /// In a chunk-size line: the size so far, and whether an extension (`;…`) began.
+    Size(usize, bool),
+    /// In a chunk's data: bytes left.
+    Data(usize),
+    /// After a chunk's data, until its line end.
+    DataEnd,
+    /// The last chunk came: the stream is over.
+    Done,
+}
+
+/// What a subscriber's bytes brought.
+#[derive(Default)]
+struct Seen {
+    /// message sequence numbers, in arrival order
+    seqs: Vec<usize>,
+    /// `cursor-gone` resets (the subscriber fell behind the server's buffer)
+    resets: u64,
+    /// events or frames that were neither a message nor a reset
+    other: u64,
+    /// the server closed the stream or socket (last chunk, close frame)
+    ended: bool,
+}
+
+/// A subscriber's incremental parser: the response head, then Server-Sent Events (plain or
+/// chunked) or WebSocket frames from the server.
+struct StreamParser {
+    ws: bool,
+    /// The head's status, once it is in.
+    status: Option<u16>,
+    /// Bytes of the head so far; then unparsed stream bytes (SSE lines or WebSocket frames).
+    buf: Vec<u8>,
+    /// Whether the SSE body is chunked, and the decoder.
+    chunked: Option<Chunk>,
+    /// The current SSE event's `event:` is `reset`.
+    reset_event: bool,
+    /// A fragmented WebSocket message so far.
+    fragment: Vec<u8>,
+    /// Masked pongs to send (answers to the server's pings).
+    pongs: Vec<u8>,
+}
+
+impl StreamParser {
+    fn new(ws: bool) -> Self {
+        Self {
+            ws,
+            status: None,
+            buf: Vec::with_capacity(1024),
+            chunked: None,
+            reset_event: false,
+            fragment: Vec::new(),
+            pongs: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, data: &[u8], seen: &mut Seen) {
+        if self.status.is_none() {
+            self.buf.extend_from_slice(data);
+            let Some((head, status, _, length)) = parse_head(&self.buf) else {
+                return;
+            };
+            self.status = Some(status);
+            if matches!(length, Length::Chunked) && !self.ws {
+                self.chunked = Some(Chunk::Size(0, false));
+            }
+            let rest = self.buf.split_off(head);
+            self.buf.clear();
+            self.body(&rest, seen);
+        } else {
+            self.body(data, seen);
+        }
+    }
+
+    /// Body bytes as they came off the socket: de-chunked if need be, then parsed.
+    fn body(&mut self, data: &[u8], seen: &mut Seen) {
+        let Some(mut state) = self.chunked.take() else {
+            self.buf.extend_from_slice(data);
+            self.parse(seen);
+            return;
+        };
+        let mut i = 0;
+        while i < data.len() {
+            state = match state {
+                Chunk::Size(size, ext) => {
+                    let b = data[i];
+                    i += 1;
+                    match b {
+                        b'\n' if size == 0 => Chunk::Done,
+                        b'\n' => Chunk::Data(size),
+                        b';' => Chunk::Size(size, true),
+                        _ if ext => Chunk::Size(size, true),
+                        b'0'..=b'9' => Chunk::Size(size * 16 + usize::from(b - b'0'), false),
+                        b'a'..=b'f' => Chunk::Size(size * 16 + usize::from(b - b'a' + 10), false),
+                        b'A'..=b'F' => Chunk::Size(size * 16 + usize::from(b - b'A' + 10), false),
+                        _ => Chunk::Size(size, ext), // CR, whitespace
+                    }
+                }
+                Chunk::Data(left) => {
+                    let take = left.min(data.len() - i);
+                    self.buf.extend_from_slice(&data[i..i + take]);
+                    i += take;
+                    if take == left {
+                        Chunk::DataEnd
+                    } else {
+                        Chunk::Data(left - take)
+                    }
+                }
+                Chunk::DataEnd => {
+                    let b = data[i];
+                    i += 1;
+                    if b == b'\n' {
+                        Chunk::Size(0, false)
+                    } else {
+                        Chunk::DataEnd
+                    }
+                }
+                Chunk::Done => {
+                    seen.ended = true;
+                    break;
+                }
+            };
+        }
+        if matches!(state, Chunk::Done) {
+            seen.ended = true;
+        }
+        self.chunked = Some(state);
+        self.parse(seen);
+    }
+
+    fn parse(&mut self, seen: &mut Seen) {
+        if self.ws {
+            self.frames(seen)
+        } else {
+            self.lines(seen)
+        }
+    }
+
+    /// Server-Sent Events: `data:` lines are messages (each message is one line); `event:
+    /// reset` marks the event's data as a reset; comments, `id:`, `retry:` are skipped.
+    fn lines(&mut self, seen: &mut Seen) {
+        let mut start = 0;
+        while let Some(end) = self.buf[start..].iter().position(|&b| b == b'\n') {
+            let mut line = &self.buf[start..start + end];
+            start += end + 1;
+            if let Some(stripped) = line.strip_suffix(b"\r") {
+                line = stripped;
+            }
+            if line.is_empty() {
+                self.reset_event = false;
+            } else if let Some(value) = line.strip_prefix(b"data:") {
+                let value = value.strip_prefix(b" ").unwrap_or(value);
+                if self.reset_event {
+                    seen.resets += 1;
+                } else if let Some(seq) = seq_of(value) {
+                    seen.seqs.push(seq);
+                } else {
+                    seen.other += 1;
+                }
+            } else if let Some(value) = line.strip_prefix(b"event:") {
+                self.reset_event = value.trim_ascii() == b"reset";
+            }
+        }
+        self.buf.drain(..start);
+    }
+
+    /// WebSocket frames from the server (unmasked, but a mask is honoured): text and binary
+    /// messages (fragmented ones put together), pings answered, a close ends it.
+    fn frames(&mut self, seen: &mut Seen) {
+        let mut pos = 0;
+        loop {
+            let avail = &self.buf[pos..];
+            if avail.len() < 2 {
+                break;
+            }
+            let (fin, opcode) = (avail[0] & 0x80 != 0, avail[0] & 0x0f);
+            let masked = avail[1] & 0x80 != 0;
+            let (len, mut header) = match avail[1] & 0x7f {
+                126 if avail.len() >= 4 => (usize::from(u16::from_be_bytes([avail[2], avail[3]])), 4),
+                127 if avail.len() >= 10 => {
+                    let mut be = [0u8; 8];
+                    be.copy_from_slice(&avail[2..10]);
+                    (u64::from_be_bytes(be) as usize, 10)
+                }
+                126 | 127 => break,
+                len => (usize::from(len), 2),
+            };
+            let mask = if masked {
+                if avail.len() < header + 4 {
+                    break;
+                }
+                header += 4;
+                Some([avail[header - 4], avail[header - 3], avail[header - 2], avail[header - 1]])
+            } else {
+                None
+            };
+            if avail.len() < header + len {
+                break;
+            }
+            let mut payload = avail[header..header + len].to_vec();
+            if let Some(mask) = mask {
+                for (i, b) in payload.iter_mut().enumerate() {
+                    *b ^= mask[i % 4];
+                }
+            }
+            pos += header + len;
+            match opcode {
+                0..=2 => {
+                    let whole = if opcode != 0 && fin && self.fragment.is_empty() {
+                        payload
+                    } else {
+                        self.fragment.extend_from_slice(&payload);
+                        if !fin {
+                            continue;
+                        }
+                        std::mem::take(&mut self.fragment)
+                    };
+                    if let Some(seq) = seq_of(&whole) {
+                        seen.seqs.push(seq);
+                    } else if whole.windows(11).any(|w| w == b"cursor-gone") {
+                        seen.resets += 1;
+                    } else {
+                        seen.other += 1;
+                    }
+                }
+                8 => {
+                    seen.ended = true;
+                    break;
+                }
+                9 => {
+                    // pong, FIN, masked with a fixed key, the ping's payload
+                    let key = [0x5a, 0x17, 0xc3, 0x0e];
+                    self.pongs.push(0x8a);
+                    self.pongs.push(0x80 | payload.len() as u8);
+                    self.pongs.extend_from_slice(&key);
+                    self.pongs.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+                }
+                _ => {}
+            }
+        }
+        self.buf.drain(..pos);
+    }
+}
+
+/// What one subscriber reports at the end.
+struct SubReport {
+    /// opened (its 101 or 200 came)
+    opened: bool,
+    status: u16,
+    /// bit i: message i arrived
+    got: Vec<u64>,
+    duplicates: u64,
+    /// arrived after a later message
+    reordered: u64,
+    resets: u64,
+    other: u64,
+    /// the server ended it, or the connection broke, before the end
+    closed: bool,
+    /// microseconds from the publish to the kernel's receive time, one per message
+    latencies_us: Vec<u32>,
+    unstamped: u64,
+}
+
+async fn sustain(args: Args) {
+    let sub = parse_url(required(&args, "sub"));
+    let publish = parse_url(required(&args, "pub"));
+    let n: usize = arg(&args, "n", 1000);
+    let rate: f64 = arg(&args, "rate", 100.0);
+    let secs: f64 = arg(&args, "secs", 10.0);
+    let settle: f64 = arg(&args, "settle", 1.0);
+    // After the last publish, how long the last deliveries may take at most.
+    let drain: f64 = arg(&args, "drain", 5.0);
+    let concurrency: usize = arg(&args, "connect-concurrency", 256);
+    let label = args.get("label").cloned().unwrap_or_else(|| "server".into());
+    let pids: Vec<u32> = args
+        .get("pids")
+        .map(|p| p.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    let ws = arg::<u8>(&args, "ws", 0) == 1;
+    let sse = arg::<u8>(&args, "sse", 0) == 1 && !ws;
+    if !ws && !sse {
+        eprintln!("loadtool sustain: --sse 1 or --ws 1 (long-poll is not supported here)");
+        std::process::exit(2)
+    }
+    let planned = (rate * secs).round().max(1.0) as usize;
+    let opened_status = if ws { 101 } else { 200 };
+    let request = Arc::new(if ws {
+        format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: holdfast-loadtool\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n",
+            sub.path, sub.host
+        )
+        .into_bytes()
+    } else {
+        get_request_accepting(&sub, "text/event-stream")
+    });
+
+    // The publisher writes each message's send time (realtime ns) here before it sends it;
+    // subscribers read it to time their deliveries.
+    let sent_at: Arc<Vec<std::sync::atomic::AtomicI64>> =
+        Arc::new((0..planned).map(|_| std::sync::atomic::AtomicI64::new(0)).collect());
+    let opened = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let delivered = Arc::new(AtomicU64::new(0));
+    // One stop signal per subscriber: a oneshot is polled without locks (a shared watch would
+    // take its mutex on every read).
+    let mut stops = Vec::with_capacity(n);
+    let gate = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let words = planned.div_ceil(64);
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (request, sent_at, opened, refused, delivered, gate) = (
+            request.clone(),
+            sent_at.clone(),
+            opened.clone(),
+            refused.clone(),
+            delivered.clone(),
+            gate.clone(),
+        );
+        let (stop_tx, mut stop) = tokio::sync::oneshot::channel::<()>();
+        stops.push(stop_tx);
+        let addr = sub.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut report = SubReport {
+                opened: false,
+                status: 0,
+                got: vec![0u64; words],
+                duplicates: 0,
+                reordered: 0,
+                resets: 0,
+                other: 0,
+                closed: false,
+                latencies_us: Vec::with_capacity(planned),
+                unstamped: 0,
+            };
+            let permit = gate.acquire().await;
+            let mut stream = None;
+            for attempt in 0..20 {
+                match TcpStream::connect(addr).await {
+                    Ok(mut s) => {
+                        enable_rx_timestamps(s.as_raw_fd());
+                        if s.write_all(&request).await.is_ok() {
+                            stream = Some(s);
+                            break;
+                        }
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20 * (attempt + 1))).await,
+                }
+            }
+            drop(permit);
+            let Some(mut stream) = stream else {
+                refused.fetch_add(1, Ordering::Relaxed);
+                return report;
+            };
+            let fd = stream.as_raw_fd();
+            let mut parser = StreamParser::new(ws);
+            let mut seen = Seen::default();
+            let mut rbuf = vec![0u8; 16384];
+            let mut next = 0usize; // one past the highest sequence seen
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut stop => break,
+                    ready = stream.readable() => if ready.is_err() { report.closed = true; break },
+                }
+                let (k, stamp) =
+                    match stream.try_io(tokio::io::Interest::READABLE, || recv_stamped(fd, &mut rbuf)) {
+                        Ok((0, _)) => {
+                            report.closed = true;
+                            break;
+                        }
+                        Ok(read) => read,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(_) => {
+                            report.closed = true;
+                            break;
+                        }
+                    };
+                let arrived = stamp.unwrap_or_else(|| realtime_ns() as i64);
+                parser.feed(&rbuf[..k], &mut seen);
+                if !report.opened {
+                    match parser.status {
+                        None => continue,
+                        Some(status) if status == opened_status => {
+                            report.status = status;
+                            report.opened = true;
+                            opened.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some(status) => {
+                            report.status = status;
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            return report;
+                        }
+                    }
+                }
+                let mut fresh = 0;
+                for &seq in &seen.seqs {
+                    if seq >= planned {
+                        report.other += 1;
+                        continue;
+                    }
+                    let (word, bit) = (seq / 64, 1u64 << (seq % 64));
+                    if report.got[word] & bit != 0 {
+                        report.duplicates += 1;
+                        continue;
+                    }
+                    report.got[word] |= bit;
+                    fresh += 1;
+                    if seq < next {
+                        report.reordered += 1;
+                    } else {
+                        next = seq + 1;
+                    }
+                    let sent = sent_at[seq].load(Ordering::Acquire);
+                    if sent > 0 && stamp.is_some() {
+                        report.latencies_us.push(((arrived - sent).max(0) / 1000) as u32);
+                    } else {
+                        report.unstamped += 1;
+                    }
+                }
+                seen.seqs.clear();
+                if fresh > 0 {
+                    delivered.fetch_add(fresh, Ordering::Relaxed);
+                }
+                if !parser.pongs.is_empty() {
+                    let pongs = std::mem::take(&mut parser.pongs);
+                    if stream.write_all(&pongs).await.is_err() {
+                        report.closed = true;
+                        break;
+                    }
+                }
+                if seen.ended {
+                    report.closed = true;
+                    break;
+                }
+            }
+            report.resets = seen.resets;
+            report.other += seen.other;
+            report.latencies_us.shrink_to_fit();
+            report
+        }));
+    }
+
+    // Settle: every subscriber open (or refused), then a little longer.
+    let connect_started = Instant::now();
+    let wait_until = connect_started + Duration::from_secs(60 + n as u64 / 1000);
+    while opened.load(Ordering::Relaxed) + refused.load(Ordering::Relaxed) < n as u64
+        && Instant::now() < wait_until
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let connect_secs = connect_started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs_f64(settle)).await;
+    let held = opened.load(Ordering::Relaxed);
+
+    // Publish m000000, m000001, … at the fixed rate, one keep-alive connection, in order: each
+    // publish is sent when due and its answer read before the next.
+    let cpu_before = cpu_secs(&pids);
+    let self_before = cpu_secs(&[std::process::id()]);
+    let machine_before = machine_jiffies();
+    let started = Instant::now();
+    let publisher = {
+        let sent_at = sent_at.clone();
+        let publish = publish.clone();
+        tokio::spawn(async move {
+            let mut ok = vec![false; planned];
+            let mut errors = 0u64;
+            let mut answer_us: Vec<u32> = Vec::with_capacity(planned);
+            let mut stream: Option<TcpStream> = None;
+            let mut buf = Vec::with_capacity(1024);
+            for (i, ok) in ok.iter_mut().enumerate() {
+                tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / rate)).into())
+                    .await;
+                if stream.is_none() {
+                    stream = TcpStream::connect(publish.addr).await.ok();
+                    if let Some(s) = &stream {
+                        let _ = s.set_nodelay(true);
+                    }
+                    buf.clear();
+                }
+                let Some(s) = stream.as_mut() else {
+                    errors += 1;
+                    continue;
+                };
+                let body = format!("m{i:06}");
+                let request = format!(
+                    "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: holdfast-loadtool\r\n\
+                     Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                    publish.path,
+                    publish.host,
+                    body.len()
+                );
+                let t = realtime_ns() as i64;
+                sent_at[i].store(t, Ordering::Release);
+                let written = s.write_all(request.as_bytes()).await.is_ok();
+                match if written { read_response(s, &mut buf).await.ok() } else { None } {
+                    Some((status, close)) => {
+                        answer_us.push(((realtime_ns() as i64 - t) / 1000) as u32);
+                        if (200..300).contains(&status) {
+                            *ok = true;
+                        } else {
+                            errors += 1;
+                        }
+                        if close {
+                            stream = None;
+                        }
+                    }
+                    None => {
+                        errors += 1;
+                        stream = None;
+                    }
+                }
+            }
+            (ok, errors, answer_us)
+        })
+    };
+    let (ok, pub_errors, mut answer_us) = publisher.await.expect("publisher");
+    let publish_secs = started.elapsed().as_secs_f64();
+    let published = ok.iter().filter(|&&o| o).count() as u64;
+    let expected = published * held;
+    let drain_until = Instant::now() + Duration::from_secs_f64(drain);
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let server_cpu = cpu_secs(&pids) - cpu_before;
+    let client_cpu = cpu_secs(&[std::process::id()]) - self_before;
+    let machine_after = machine_jiffies();
+    for stop in stops {
+        let _ = stop.send(());
+    }
+
+    let mut lost = 0u64;
+    let (mut delivered, mut duplicates, mut reordered, mut resets, mut other, mut closed) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut unstamped = 0u64;
+    let mut latencies: Vec<u32> = Vec::with_capacity(expected as usize);
+    let mut statuses = HashMap::<u16, usize>::new();
+    for task in tasks {
+        let Ok(report) = task.await else { continue };
+        if !report.opened {
+            *statuses.entry(report.status).or_default() += 1;
+            continue;
+        }
+        for (seq, _) in ok.iter().enumerate().filter(|(_, &o)| o) {
+            if report.got[seq / 64] & (1u64 << (seq % 64)) == 0 {
+                lost += 1;
+            }
+        }
+        delivered += report.got.iter().map(|w| u64::from(w.count_ones())).sum::<u64>();
+        duplicates += report.duplicates;
+        reordered += report.reordered;
+        resets += report.resets;
+        other += report.other;
+        closed += u64::from(report.closed);
+        unstamped += report.unstamped;
+        latencies.extend_from_slice(&report.latencies_us);
+    }
+    latencies.sort_unstable();
+    answer_us.sort_unstable();
+    let ms = |v: &[u32], p: f64| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+            f64::from(v[rank.clamp(1, v.len()) - 1]) / 1000.0
+        }
+    };
+    let (busy, total) = (
+        machine_after.0.saturating_sub(machine_before.0) as f64,
+        machine_after.1.saturating_sub(machine_before.1) as f64,
+    );
+    let refused: Vec<String> = statuses.iter().map(|(s, c)| format!("{s}:{c}")).collect();
+    println!(
+        "label={label} transport={} n={n} held={held} refused={} connect_secs={connect_secs:.2} \
+         rate={rate} secs={secs} publish_secs={publish_secs:.2} elapsed={elapsed:.2} \
+         published={published} pub_errors={pub_errors} publish_per_s={:.1} pub_answer_p50_ms={:.2} \
+         pub_answer_max_ms={:.2} delivered={delivered} expected={expected} delivered_per_s={:.0} \
+         lost={lost} reordered={reordered} duplicates={duplicates} resets={resets} other={other} \
+         closed={closed} server_cpu_s={server_cpu:.2} server_cpu_pct={:.1} \
+         cpu_us_per_delivery={:.2} client_cpu_s={client_cpu:.2} client_cpu_pct={:.1} \
+         client_us_per_delivery={:.2} machine_busy_pct={:.1} p50_ms={:.2} p99_ms={:.2} \
+         max_ms={:.2} unstamped={unstamped}",
+        if ws { "ws" } else { "sse" },
+        if refused.is_empty() { "-".into() } else { refused.join(",") },
+        // the last publish's period ends 1/rate after it was sent
+        published as f64 / (publish_secs + 1.0 / rate),
+        ms(&answer_us, 50.0),
+        answer_us.last().map_or(f64::NAN, |&v| f64::from(v) / 1000.0),
+        delivered as f64 / (publish_secs + 1.0 / rate),
+        server_cpu / elapsed * 100.0,
+        if delivered > 0 { server_cpu * 1e6 / delivered as f64 } else { f64::NAN },
+        client_cpu / elapsed * 100.0,
+        if delivered > 0 { client_cpu * 1e6 / delivered as f64 } else { f64::NAN },
+        if total > 0.0 { busy / total * 100.0 } else { f64::NAN },
+        ms(&latencies, 50.0),
+        ms(&latencies, 99.0),
+        latencies.last().map_or(f64::NAN, |&v| f64::from(v) / 1000.0),
+    );
+}
+
 async fn grip_origin(args: Args) {
     let listen = required(&args, "listen").to_owned();
     let listener = TcpListener::bind(&listen).await.unwrap_or_else(|e| {
@@ -730,7 +1437,7 @@ async fn grip_origin(args: Args) {
 fn main() {
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let Some(command) = raw.first().cloned() else {
-        eprintln!("usage: loadtool fanout|throughput|grip-origin --key value …");
+        eprintln!("usage: loadtool fanout|throughput|sustain|grip-origin --key value …");
         std::process::exit(2)
     };
     let args = parse_args(&raw[1..]);
@@ -742,10 +1449,91 @@ fn main() {
     match command.as_str() {
         "fanout" => runtime.block_on(fanout(args)),
         "throughput" => runtime.block_on(throughput(args)),
+        "sustain" => runtime.block_on(sustain(args)),
         "grip-origin" => runtime.block_on(grip_origin(args)),
         other => {
             eprintln!("loadtool: unknown command {other}");
             std::process::exit(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `bytes` split at every `step` bytes; the sequences, resets and others it saw.
+    fn parse_in_steps(ws: bool, bytes: &[u8], step: usize) -> (Vec<usize>, Seen, Vec<u8>) {
+        let mut parser = StreamParser::new(ws);
+        let mut seen = Seen::default();
+        let mut seqs = Vec::new();
+        for piece in bytes.chunks(step) {
+            parser.feed(piece, &mut seen);
+            seqs.append(&mut seen.seqs);
+        }
+        (seqs, seen, parser.pongs)
+    }
+
+    #[test]
+    fn chunked_event_stream_in_any_pieces() {
+        // Holdfast: chunked, `retry:` first, `id:` lines, a keep-alive comment, a reset event.
+        let events = [
+            "retry: 1000\n\n",
+            "id: 1-0\ndata: m000000\n\n",
+            ":\n\n",
+            "id: 1-1\ndata: m000001\n\nid: 1-2\ndata: m000002\n\n",
+            "event: reset\nid: 1-3\ndata: {\"type\":\"cursor-gone\"}\n\n",
+            "id: 1-3\r\ndata:m000003\r\n\r\n",
+        ];
+        let mut wire =
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                .to_vec();
+        for e in events {
+            wire.extend_from_slice(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes());
+        }
+        wire.extend_from_slice(b"0\r\n\r\n");
+        for step in 1..wire.len() {
+            let (seqs, seen, _) = parse_in_steps(false, &wire, step);
+            assert_eq!(seqs, vec![0, 1, 2, 3], "step {step}");
+            assert_eq!((seen.resets, seen.other, seen.ended), (1, 0, true), "step {step}");
+        }
+    }
+
+    #[test]
+    fn plain_event_stream() {
+        // Nchan: no chunking, a `: hi` comment first.
+        let wire = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n\r\n\
+                     : hi\n\nid: 17:0\ndata: m000000\n\nid: 17:1\ndata: m000001\n\n";
+        for step in 1..wire.len() {
+            let (seqs, seen, _) = parse_in_steps(false, wire, step);
+            assert_eq!(seqs, vec![0, 1]);
+            assert!(!seen.ended);
+        }
+    }
+
+    #[test]
+    fn websocket_frames() {
+        let mut wire = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n".to_vec();
+        wire.extend_from_slice(&[0x81, 7]);
+        wire.extend_from_slice(b"m000000");
+        wire.extend_from_slice(&[0x89, 2, b'h', b'i']); // ping
+        wire.extend_from_slice(&[0x01, 3]); // fragmented text
+        wire.extend_from_slice(b"m00");
+        wire.extend_from_slice(&[0x80, 4]);
+        wire.extend_from_slice(b"0001");
+        let long = format!("m{}", "0".repeat(199)); // > 12 digits: not a sequence
+        wire.extend_from_slice(&[0x81, 126, 0, 200]);
+        wire.extend_from_slice(long.as_bytes());
+        wire.extend_from_slice(&[0x81, 127, 0, 0, 0, 0, 0, 0, 0, 7]);
+        wire.extend_from_slice(b"m000002");
+        wire.extend_from_slice(&[0x88, 2, 3, 232]); // close 1000
+        for step in 1..wire.len() {
+            let (seqs, seen, pongs) = parse_in_steps(true, &wire, step);
+            assert_eq!(seqs, vec![0, 1, 2], "step {step}");
+            assert_eq!((seen.other, seen.ended), (1, true));
+            assert_eq!(&pongs[..2], &[0x8a, 0x82]);
+            let key = &pongs[2..6];
+            assert_eq!([pongs[6] ^ key[0], pongs[7] ^ key[1]], [b'h', b'i']);
         }
     }
 }
