@@ -25,6 +25,19 @@ fn message(number: usize) -> String {
     body
 }
 
+/// An event stream on `path` that is never read (but to check it ended).
+fn raw_stream(gw: &Holdfast, path: &str) -> TcpStream {
+    tokio::task::block_in_place(|| {
+        let mut tcp = TcpStream::connect(gw.addr).expect("connect");
+        write!(
+            tcp,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .expect("write");
+        tcp
+    })
+}
+
 /// Reads what is left on `tcp` until the server closes it.
 fn read_to_close(tcp: &mut TcpStream) {
     tcp.set_read_timeout(Some(Duration::from_secs(20)))
@@ -46,15 +59,7 @@ async fn a_subscriber_that_never_reads_is_closed_and_counted_and_the_others_get_
     let client = reqwest::Client::new();
 
     // Two that never read, one per transport.
-    let mut stuck_stream = tokio::task::block_in_place(|| {
-        let mut tcp = TcpStream::connect(gw.addr).expect("connect");
-        write!(
-            tcp,
-            "GET /sub/s HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
-        )
-        .expect("write");
-        tcp
-    });
+    let mut stuck_stream = raw_stream(&gw, "/sub/s");
     let mut stuck_socket = tokio::task::block_in_place(|| raw_socket(&gw, "/sub/s"));
     // Two that read.
     let mut stream = Stream::open(&client, &gw.url("/sub/s"), None).await;
@@ -159,15 +164,7 @@ routes:
     )
     .await;
     let client = reqwest::Client::new();
-    let mut stuck = tokio::task::block_in_place(|| {
-        let mut tcp = TcpStream::connect(gw.addr).expect("connect");
-        write!(
-            tcp,
-            "GET /work HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
-        )
-        .expect("write");
-        tcp
-    });
+    let mut stuck = raw_stream(&gw, "/work");
     subscribed(&gw, "work", "sse", 1.0).await;
     let mut worker = Stream::open(&client, &gw.url("/work"), None).await;
     subscribed(&gw, "work", "sse", 2.0).await;

@@ -175,46 +175,16 @@ enum Recv {
 /// One non-blocking recvmsg with the receive timestamp.
 fn recv_timestamped(fd: i32, peek: bool) -> Recv {
     let mut buf = vec![0u8; 8192];
-    let mut control = [0u64; 16];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: msghdr is plain data; all pointers point into buffers that outlive the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control) as _;
-    let flags = libc::MSG_DONTWAIT | if peek { libc::MSG_PEEK } else { 0 };
-    // SAFETY: see above.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, flags) };
-    if n < 0 {
-        let err = std::io::Error::last_os_error();
-        return if err.kind() == std::io::ErrorKind::WouldBlock {
-            Recv::Nothing
-        } else {
-            Recv::Closed
-        };
-    }
-    if n == 0 {
-        return Recv::Closed;
-    }
-    buf.truncate(n as usize);
-    let mut stamp = None;
-    // SAFETY: walking the control messages the kernel wrote, with libc's own macros.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
-            {
-                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
-                stamp = Some(i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec));
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+    let flags = if peek { libc::MSG_PEEK } else { 0 };
+    match recv_stamped(fd, &mut buf, flags) {
+        Ok((0, _)) => Recv::Closed,
+        Ok((n, stamp)) => {
+            buf.truncate(n);
+            Recv::Data(buf, stamp.map(i128::from))
         }
+        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => Recv::Nothing,
+        Err(_) => Recv::Closed,
     }
-    Recv::Data(buf, stamp)
 }
 
 fn status_of(bytes: &[u8]) -> u16 {
@@ -731,9 +701,9 @@ fn machine_jiffies() -> (u64, u64) {
     (total.saturating_sub(idle), total)
 }
 
-/// One non-blocking recvmsg into `buf`, with the kernel's receive time (realtime ns) if it gave
-/// one; `WouldBlock` as an error, for `try_io`.
-fn recv_stamped(fd: i32, buf: &mut [u8]) -> std::io::Result<(usize, Option<i64>)> {
+/// One non-blocking recvmsg into `buf` (with `flags`, e.g. `MSG_PEEK`), with the kernel's
+/// receive time (realtime ns) if it gave one; `WouldBlock` as an error, for `try_io`.
+fn recv_stamped(fd: i32, buf: &mut [u8], flags: i32) -> std::io::Result<(usize, Option<i64>)> {
     let mut control = [0u64; 8];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -746,7 +716,7 @@ fn recv_stamped(fd: i32, buf: &mut [u8]) -> std::io::Result<(usize, Option<i64>)
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of_val(&control) as _;
     // SAFETY: see above.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT | flags) };
     if n < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -1149,7 +1119,7 @@ async fn sustain(args: Args) {
                     ready = stream.readable() => if ready.is_err() { report.closed = true; break },
                 }
                 let (k, stamp) =
-                    match stream.try_io(tokio::io::Interest::READABLE, || recv_stamped(fd, &mut rbuf)) {
+                    match stream.try_io(tokio::io::Interest::READABLE, || recv_stamped(fd, &mut rbuf, 0)) {
                         Ok((0, _)) => {
                             report.closed = true;
                             break;
