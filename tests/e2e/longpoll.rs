@@ -133,6 +133,8 @@ async fn a_cursor_resumes_with_exactly_the_missed_messages_and_a_stale_one_is_41
         .expect("c")
         .to_owned();
     push(&client, &gw, json!({"n": 2})).await;
+    // The channel holds buffered messages: it is counted.
+    assert_eq!(gw.metric("holdfast_channels").await, Some(1.0));
     let third = push(&client, &gw, json!({"n": 3})).await["cursor"]
         .as_str()
         .expect("c")
