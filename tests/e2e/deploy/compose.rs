@@ -1,6 +1,6 @@
 //! The compose setup and what it wires together: its services and their mounts, both Holdfast
 //! instances (command, config, a stop grace over Holdfast's shutdown grace, Redis as the
-//! backplane), nginx in front (balancing both, a read timeout over the longest hold), Prometheus
+//! backplane, with an append-only file on a volume), nginx in front (balancing both, a read timeout over the longest hold), Prometheus
 //! scraping both admin ports, and Grafana's datasource, dashboard provider and dashboard queries.
 
 use super::support::{port_of, read, root, seconds, str_at, yaml};
@@ -91,9 +91,36 @@ fn compose_parses_and_its_services_fit_together() {
         );
     }
 
-    // The backplane is the compose Redis.
+    // The backplane is the compose Redis, which keeps what it holds across a restart: an
+    // append-only file synced every second, on a named volume.
     let url = str_at(&holdfast_config, &["backplane", "redis", "url"]);
     assert_eq!(url, "redis://redis:6379");
+    let redis = &services["redis"];
+    let command: Vec<&str> = redis["command"]
+        .as_sequence()
+        .expect("redis command")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    let setting = |name: &str| {
+        command
+            .iter()
+            .position(|arg| *arg == name)
+            .and_then(|at| command.get(at + 1).copied())
+    };
+    assert_eq!(setting("--appendonly"), Some("yes"), "{command:?}");
+    assert_eq!(setting("--appendfsync"), Some("everysec"), "{command:?}");
+    let data = redis["volumes"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(Yaml::as_str)
+        .find_map(|volume| volume.strip_suffix(":/data"))
+        .expect("redis keeps /data on a volume");
+    assert!(
+        compose["volumes"][data].is_mapping(),
+        "`{data}` is a named volume"
+    );
 
     // nginx balances over both instances' traffic port, with a read timeout over the longest hold.
     let nginx = read("deploy/nginx/nginx.conf");
