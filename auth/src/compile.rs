@@ -76,6 +76,12 @@ fn compile_route(set: &AuthSet, auth: &conf::auth::RouteAuth) -> RouteRequiremen
             strip.add(&provider.location);
         }
     }
+    let mut credential_params: Vec<String> = Vec::new();
+    for name in providers.iter().filter_map(|p| p.location.query.as_ref()) {
+        if !credential_params.contains(name) {
+            credential_params.push(name.clone());
+        }
+    }
     RouteRequirement {
         providers,
         scopes: auth.scopes.clone(),
@@ -89,6 +95,7 @@ fn compile_route(set: &AuthSet, auth: &conf::auth::RouteAuth) -> RouteRequiremen
             .filter_map(|(claim, header)| Some((claim.clone(), header_name(header)?)))
             .collect(),
         strip,
+        credential_params,
     }
 }
 

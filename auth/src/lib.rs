@@ -47,5 +47,5 @@ pub use keys::MIN_RSA_BITS;
 pub use provider::Provider;
 pub use route::RouteRequirement;
 pub use set::AuthSet;
-pub use strip::{strip_cookie_headers, strip_cookies, strip_query, Strip};
+pub use strip::{redact_query, strip_cookie_headers, strip_cookies, strip_query, Strip};
 pub use token::{Location, MAX_TOKEN_BYTES};

@@ -20,6 +20,8 @@ pub struct RouteRequirement {
     pub(crate) forward_token: bool,
     pub(crate) claims_to_headers: Vec<(String, HeaderName)>,
     pub(crate) strip: Strip,
+    /// The query parameters the route's providers read a credential from, forwarded or not.
+    pub(crate) credential_params: Vec<String>,
 }
 
 impl RouteRequirement {
@@ -94,6 +96,12 @@ impl RouteRequirement {
     /// [`crate::strip_query`] and [`crate::strip_cookie_headers`].
     pub fn strip(&self) -> &Strip {
         &self.strip
+    }
+
+    /// The query parameters the route's providers read a credential from (forwarded or not):
+    /// what a log that records queries must redact.
+    pub fn credential_params(&self) -> &[String] {
+        &self.credential_params
     }
 
     /// The headers the route's providers read a credential from, stripped or forwarded alike:

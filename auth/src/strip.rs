@@ -46,17 +46,42 @@ pub fn strip_query(query: &str, names: &[String]) -> Option<String> {
     let kept: Vec<&str> = query
         .split('&')
         .filter(|pair| {
-            let key = pair.split('=').next().unwrap_or_default();
-            let key: String = form_urlencoded::parse(key.as_bytes())
-                .next()
-                .map(|(key, _)| key.into_owned())
-                .unwrap_or_default();
-            let drop = names.contains(&key);
+            let drop = names.contains(&param_name(pair));
             removed |= drop;
             !drop
         })
         .collect();
     removed.then(|| kept.join("&"))
+}
+
+/// `query` with the values of the parameters named in `names` replaced by `[redacted]` (for
+/// logs), or `None` when none of them is there.
+pub fn redact_query(query: &str, names: &[String]) -> Option<String> {
+    if names.is_empty() {
+        return None;
+    }
+    let mut redacted = false;
+    let pairs: Vec<std::borrow::Cow<'_, str>> = query
+        .split('&')
+        .map(|pair| {
+            if !names.contains(&param_name(pair)) {
+                return pair.into();
+            }
+            redacted = true;
+            let key = pair.split('=').next().unwrap_or_default();
+            format!("{key}=[redacted]").into()
+        })
+        .collect();
+    redacted.then(|| pairs.join("&"))
+}
+
+/// A `name=value` pair's decoded name.
+fn param_name(pair: &str) -> String {
+    let key = pair.split('=').next().unwrap_or_default();
+    form_urlencoded::parse(key.as_bytes())
+        .next()
+        .map(|(key, _)| key.into_owned())
+        .unwrap_or_default()
 }
 
 /// A `Cookie` header value without the cookies named in `names`, or `None` when none of them
@@ -130,6 +155,17 @@ mod tests {
         );
         assert_eq!(strip_query("access_token=x", &names).as_deref(), Some(""));
         assert_eq!(strip_query("a=1", &names), None);
+    }
+
+    #[test]
+    fn redacts_query_parameters_however_their_name_is_encoded() {
+        let names = vec!["access_token".to_owned()];
+        assert_eq!(
+            redact_query("a=1&access_token=x&b=%20&access%5Ftoken=y", &names).as_deref(),
+            Some("a=1&access_token=[redacted]&b=%20&access%5Ftoken=[redacted]")
+        );
+        assert_eq!(redact_query("a=1", &names), None);
+        assert_eq!(redact_query("access_token=x", &[]), None);
     }
 
     #[test]

@@ -128,3 +128,50 @@ routes:
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_credential_in_the_query_is_redacted_when_the_query_is_logged() {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("access.log");
+    let secret = super::auth::SECRET;
+    let config = format!(
+        r#"
+server: {{ shutdown_grace: 1s }}
+access_log: {{ path: {log}, query: true }}
+auth:
+  browsers: {{ jwt: {{ secret: "{secret}" }}, token: {{ query: access_token }} }}
+routes:
+  - {{ name: feed, match: {{ path: /feed }}, auth: {{ provider: browsers }}, longpoll: {{ channel: c, timeout: 1s }} }}
+"#,
+        log = log.display(),
+    );
+    let config_path = dir.path().join("holdfast.yaml");
+    let gw = Holdfast::start_in(dir, config_path, &config).await;
+    let token = super::auth::hs256(&super::auth::claims(serde_json::json!({})));
+    // A poll, answered through the pipeline, and a WebSocket, held on the edge.
+    let poll = reqwest::get(gw.url(&format!("/feed?wait=0.1&access_token={token}")))
+        .await
+        .expect("poll");
+    assert_eq!(poll.status(), 204);
+    let url = format!("ws://{}/feed?access_token={token}&room=1", gw.addr);
+    let (mut socket, _) =
+        tokio::task::block_in_place(|| tungstenite::connect(url)).expect("the socket");
+    tokio::task::block_in_place(|| {
+        socket.close(None).expect("close");
+        while socket.read().is_ok() {}
+    });
+    eventually(Duration::from_secs(5), "two log lines", async || {
+        lines(&log).len() >= 2
+    })
+    .await;
+    let paths: Vec<Value> = lines(&log).iter().map(|l| l["path"].clone()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/feed?wait=0.1&access_token=[redacted]",
+            "/feed?access_token=[redacted]&room=1"
+        ]
+    );
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(!text.contains(&token), "the token leaked:\n{text}");
+}

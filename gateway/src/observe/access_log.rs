@@ -46,6 +46,8 @@ pub struct Entry<'a> {
     pub outcome: Option<&'static str>,
     /// The authenticated `(provider, subject)`.
     pub identity: Option<(&'a str, &'a str)>,
+    /// Query parameters that carry the route's credential: redacted when the query is logged.
+    pub credential_params: &'a [String],
 }
 
 /// The upstream part of an [`Entry`].
@@ -98,13 +100,20 @@ impl AccessLog {
     /// the line's buffer (no intermediate map): this runs once per request.
     pub fn record(&self, entry: &Entry<'_>) {
         let request = entry.request;
-        let path = if self.query {
-            request
+        let redacted = self
+            .query
+            .then(|| request.uri.query())
+            .flatten()
+            .and_then(|query| auth::redact_query(query, entry.credential_params));
+        let path: std::borrow::Cow<'_, str> = match redacted {
+            // A credential in the query is never written out, as in a header.
+            Some(query) => format!("{}?{query}", request.uri.path()).into(),
+            None if self.query => request
                 .uri
                 .path_and_query()
                 .map_or_else(|| request.uri.path(), |pq| pq.as_str())
-        } else {
-            request.uri.path()
+                .into(),
+            None => request.uri.path().into(),
         };
         let mut line = Line(Vec::with_capacity(384));
         line.0.extend_from_slice(b"{\"time\":\"");
@@ -117,7 +126,7 @@ impl AccessLog {
         line.text("request_id", entry.request_id);
         line.text("route", entry.route);
         line.text("method", Some(request.method.as_str()));
-        line.text("path", Some(path));
+        line.text("path", Some(&path));
         line.number("status", entry.status);
         line.number("bytes", entry.bytes);
         line.number("duration_ms", millis(entry.started.elapsed()));

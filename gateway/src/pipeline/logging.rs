@@ -61,5 +61,10 @@ fn access_entry<'a>(inbound: &'a impl Inbound, ctx: &'a RequestCtx, status: u16)
             .identity
             .as_ref()
             .map(|identity| (identity.provider(), identity.subject())),
+        credential_params: ctx
+            .route
+            .as_ref()
+            .and_then(|route| route.auth.as_ref())
+            .map_or(&[], |auth| auth.credential_params()),
     }
 }
