@@ -1,7 +1,8 @@
 //! A subscriber that stops reading costs a bounded amount: once more than the route's `max_lag`
 //! bytes wait behind its unfinished write it is closed (a WebSocket with 1008 and the reason
 //! when the frame can still go out) and counted, while the subscribers that read get every
-//! message, in order.
+//! message, in order. One that vanishes in the middle of a write frees its slot and disturbs
+//! nobody; on a queue, what a stuck subscriber could not take goes to another.
 
 use super::streams::{publish, subscribed, Stream};
 use super::websocket::{connect, next_data, raw_socket};
@@ -15,6 +16,7 @@ const CONFIG: &str = r#"
 server: { shutdown_grace: 2s, watch_interval: 0s }
 routes:
   - { name: sub, match: { path: "/sub/{ch}", methods: [GET] }, longpoll: { channel: "{ch}", max_lag: 256KiB } }
+  - { name: patient, match: { path: "/patient/{ch}", methods: [GET] }, longpoll: { channel: "{ch}", max_lag: 64MiB } }
   - { name: pub, match: { path: "/pub/{ch}", methods: [POST] }, publish: { channel: "{ch}" } }
 "#;
 
@@ -61,6 +63,8 @@ async fn a_subscriber_that_never_reads_is_closed_and_counted_and_the_others_get_
     // Two that never read, one per transport.
     let mut stuck_stream = raw_stream(&gw, "/sub/s");
     let mut stuck_socket = tokio::task::block_in_place(|| raw_socket(&gw, "/sub/s"));
+    // One that will vanish while a write to it is stuck, long before its `max_lag`.
+    let vanisher = raw_stream(&gw, "/patient/s");
     // Two that read.
     let mut stream = Stream::open(&client, &gw.url("/sub/s"), None).await;
     let mut socket = connect(&gw, "/sub/s");
@@ -98,6 +102,15 @@ async fn a_subscriber_that_never_reads_is_closed_and_counted_and_the_others_get_
             read.push(data[..6].parse::<usize>().expect("a number"));
         }
     }
+    // The one that vanishes: by now its buffers are as full as the stuck ones' were, so a
+    // write to it is pending. A reset ends that write; its slot is freed, nothing else moves.
+    subscribed(&gw, "patient", "sse", 1.0).await;
+    socket2::SockRef::from(&vanisher)
+        .set_linger(Some(Duration::ZERO))
+        .expect("linger");
+    drop(vanisher);
+    subscribed(&gw, "patient", "sse", 0.0).await;
+
     publish(&client, &gw, "s", "end").await;
     assert_eq!(stream.next_event().await.data.as_deref(), Some("end"));
 
@@ -115,6 +128,12 @@ async fn a_subscriber_that_never_reads_is_closed_and_counted_and_the_others_get_
         read_to_close(&mut stuck_socket);
     });
     subscribed(&gw, "sub", "sse", 1.0).await;
+    let patient_slow = "holdfast_slow_subscribers_total{route=\"patient\",transport=\"sse\"}";
+    assert_eq!(
+        gw.metric(patient_slow).await,
+        None,
+        "it vanished, it was not slow"
+    );
     eventually(
         Duration::from_secs(10),
         "both sockets' slots freed",
