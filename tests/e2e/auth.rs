@@ -45,17 +45,17 @@ pub(crate) fn hs256(claims: &Value) -> String {
     .expect("sign")
 }
 
-fn rsa_key(file: &str) -> EncodingKey {
+pub(crate) fn rsa_key(file: &str) -> EncodingKey {
     EncodingKey::from_rsa_pem(&std::fs::read(testdata(file)).expect("key")).expect("rsa key")
 }
 
-fn rs256(kid: Option<&str>, key: &EncodingKey, claims: &Value) -> String {
+pub(crate) fn rs256(kid: Option<&str>, key: &EncodingKey, claims: &Value) -> String {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = kid.map(str::to_owned);
     jsonwebtoken::encode(&header, claims, key).expect("sign")
 }
 
-fn jwks(keys: &[(&str, &EncodingKey)]) -> String {
+pub(crate) fn jwks(keys: &[(&str, &EncodingKey)]) -> String {
     let keys: Vec<Value> = keys
         .iter()
         .map(|(kid, key)| {

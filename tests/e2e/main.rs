@@ -20,6 +20,7 @@ mod deploy {
 mod limits;
 mod longpoll;
 mod mapping;
+mod metrics;
 mod proxy;
 mod security;
 mod slow_subscribers;
