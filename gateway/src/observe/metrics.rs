@@ -104,7 +104,7 @@ impl Metrics {
             },
             longpoll_held: gauge(&r, "holdfast_longpoll_held", "Long-polls held right now, by route.", &["route"]),
             subscribers: gauge(&r, "holdfast_subscribers", "Subscribers connected right now, by route and transport (sse, websocket); held polls are in holdfast_longpoll_held.", &["route", "transport"]),
-            messages_delivered: counter(&r, "holdfast_messages_delivered_total", "Messages written to subscribers, by route and transport (longpoll, sse, websocket).", &["route", "transport"]),
+            messages_delivered: counter(&r, "holdfast_messages_delivered_total", "Messages written to stream and socket subscribers, by route and transport (sse, websocket); held polls' answers are in holdfast_longpoll_completions_total.", &["route", "transport"]),
             stream_resets: counter(&r, "holdfast_stream_resets_total", "Streams whose cursor was older than the channel's buffer, told to start again from its oldest message, by route.", &["route"]),
             slow_subscribers: counter(&r, "holdfast_slow_subscribers_total", "Stream and socket subscribers closed for falling more than the route's max_lag behind (a client that stopped reading), by route and transport.", &["route", "transport"]),
             longpoll_completions: counter(&r, "holdfast_longpoll_completions_total", "Long-polls ended, by route and outcome (data, timeout, client_gone, shutdown, gone, error).", &["route", "outcome"]),

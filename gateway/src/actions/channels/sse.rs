@@ -89,8 +89,10 @@ pub async fn open<'r>(
         Err(reply) => return Ok(Err(reply)),
     };
     let mut events = format!("retry: {RETRY_MS}\n\n").into_bytes();
-    if let Some((more, _)) = render(first) {
+    if let Some((more, messages)) = render(first) {
         events.extend_from_slice(&more);
+        // Written with the head.
+        subscription.written(messages.len());
     }
     let ending = Ending {
         settings: &spec.settings,
@@ -177,7 +179,11 @@ impl Stream<'_> {
             }
             let mut backlog = subscription::Backlog::default();
             let write = sink.write(Bytes::from(wire));
-            let ended = match self.0.write_keeping_up(runtime, write, &mut backlog).await {
+            let written = self.0.write_keeping_up(runtime, write, &mut backlog).await;
+            if let Written::Done(Ok(())) = written {
+                self.0.written(taken.len());
+            }
+            let ended = match written {
                 Written::Done(Ok(())) if failed => {
                     let _ = sink.end().await;
                     return Some("error");

@@ -192,15 +192,22 @@ impl Subscription<'_> {
             .wait(&self.key, self.request, deadline, OnWaiting::nobody())
     }
 
+    /// Counts `messages` written to the subscriber (taken is not written: a subscriber closed
+    /// before its write went out did not get them).
+    pub fn written(&self, messages: usize) {
+        if messages > 0 {
+            METRICS
+                .messages_delivered
+                .with_label_values(&[&self.route, self.transport.as_str()])
+                .inc_by(messages as u64);
+        }
+    }
+
     /// Moves the subscription past `outcome`; what it brought.
     pub fn advance(&mut self, outcome: std::result::Result<PollOutcome, HubError>) -> Delivery {
         match outcome {
             Ok(PollOutcome::Messages { messages, cursor }) => {
                 self.request.cursor = Some(cursor);
-                METRICS
-                    .messages_delivered
-                    .with_label_values(&[&self.route, self.transport.as_str()])
-                    .inc_by(messages.len() as u64);
                 Delivery::Messages(messages)
             }
             Ok(PollOutcome::Timeout { cursor }) => {

@@ -132,7 +132,11 @@ pub async fn open<'r>(
         // A broadcast channel's replay or reset goes out with the `101`, as a stream's goes
         // with its head: nothing of it waits in the socket while it is held.
         let frames = match first {
-            Delivery::Messages(messages) => messages.iter().map(|m| frame(m, envelope)).collect(),
+            Delivery::Messages(messages) => {
+                // Written with the `101`.
+                subscription.written(messages.len());
+                messages.iter().map(|m| frame(m, envelope)).collect()
+            }
             Delivery::Reset(oldest) => vec![reset(&oldest)],
             Delivery::Quiet | Delivery::Failed(_) => Vec::new(),
         };
@@ -370,6 +374,9 @@ where
         let written = subscription
             .write_keeping_up(runtime, write, &mut backlog)
             .await;
+        if let Written::Done(Ok(())) = written {
+            subscription.written(taken.len());
+        }
         let ended = match written {
             Written::Done(Ok(())) => None,
             Written::Done(Err(_)) => Some("client_gone"),
