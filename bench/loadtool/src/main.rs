@@ -75,6 +75,13 @@ fn required<'a>(args: &'a Args, key: &str) -> &'a str {
     })
 }
 
+/// `--pids P1,P2`: the server processes whose memory and CPU are measured.
+fn pids(args: &Args) -> Vec<u32> {
+    args.get("pids")
+        .map(|p| p.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
 #[derive(Clone)]
 struct Url {
     addr: SocketAddr,
@@ -243,10 +250,7 @@ async fn fanout(args: Args) {
     let timeout: f64 = arg(&args, "timeout", 30.0);
     let concurrency: usize = arg(&args, "connect-concurrency", 256);
     let label = args.get("label").cloned().unwrap_or_else(|| "server".into());
-    let pids: Vec<u32> = args
-        .get("pids")
-        .map(|p| p.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_default();
+    let pids = pids(&args);
 
     // `--sse 1`: the subscribers are Server-Sent Events streams (`Accept: text/event-stream`);
     // `--ws 1`: WebSockets. Each is held once its head (and anything the server sends first)
@@ -1026,10 +1030,7 @@ async fn sustain(args: Args) {
     let drain: f64 = arg(&args, "drain", 5.0);
     let concurrency: usize = arg(&args, "connect-concurrency", 256);
     let label = args.get("label").cloned().unwrap_or_else(|| "server".into());
-    let pids: Vec<u32> = args
-        .get("pids")
-        .map(|p| p.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_default();
+    let pids = pids(&args);
     let ws = arg::<u8>(&args, "ws", 0) == 1;
     let sse = arg::<u8>(&args, "sse", 0) == 1 && !ws;
     if !ws && !sse {
