@@ -131,11 +131,11 @@ fn resolve_action(
         Some(RouteAction::LongPoll(longpoll)) => {
             ChannelSpec::compile(&longpoll.channel, longpoll.mode)
                 .map(|channel| {
-                    Action::LongPoll(LongPollSpec {
+                    Action::LongPoll(LongPollSpec::compile(
+                        &route.name,
                         channel,
-                        settings: longpoll.clone(),
-                        held: Default::default(),
-                    })
+                        longpoll.clone(),
+                    ))
                 })
                 .map_err(|message| FieldError::new(format!("{at}.longpoll.channel"), message))
         }

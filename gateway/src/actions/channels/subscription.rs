@@ -7,12 +7,12 @@ use super::params;
 use super::HeldSlot;
 use crate::actions::Admitted;
 use crate::core::runtime::Runtime;
-use crate::core::spec::channel::LongPollSpec;
+use crate::core::spec::channel::{LongPollSpec, SubscriberMetrics};
 use crate::exchange::{Exchange, Reply};
 use crate::hub::{ChannelKey, Cursor, HubError, Message, OnWaiting, PollOutcome, PollRequest};
-use crate::observe::metrics::METRICS;
 use pingora_error::Result;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -23,8 +23,8 @@ pub struct Subscription<'r> {
     /// How long a wait lasts before the transport keeps the connection alive (a comment line,
     /// a ping).
     pub keepalive: Duration,
-    route: std::sync::Arc<str>,
-    transport: conf::Transport,
+    /// The route's metrics for this transport: counted in `subscribers` while it lives.
+    metrics: Arc<SubscriberMetrics>,
     /// Bytes that may wait behind a write that has not gone out; past it: too slow.
     max_lag: usize,
     /// When the credential the subscriber connected with expires: the connection ends then,
@@ -32,15 +32,11 @@ pub struct Subscription<'r> {
     pub expires: Option<Instant>,
     /// Counted in `max_held` and the instance's cap, as held polls are.
     _slot: HeldSlot<'r>,
-    _subscribed: Subscribed,
 }
 
-/// Counts a subscriber in `holdfast_subscribers` while it lives.
-struct Subscribed(prometheus::IntGauge);
-
-impl Drop for Subscribed {
+impl Drop for Subscription<'_> {
     fn drop(&mut self) {
-        self.0.dec();
+        self.metrics.subscribers.dec();
     }
 }
 
@@ -124,11 +120,8 @@ pub async fn open<'r>(
         Ok(slot) => slot,
         Err(reply) => return Ok(Err(reply)),
     };
-    let route = admitted.route.name.clone();
-    let gauge = METRICS
-        .subscribers
-        .with_label_values(&[&route, transport.as_str()]);
-    gauge.inc();
+    let metrics = spec.subscriber_metrics(transport).clone();
+    metrics.subscribers.inc();
     let mut subscription = Subscription {
         key,
         request: PollRequest {
@@ -137,12 +130,10 @@ pub async fn open<'r>(
             limit: settings.limit,
         },
         keepalive: settings.keepalive.get(),
-        route,
-        transport,
+        metrics,
         max_lag: settings.max_lag.as_usize(),
         expires: admitted.identity.and_then(expiry),
         _slot: slot,
-        _subscribed: Subscribed(gauge),
     };
     let mut first = Delivery::Quiet;
     // A queue has no place to fix, and what it hands out is taken for good.
@@ -177,8 +168,8 @@ impl Subscription<'_> {
     }
 
     /// The route's name.
-    pub fn route(&self) -> &std::sync::Arc<str> {
-        &self.route
+    pub fn route(&self) -> &str {
+        &self.metrics.route
     }
 
     /// The hub's next answer for this subscriber, or nothing within one keep-alive.
@@ -195,12 +186,7 @@ impl Subscription<'_> {
     /// Counts `messages` written to the subscriber (taken is not written: a subscriber closed
     /// before its write went out did not get them).
     pub fn written(&self, messages: usize) {
-        if messages > 0 {
-            METRICS
-                .messages_delivered
-                .with_label_values(&[&self.route, self.transport.as_str()])
-                .inc_by(messages as u64);
-        }
+        self.metrics.delivered.inc_by(messages as u64);
     }
 
     /// Moves the subscription past `outcome`; what it brought.
@@ -218,10 +204,7 @@ impl Subscription<'_> {
             }
             Ok(PollOutcome::Gone { oldest }) => {
                 self.request.cursor = Some(oldest);
-                METRICS
-                    .stream_resets
-                    .with_label_values(&[&self.route])
-                    .inc();
+                self.metrics.resets.inc();
                 Delivery::Reset(oldest)
             }
             Err(error) => Delivery::Failed(error),
@@ -280,10 +263,7 @@ impl Subscription<'_> {
     }
 
     fn slow<T>(&self) -> Written<T> {
-        METRICS
-            .slow_subscribers
-            .with_label_values(&[&self.route, self.transport.as_str()])
-            .inc();
+        self.metrics.slow.inc();
         Written::Slow
     }
 

@@ -1,6 +1,7 @@
 //! A channel route compiled at load: the channel-name template resolved into parts that the
 //! request path only fills in (captures, query values, headers, claims).
 
+use crate::observe::metrics::METRICS;
 use conf::{Template, TemplatePart};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -53,6 +54,55 @@ pub struct LongPollSpec {
     pub settings: conf::LongPoll,
     /// Polls held on this route now (for `max_held`); each held poll keeps a handle to it.
     pub held: Arc<AtomicUsize>,
+    /// The route's stream and socket subscribers' metrics.
+    pub sse: Arc<SubscriberMetrics>,
+    pub websocket: Arc<SubscriberMetrics>,
+}
+
+impl LongPollSpec {
+    pub fn compile(route: &str, channel: ChannelSpec, settings: conf::LongPoll) -> Self {
+        let route: Arc<str> = Arc::from(route);
+        Self {
+            channel,
+            settings,
+            held: Default::default(),
+            sse: Arc::new(SubscriberMetrics::new(&route, conf::Transport::Sse)),
+            websocket: Arc::new(SubscriberMetrics::new(&route, conf::Transport::Websocket)),
+        }
+    }
+
+    /// The metrics of this route's subscribers by `transport` (streams' for anything but
+    /// WebSocket: polls are counted elsewhere).
+    pub fn subscriber_metrics(&self, transport: conf::Transport) -> &Arc<SubscriberMetrics> {
+        match transport {
+            conf::Transport::Websocket => &self.websocket,
+            conf::Transport::Sse | conf::Transport::Longpoll => &self.sse,
+        }
+    }
+}
+
+/// One route's metrics for subscribers by one transport, looked up once at load: a delivery
+/// counts without hashing its labels.
+#[derive(Debug)]
+pub struct SubscriberMetrics {
+    pub route: Arc<str>,
+    pub subscribers: prometheus::IntGauge,
+    pub delivered: prometheus::IntCounter,
+    pub resets: prometheus::IntCounter,
+    pub slow: prometheus::IntCounter,
+}
+
+impl SubscriberMetrics {
+    fn new(route: &Arc<str>, transport: conf::Transport) -> Self {
+        let labels = [&**route, transport.as_str()];
+        Self {
+            route: route.clone(),
+            subscribers: METRICS.subscribers.with_label_values(&labels),
+            delivered: METRICS.messages_delivered.with_label_values(&labels),
+            resets: METRICS.stream_resets.with_label_values(&[&**route]),
+            slow: METRICS.slow_subscribers.with_label_values(&labels),
+        }
+    }
 }
 
 /// A `publish` route, compiled.
