@@ -36,7 +36,9 @@ pub use config::{AccessLog, Backplane, Config, Cors, Limits, RedisBackplane, Ser
 pub use duration::Duration;
 pub use env::EnvString;
 pub use error::{ConfigError, ConfigErrors, FieldError};
-pub use limits::{parse_cidr, Concurrency, HeadersWithUnderscores, KeySource, Rate, RateLimit};
+pub use limits::{
+    parse_cidr, Concurrency, HeadersWithUnderscores, KeySource, Rate, RateLimit, MAX_RATE_LIMITS,
+};
 pub use listener::{Certificate, Listener, ListenerTls};
 pub use load::{load, load_str};
 pub use route::{Match, Route, RouteAction};

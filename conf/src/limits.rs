@@ -5,6 +5,9 @@
 
 use serde::Deserialize;
 
+/// The most rate limits a route takes: the request path checks them with no allocation.
+pub const MAX_RATE_LIMITS: usize = 8;
+
 /// One rate limit of a route: `{ key: ip, rate: 10/s, burst: 20 }`.
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -331,10 +331,13 @@ fn check_limits(route: &crate::Route, at: &str, errors: &mut Vec<FieldError>) {
             }
         }
     }
-    if route.rate_limits.len() > 8 {
+    if route.rate_limits.len() > crate::limits::MAX_RATE_LIMITS {
         errors.push(FieldError::new(
             format!("{at}.rate_limits"),
-            "a route takes at most 8 rate limits",
+            format!(
+                "a route takes at most {} rate limits",
+                crate::limits::MAX_RATE_LIMITS
+            ),
         ));
     }
     let mut names = HashSet::new();

@@ -269,8 +269,9 @@ pub async fn admit(
 /// keeps its handshake's, and counts each message it sends under them.
 #[derive(Clone, Debug)]
 pub struct RateKeys {
-    /// In the local store.
-    local: Vec<u64>,
+    /// In the local store, one per limit (a route has at most `MAX_RATE_LIMITS`): no
+    /// allocation per request.
+    local: [u64; conf::MAX_RATE_LIMITS],
     /// In Redis; empty without it.
     redis: Vec<Vec<u8>>,
 }
@@ -283,16 +284,16 @@ pub fn rate_keys(
     subject: &Subject<'_>,
 ) -> RateKeys {
     let mut keys = RateKeys {
-        local: Vec::with_capacity(limits.rates.len()),
+        local: [0; conf::MAX_RATE_LIMITS],
         redis: Vec::new(),
     };
-    for rule in &limits.rates {
+    for (rule, local) in limits.rates.iter().zip(&mut keys.local) {
         let (kind, value) = key_value(&rule.key, subject, trusted);
         let mut hasher = limiter.hasher.build_hasher();
         rule.id.hash(&mut hasher);
         kind.hash(&mut hasher);
         value.hash_with(&mut hasher);
-        keys.local.push(hasher.finish());
+        *local = hasher.finish();
         if let Some(redis) = &limiter.redis {
             let mut key = Vec::with_capacity(64);
             key.extend_from_slice(redis.prefix.as_bytes());
