@@ -6,7 +6,7 @@
 
 use super::hub_problem;
 use super::reply::{with_cors, Ending};
-use super::subscription::{self, Delivery, Subscription, Written};
+use super::subscription::{self, gather, Delivery, Subscription, Written};
 use crate::actions::Admitted;
 use crate::core::runtime::Runtime;
 use crate::core::spec::channel::LongPollSpec;
@@ -161,15 +161,17 @@ impl Stream<'_> {
         sink: &mut impl Sink,
         outcome: std::result::Result<PollOutcome, HubError>,
     ) -> Option<&'static str> {
-        let mut deliveries = vec![self.0.advance(outcome)];
+        let mut first = Some(self.0.advance(outcome));
+        let mut more = Vec::new();
         loop {
-            let failed = deliveries.iter().any(|d| matches!(d, Delivery::Failed(_)));
+            let mut failed = false;
             let mut wire = Vec::new();
             let mut taken = Vec::new();
-            for delivery in deliveries.drain(..) {
+            for delivery in first.take().into_iter().chain(more.drain(..)) {
+                failed |= matches!(delivery, Delivery::Failed(_));
                 if let Some((events, messages)) = render(delivery) {
-                    wire.extend_from_slice(&events);
-                    taken.extend(messages);
+                    gather(&mut wire, events);
+                    gather(&mut taken, messages);
                 }
             }
             if wire.is_empty() {
@@ -203,7 +205,7 @@ impl Stream<'_> {
             if backlog.deliveries.is_empty() {
                 return None;
             }
-            deliveries = backlog.deliveries;
+            more = backlog.deliveries;
         }
     }
 }

@@ -80,6 +80,16 @@ impl Backlog {
     }
 }
 
+/// Adds `more` to `all`, moving it when `all` is empty: a delivery is usually one batch, which
+/// then costs no copy.
+pub fn gather<T>(all: &mut Vec<T>, more: Vec<T>) {
+    if all.is_empty() {
+        *all = more;
+    } else {
+        all.extend(more);
+    }
+}
+
 /// How a write that kept up with the channel ended.
 pub enum Written<T> {
     /// The write's own result; what came meanwhile is in the backlog.

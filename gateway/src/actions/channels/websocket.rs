@@ -7,7 +7,7 @@
 mod io;
 
 use super::reply::message_json;
-use super::subscription::{self, Backlog, Delivery, Subscription, Written};
+use super::subscription::{self, gather, Backlog, Delivery, Subscription, Written};
 use super::{store, Incoming};
 use crate::actions::Admitted;
 use crate::core::runtime::Runtime;
@@ -353,19 +353,20 @@ async fn deliver<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut deliveries = vec![delivery];
+    let mut first = Some(delivery);
+    let mut more = Vec::new();
     loop {
         let mut frames = Vec::new();
         let mut taken = Vec::new();
         let mut failed = None;
-        for delivery in deliveries.drain(..) {
+        for delivery in first.take().into_iter().chain(more.drain(..)) {
             match delivery {
                 Delivery::Quiet => {}
                 Delivery::Failed(error) => failed = Some(error),
                 Delivery::Reset(oldest) => frames.push(reset(&oldest)),
                 Delivery::Messages(messages) => {
                     frames.extend(messages.iter().map(|message| frame(message, envelope)));
-                    taken.extend(messages);
+                    gather(&mut taken, messages);
                 }
             }
         }
@@ -416,7 +417,7 @@ where
         if backlog.deliveries.is_empty() {
             return None;
         }
-        deliveries = backlog.deliveries;
+        more = backlog.deliveries;
     }
 }
 
