@@ -1,7 +1,7 @@
 //! The end-to-end test harness: starts the real `holdfast` binary from a YAML string, real
-//! origin servers (axum, a raw recording TCP origin, a real nginx) and a real `redis-server`,
-//! each on a free loopback port, waits for readiness with deadlines (never sleeps), and stops
-//! every process it started when the test ends, panics included. Raw-socket clients
+//! origin servers (axum, a raw recording TCP origin, a real nginx), an OTLP receiver and a real
+//! `redis-server`, each on a free loopback port, waits for readiness with deadlines (never
+//! sleeps), and stops every process it started when the test ends, panics included. Raw-socket clients
 //! (raw_client.rs) send exact bytes and read whole HTTP/1.1 responses back.
 
 use std::io::Write;
@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 
 pub mod nginx;
 pub mod origin;
+pub mod otlp;
 pub mod raw_client;
 pub mod raw_origin;
 pub mod redis;
 
 pub use nginx::Nginx;
 pub use origin::Origin;
+pub use otlp::Collector;
 pub use raw_client::{exchange, RawClient, RawResponse, ReadError};
 pub use raw_origin::{RawOrigin, RawSeen};
 pub use redis::RedisServer;

@@ -35,6 +35,9 @@ pub struct Config {
     /// One JSON line per request; off unless set.
     #[serde(default)]
     pub access_log: Option<AccessLog>,
+    /// OpenTelemetry spans over OTLP; off unless set.
+    #[serde(default)]
+    pub tracing: Option<crate::Tracing>,
     #[serde(default)]
     pub auth: BTreeMap<String, auth::Provider>,
     #[serde(default)]

@@ -129,7 +129,7 @@ fn refine_position(text: &str, at: (usize, usize), message: &str) -> (usize, usi
 fn merge(parts: Vec<Config>) -> Result<Config, ConfigErrors> {
     let mut merged = Config::default();
     let mut errors = Vec::new();
-    let mut setter: [Option<PathBuf>; 8] = Default::default();
+    let mut setter: [Option<PathBuf>; 9] = Default::default();
     for part in parts {
         let file_index = merged.origin.files.len();
         let (file, positions) = part.origin.files.into_iter().next().unwrap_or_default();
@@ -142,6 +142,7 @@ fn merge(parts: Vec<Config>) -> Result<Config, ConfigErrors> {
             "channels",
             "access_log",
             "trusted_proxies",
+            "tracing",
         ];
         for (slot, key) in scalar_keys.iter().enumerate() {
             if positions.find(key).is_none() {
@@ -166,6 +167,7 @@ fn merge(parts: Vec<Config>) -> Result<Config, ConfigErrors> {
                 "backplane" => merged.backplane = part.backplane.clone(),
                 "access_log" => merged.access_log = part.access_log.clone(),
                 "trusted_proxies" => merged.trusted_proxies = part.trusted_proxies.clone(),
+                "tracing" => merged.tracing = part.tracing.clone(),
                 _ => merged.channels = part.channels.clone(),
             }
         }

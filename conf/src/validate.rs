@@ -19,6 +19,9 @@ pub fn validate(config: &Config) -> Result<(), ConfigErrors> {
     check_routes(config, &mut errors);
     crate::auth::check(config, &mut errors);
     crate::mapping::check(config, &mut errors);
+    if let Some(tracing) = &config.tracing {
+        crate::tracing::check(tracing, &mut errors);
+    }
     if errors.is_empty() {
         Ok(())
     } else {

@@ -41,6 +41,9 @@ pub struct Admitted<'a> {
     pub mapped_body: Option<&'a Bytes>,
     /// How a held request ended, for the access log (set by the action).
     pub outcome: Option<&'static str>,
+    /// The request's trace, when tracing is on: holds, publishes and upstream calls add their
+    /// spans to it.
+    pub trace: Option<&'a crate::observe::trace::RequestTrace>,
 }
 
 impl Admitted<'_> {
@@ -70,6 +73,7 @@ impl Admitted<'_> {
             upstream_head: None,
             mapped_body: None,
             outcome: None,
+            trace: None,
         }
     }
 }

@@ -202,6 +202,11 @@ pub fn run(state: State, config_path: PathBuf, upgrade: bool) -> ! {
             ))
         })
     });
+    if let Some(settings) = &config.tracing {
+        if let Err(error) = crate::observe::trace::install(settings) {
+            fail(&format!("cannot start the span exporter: {error}"));
+        }
+    }
     let runtime = Arc::new(Runtime::new(state, config_path, hub, access_log));
     let connections = crate::edge::connection::Connections {
         proxy: Arc::new(http_proxy(&server.configuration, &runtime)),

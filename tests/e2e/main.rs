@@ -27,6 +27,7 @@ mod slow_subscribers;
 mod streams;
 mod subscriber_auth;
 mod tls;
+mod tracing;
 mod upgrade;
 mod upstream_calls;
 mod upstream_tls;

@@ -36,6 +36,8 @@ listen:
 admin: {admin}
 server: { shutdown_grace: 1s, watch_interval: 0s }
 channels: { buffer_messages: 3 }
+# Every request traced, to a collector nobody runs: the failed exports are counted.
+tracing: { otlp: { endpoint: "http://127.0.0.1:%NOBODY%", timeout: 1s }, batch: { delay: 20ms } }
 auth:
   main:
     jwt: { issuer: https://id.test, audiences: [holdfast], secret: "%SECRET%" }
@@ -679,7 +681,8 @@ async fn every_metric_in_the_readme_moves_when_its_traffic_comes() {
         .replace("%JWKS%", &format!("http://{}/jwks.json", idp.addr))
         .replace("%POOL_A%", &pool_a.addr.to_string())
         .replace("%POOL_B%", &pool_b.addr.to_string())
-        .replace("%GATED%", &gated.addr.to_string());
+        .replace("%GATED%", &gated.addr.to_string())
+        .replace("%NOBODY%", &free_port().to_string());
     let gw = Holdfast::start(&config).await;
     let client = reqwest::Client::new();
     let mut checks = Checks::new(&gw).await;
@@ -708,6 +711,11 @@ async fn every_metric_in_the_readme_moves_when_its_traffic_comes() {
         Want::Is(1.0),
     );
     checks.set_at_start("holdfast_backplane_up", &[], Want::Is(1.0));
+    // The spans of all that traffic, which the collector that is not there did not take.
+    checks.counter(
+        "holdfast_trace_spans_dropped_total",
+        &[("reason", "export_failed")],
+    );
     checks.set_at_start(
         "holdfast_upstream_healthy_targets",
         &[("upstream", "pool")],

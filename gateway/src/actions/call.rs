@@ -82,7 +82,11 @@ pub async fn outbound(
     if !body.is_empty() || !matches!(header.method, http::Method::GET | http::Method::HEAD) {
         header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     }
-    Ok(Ok(OutboundRequest { header, body }))
+    Ok(Ok(OutboundRequest {
+        header,
+        body,
+        trace: request.trace.map(|trace| trace.server.clone()),
+    }))
 }
 
 /// The answer when a hold ended without one: `204`, closing the connection when the gateway

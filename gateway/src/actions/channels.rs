@@ -131,6 +131,7 @@ pub(super) async fn held_slot<'r>(
     exchange: &mut impl Exchange,
     admitted: &Admitted<'_>,
     spec: &LongPollSpec,
+    key: &ChannelKey,
 ) -> Result<Result<HeldSlot<'r>, Reply>> {
     let slot = match take_slot(runtime, spec, &admitted.route.name) {
         Ok(slot) => slot,
@@ -138,6 +139,10 @@ pub(super) async fn held_slot<'r>(
     };
     if let Err(problem) = body::drain(exchange, admitted.body_timeout).await? {
         return Ok(Err(Reply::problem(&problem)));
+    }
+    if let Some(trace) = admitted.trace {
+        let broadcast = key.mode == conf::ChannelMode::Broadcast;
+        trace.start_hold(Some(&key.name), broadcast);
     }
     Ok(Ok(slot))
 }
@@ -231,7 +236,7 @@ pub async fn open<'r>(
         Ok(inputs) => inputs,
         Err(problem) => return Ok(Err(Reply::problem(&problem))),
     };
-    let slot = match held_slot(runtime, exchange, admitted, spec).await? {
+    let slot = match held_slot(runtime, exchange, admitted, spec, &key).await? {
         Ok(slot) => slot,
         Err(reply) => return Ok(Err(reply)),
     };
@@ -358,7 +363,15 @@ pub async fn publish(
         content_type: content_type.as_deref(),
         event: event.as_deref(),
     };
-    match store(runtime, &admitted.route.name, &key, message).await {
+    let broadcast = key.mode == conf::ChannelMode::Broadcast;
+    let span = admitted
+        .trace
+        .and_then(|trace| trace.server.start_publish(&key.name, broadcast));
+    let stored = store(runtime, &admitted.route.name, &key, message).await;
+    if let Some(span) = span {
+        span.end(stored.as_ref().err().map(|problem| problem.status));
+    }
+    match stored {
         Ok(published) => {
             let cursor = published.cursor.to_string();
             let body = serde_json::json!({"id": cursor, "cursor": cursor, "delivered_to": published.delivered_to});

@@ -75,6 +75,9 @@ impl Reloader {
                 {
                     tracing::warn!("listeners (addresses, TLS on or off, h2c) and the admin address change only on restart; the new routes and certificates apply now");
                 }
+                if old.config.tracing != new_state.config.tracing {
+                    tracing::warn!("the tracing section changes only on restart; the rest of the new configuration applies now");
+                }
                 self.runtime.state.store(Arc::new(new_state));
                 METRICS.config_reloads.with_label_values(&["ok"]).inc();
                 tracing::info!(trigger = why, "configuration reloaded");
@@ -120,6 +123,11 @@ impl Reloader {
             "shutdown complete"
         );
         self.runtime.hub.stop();
+        // The spans of the last requests, which their batch's delay still held.
+        let flushed = tokio::task::spawn_blocking(|| {
+            crate::observe::trace::flush(Duration::from_secs(2));
+        });
+        let _ = flushed.await;
         std::process::exit(0);
     }
 }

@@ -571,7 +571,8 @@ fn recorded(
     shutdown: &ShutdownWatch,
 ) -> bool {
     if let Err(error) = &served {
-        crate::observe::client_log::client_error(error, &exchange.head.uri.to_string());
+        let summary = logging::summary(exchange.head.uri.to_string(), &ctx);
+        crate::observe::client_log::client_error(error, &summary);
     }
     logging::finished(runtime, &exchange, &mut ctx, None);
     let gone = ctx.answered == Some(0);

@@ -48,6 +48,8 @@ pub struct Entry<'a> {
     pub identity: Option<(&'a str, &'a str)>,
     /// Query parameters that carry the route's credential: redacted when the query is logged.
     pub credential_params: &'a [String],
+    /// The request's trace and server span, when tracing is on.
+    pub trace: Option<(u128, u64)>,
 }
 
 /// The upstream part of an [`Entry`].
@@ -124,6 +126,12 @@ impl AccessLog {
         );
         line.0.push(b'"');
         line.text("request_id", entry.request_id);
+        if let Some((trace_id, span_id)) = entry.trace {
+            line.key("trace_id");
+            let _ = write!(line.0, "\"{trace_id:032x}\"");
+            line.key("span_id");
+            let _ = write!(line.0, "\"{span_id:016x}\"");
+        }
         line.text("route", entry.route);
         line.text("method", Some(request.method.as_str()));
         line.text("path", Some(&path));

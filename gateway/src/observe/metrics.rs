@@ -41,6 +41,7 @@ pub struct Metrics {
     pub ratelimit_fallbacks: prometheus::IntCounter,
     pub connections: IntCounterVec,
     pub tls_handshake_failures: IntCounterVec,
+    pub trace_spans_dropped: IntCounterVec,
 }
 
 /// The process-wide metrics.
@@ -137,6 +138,7 @@ impl Metrics {
             },
             connections: counter(&r, "holdfast_connections_total", "Client connections accepted, by protocol (http1 over TLS or in clear, h2 by ALPN, h2c by prior knowledge); HTTP/1 connections count at their first request.", &["protocol"]),
             tls_handshake_failures: counter(&r, "holdfast_tls_handshake_failures_total", "TLS handshakes that failed, by reason (protocol_version, incompatible, bad_message, certificate_rejected, client_alert, misbehaved, closed, timeout, other).", &["reason"]),
+            trace_spans_dropped: counter(&r, "holdfast_trace_spans_dropped_total", "Spans not exported, by reason (queue_full: the export queue was full; export_failed: the collector did not take them; stopped).", &["reason"]),
             registry: r,
         };
         metrics

@@ -39,7 +39,11 @@ pub async fn admit(runtime: &Runtime, session: &mut Session, ctx: &mut RequestCt
             .map(|identity| identity.claims().as_value());
         // Boxed, as the other steps only some routes take: `request_filter`'s future is
         // boxed (and so copied) for every request, so what most requests skip stays out of it.
+        let span = ctx.trace.as_ref().map(|trace| trace.server.child());
         let mapped = Box::pin(mapped::map_request(session, ctx, mapping, claims)).await?;
+        if let Some(span) = span {
+            mapped::record_span(span, mapping, mapped.as_ref());
+        }
         if let Some(problem) = mapped {
             return refused(session, ctx, &problem).await;
         }
@@ -63,6 +67,9 @@ pub async fn admit_request(
 ) -> Result<bool> {
     let state = runtime.state.load_full();
     ctx.request_id = Some(request_id(inbound.head()));
+    if let Some(tracer) = crate::observe::trace::tracer() {
+        ctx.trace = Some(Box::new(tracer.start(&inbound.head().headers)));
+    }
     if let Some(problem) = checks::check_head(
         inbound,
         state.max_headers,
@@ -114,7 +121,12 @@ pub async fn admit_request(
     ctx.captures = captures;
     ctx.state = Some(state.clone());
     if let Some(requirement) = &route.auth {
-        if let Err(problem) = authn::authenticate(inbound.head(), ctx, requirement) {
+        let span = ctx.trace.as_ref().map(|trace| trace.server.child());
+        let authenticated = authn::authenticate(inbound.head(), ctx, requirement);
+        if let Some(span) = span {
+            authn::record_span(span, ctx, authenticated.as_ref().err());
+        }
+        if let Err(problem) = authenticated {
             return refused(inbound, ctx, &problem).await.map(|_| false);
         }
     }

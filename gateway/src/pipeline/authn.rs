@@ -43,6 +43,33 @@ pub fn authenticate(
     }
 }
 
+/// Records the auth step's span: the provider that accepted the request, or the refusal's
+/// status and kind. Never the credential.
+pub fn record_span(
+    span: crate::observe::trace::ChildSpan,
+    ctx: &RequestCtx,
+    refused: Option<&Problem>,
+) {
+    use crate::observe::trace::{KeyValue, SpanKind};
+    let error = refused.map(|problem| std::borrow::Cow::Borrowed(problem.kind));
+    span.end(
+        SpanKind::Internal,
+        "auth".into(),
+        || match (refused, &ctx.identity) {
+            (Some(problem), _) => vec![
+                KeyValue::new("holdfast.auth.result", problem.kind),
+                KeyValue::new("http.response.status_code", i64::from(problem.status)),
+            ],
+            (None, Some(identity)) => vec![
+                KeyValue::new("holdfast.auth.result", "ok"),
+                KeyValue::new("holdfast.auth.provider", identity.provider().to_owned()),
+            ],
+            (None, None) => vec![KeyValue::new("holdfast.auth.result", "ok")],
+        },
+        error,
+    );
+}
+
 /// The RFC 6750 answer for a refusal.
 fn problem(error: &auth::AuthError, realm: &str) -> Problem {
     let kind = match error.status() {

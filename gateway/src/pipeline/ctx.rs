@@ -49,6 +49,8 @@ pub struct RequestCtx {
     /// The keys the route's rate limits counted the request under, kept where a WebSocket
     /// subscriber may publish: each message it sends counts under them too.
     pub rate_keys: Option<crate::limits::RateKeys>,
+    /// The request's part in a trace, when tracing is on. Boxed: a held poll keeps it.
+    pub trace: Option<Box<crate::observe::trace::RequestTrace>>,
     _in_flight: crate::core::runtime::InFlight,
 }
 
@@ -62,6 +64,7 @@ impl RequestCtx {
             identity: None,
             in_flight: None,
             counted: false,
+            trace: None,
             _in_flight: crate::core::runtime::InFlight::start(),
         })
     }
@@ -87,6 +90,7 @@ impl RequestCtx {
             upstream_head: None,
             mapped_body: None,
             outcome: None,
+            trace: self.trace.as_deref(),
         }
     }
 
@@ -105,6 +109,7 @@ pub struct Kept {
     identity: Option<auth::Identity>,
     in_flight: Option<crate::limits::InFlightGuard>,
     counted: bool,
+    trace: Option<Box<crate::observe::trace::RequestTrace>>,
     _in_flight: crate::core::runtime::InFlight,
 }
 
@@ -119,6 +124,7 @@ impl RequestCtx {
             identity: self.identity,
             in_flight: self.in_flight,
             counted: self.counted,
+            trace: self.trace,
             _in_flight: self._in_flight,
         }
     }
@@ -149,6 +155,7 @@ impl RequestCtx {
             rejected: None,
             upgraded: false,
             rate_keys: None,
+            trace: kept.trace,
             _in_flight: kept._in_flight,
         }
     }

@@ -6,6 +6,7 @@
 use crate::core::runtime::Runtime;
 use crate::observe::labels;
 use crate::observe::metrics::METRICS;
+use crate::observe::trace::Attempt;
 use crate::pipeline::ctx::RequestCtx;
 use crate::pipeline::{admit, counting, failure, logging, mapped, respond, streamed};
 use async_trait::async_trait;
@@ -36,7 +37,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let Some(pool) = ctx.pool.clone() else {
@@ -49,16 +50,32 @@ impl ProxyHttp for Gateway {
             );
         };
         ctx.upstream_started = Some(Instant::now());
+        if let (Some(trace), Some(&target)) = (ctx.trace.as_mut(), ctx.tried.last()) {
+            let method = session.req_header().method.as_str();
+            if let Some(previous) = trace.attempt.take() {
+                previous.end(method, Some("connect"));
+            }
+            trace.attempt = Some(Attempt {
+                span: trace.server.child(),
+                target,
+                upstream: pool.name.clone(),
+                resend: ctx.tried.len() - 1,
+                status: None,
+            });
+        }
         Ok(Box::new(peer))
     }
 
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let Some(attempt) = ctx.trace.as_mut().and_then(|trace| trace.attempt.take()) {
+            attempt.end(session.req_header().method.as_str(), Some("connect"));
+        }
         let retry = ctx
             .pool
             .as_ref()
@@ -74,6 +91,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         crate::pipeline::outbound::prepare(session, upstream, ctx)?;
+        if let Some(attempt) = ctx.trace.as_ref().and_then(|trace| trace.attempt.as_ref()) {
+            attempt.span.propagate(upstream);
+        }
         // An HTTP/1.0 client may leave `Host` out; the upstream request is HTTP/1.1, which
         // must carry one (RFC 9112 §3.2): the target's address, as nginx's `$proxy_host`.
         if !upstream.headers.contains_key(http::header::HOST) {
@@ -130,6 +150,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_status = Some(response.status.as_u16());
+        if let Some(attempt) = ctx.trace.as_mut().and_then(|trace| trace.attempt.as_mut()) {
+            attempt.status = Some(response.status.as_u16());
+        }
         if let (Some(pool), Some(started)) = (&ctx.pool, ctx.upstream_started) {
             let elapsed = started.elapsed();
             ctx.upstream_elapsed = Some(elapsed);
@@ -181,6 +204,10 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if let Some(attempt) = ctx.trace.as_mut().and_then(|trace| trace.attempt.take()) {
+            let failure = crate::core::upstream::exchange::failure_word(e);
+            attempt.end(session.req_header().method.as_str(), Some(failure));
+        }
         let problem = failure::problem(e, ctx);
         let code = match &problem {
             // Once the upstream's header went out, the client already has a status: just close.
@@ -205,6 +232,10 @@ impl ProxyHttp for Gateway {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        logging::summary(session.request_summary(), ctx)
     }
 
     fn suppress_error_log(&self, session: &Session, ctx: &RequestCtx, error: &Error) -> bool {

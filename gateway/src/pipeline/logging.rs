@@ -6,6 +6,7 @@ use crate::core::runtime::Runtime;
 use crate::observe::access_log::{Entry, UpstreamEntry};
 use crate::observe::labels;
 use crate::observe::metrics::METRICS;
+use crate::observe::trace::ServerSpan;
 use crate::pipeline::counting;
 use crate::pipeline::ctx::RequestCtx;
 use crate::pipeline::inbound::Inbound;
@@ -29,6 +30,9 @@ pub fn finished(
         .request_duration
         .with_label_values(&[ctx.route_name()])
         .observe(ctx.started.elapsed().as_secs_f64());
+    if let Some(trace) = ctx.trace.take() {
+        trace.end(&server_span(inbound, ctx, status));
+    }
     if let Some(pool) = &ctx.pool {
         if !ctx.tried.is_empty() && !ctx.upstream_counted {
             let code = labels::code(ctx.upstream_status.unwrap_or(0));
@@ -37,6 +41,26 @@ pub fn finished(
                 .with_label_values(&[&*pool.name, code])
                 .inc();
         }
+    }
+}
+
+/// What the server span records of a finished request.
+fn server_span<'a>(inbound: &'a impl Inbound, ctx: &'a RequestCtx, status: u16) -> ServerSpan<'a> {
+    let head = inbound.head();
+    ServerSpan {
+        method: head.method.as_str(),
+        route: ctx.route.as_ref().map(|route| &*route.name),
+        status,
+        host: crate::pipeline::routing::raw_host(head),
+        path: head.uri.path(),
+        client: inbound.client_ip(),
+        scheme: if inbound.is_tls() { "https" } else { "http" },
+        version: match head.version {
+            http::Version::HTTP_10 => "1.0",
+            http::Version::HTTP_2 => "2",
+            _ => "1.1",
+        },
+        outcome: ctx.outcome,
     }
 }
 
@@ -61,10 +85,23 @@ fn access_entry<'a>(inbound: &'a impl Inbound, ctx: &'a RequestCtx, status: u16)
             .identity
             .as_ref()
             .map(|identity| (identity.provider(), identity.subject())),
+        trace: ctx
+            .trace
+            .as_ref()
+            .map(|trace| (trace.server.trace_id, trace.server.span_id)),
         credential_params: ctx
             .route
             .as_ref()
             .and_then(|route| route.auth.as_ref())
             .map_or(&[], |auth| auth.credential_params()),
     }
+}
+
+/// An error log's summary of a request, with its trace's ids when tracing is on.
+pub fn summary(mut text: String, ctx: &RequestCtx) -> String {
+    if let Some(trace) = &ctx.trace {
+        let (trace_id, span_id) = trace.server.ids();
+        text.push_str(&format!(" trace_id={trace_id} span_id={span_id}"));
+    }
+    text
 }

@@ -79,6 +79,36 @@ enum ResponseState {
     Replace(Bytes),
 }
 
+/// Records the mapping step's span: how many request rules the route has, and the failure
+/// that refused the request.
+pub fn record_span(
+    span: crate::observe::trace::ChildSpan,
+    mapping: &mapping::RouteMapping,
+    refused: Option<&Problem>,
+) {
+    use crate::observe::trace::{KeyValue, SpanKind};
+    let error = refused.map(|problem| std::borrow::Cow::Borrowed(problem.kind));
+    span.end(
+        SpanKind::Internal,
+        "mapping".into(),
+        || {
+            let mut attributes = vec![KeyValue::new(
+                "holdfast.mapping.rules",
+                mapping.request.len() as i64,
+            )];
+            if let Some(problem) = refused {
+                attributes.push(KeyValue::new("holdfast.mapping.failure", problem.kind));
+                attributes.push(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(problem.status),
+                ));
+            }
+            attributes
+        },
+        error,
+    );
+}
+
 /// In `request_filter`, after auth: applies the route's request rules (reading the body first
 /// when a body rule needs it). `Ok(Some(problem))` refuses the request with that answer; the
 /// upstream is not contacted then.

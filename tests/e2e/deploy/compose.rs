@@ -1,7 +1,8 @@
 //! The compose setup and what it wires together: its services and their mounts, both Holdfast
 //! instances (command, config, a stop grace over Holdfast's shutdown grace, Redis as the
-//! backplane, with an append-only file on a volume), nginx in front (balancing both, a read timeout over the longest hold), Prometheus
-//! scraping both admin ports, and Grafana's datasource, dashboard provider and dashboard queries.
+//! backplane, with an append-only file on a volume), nginx in front (balancing both, a read
+//! timeout over the longest hold), Prometheus scraping both admin ports, Grafana's datasource,
+//! dashboard provider and dashboard queries, and Jaeger receiving both instances' spans.
 
 use super::support::{port_of, read, root, seconds, str_at, yaml};
 use serde_json::Value;
@@ -20,6 +21,7 @@ fn compose_parses_and_its_services_fit_together() {
         "lb",
         "prometheus",
         "grafana",
+        "jaeger",
     ] {
         assert!(
             names.contains(expected),
@@ -89,7 +91,25 @@ fn compose_parses_and_its_services_fit_together() {
             service["depends_on"]["redis"].is_mapping(),
             "{instance} waits for redis"
         );
+        // Spans go to compose's Jaeger, on its OTLP/HTTP port, by the variable the config reads.
+        assert_eq!(
+            str_at(service, &["environment", "OTEL_EXPORTER_OTLP_ENDPOINT"]),
+            "http://jaeger:4318",
+            "{instance}"
+        );
     }
+    let endpoint = str_at(&holdfast_config, &["tracing", "otlp", "endpoint"]);
+    assert!(
+        endpoint.starts_with("${OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "the tracing endpoint comes from the environment: {endpoint}"
+    );
+    let jaeger_ports: Vec<&str> = services["jaeger"]["expose"]
+        .as_sequence()
+        .expect("jaeger expose")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(jaeger_ports.contains(&"4318"), "{jaeger_ports:?}");
 
     // The backplane is the compose Redis, which keeps what it holds across a restart: an
     // append-only file synced every second, on a named volume.

@@ -71,6 +71,11 @@ fn kubernetes_manifests_parse_and_fit_holdfast_shutdown() {
         config["backplane"]["redis"].is_mapping(),
         "replicas share channels through Redis"
     );
+    assert!(
+        str_at(&config, &["tracing", "otlp", "endpoint"])
+            .starts_with("${OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "the tracing endpoint comes from the environment"
+    );
 
     let deployment = find("Deployment", "holdfast");
     let pod = &deployment["spec"]["template"];
@@ -110,6 +115,17 @@ fn kubernetes_manifests_parse_and_fit_holdfast_shutdown() {
         .filter_map(Yaml::as_str)
         .collect();
     assert_eq!(args, ["run", "-c", "/etc/holdfast"]);
+    assert!(
+        container["env"]
+            .as_sequence()
+            .expect("env")
+            .iter()
+            .any(
+                |var| var["name"].as_str() == Some("OTEL_EXPORTER_OTLP_ENDPOINT")
+                    && var["value"].as_str().is_some_and(|v| v.starts_with("http"))
+            ),
+        "the Deployment names the OTLP collector"
+    );
     let init_args: Vec<&str> = pod["spec"]["initContainers"][0]["args"]
         .as_sequence()
         .expect("init args")

@@ -126,7 +126,7 @@ pub async fn open<'r>(
         Ok(inputs) => inputs,
         Err(problem) => return Ok(Err(Reply::problem(&problem))),
     };
-    let slot = match super::held_slot(runtime, exchange, admitted, spec).await? {
+    let slot = match super::held_slot(runtime, exchange, admitted, spec, &key).await? {
         Ok(slot) => slot,
         Err(reply) => return Ok(Err(reply)),
     };

@@ -5,6 +5,7 @@
 use crate::core::upstream::Pool;
 use crate::observe::labels;
 use crate::observe::metrics::METRICS;
+use crate::observe::trace::Attempt;
 use crate::problem::Problem;
 use bytes::{Bytes, BytesMut};
 use pingora_error::ErrorType;
@@ -108,6 +109,8 @@ pub type CallResult = Result<Answer, UpstreamError>;
 pub struct OutboundRequest {
     pub header: RequestHeader,
     pub body: Bytes,
+    /// The client request's span, which each attempt's client span is a child of.
+    pub trace: Option<crate::observe::trace::SpanParent>,
 }
 
 impl OutboundRequest {
@@ -151,22 +154,40 @@ async fn exchange(
         let Some(peer) = pool.next_attempt(&mut tried) else {
             return Err(UpstreamError::NoTarget(name.clone()));
         };
+        // A client span per attempt, its id sent upstream in `traceparent`.
+        let mut span = request
+            .trace
+            .as_ref()
+            .zip(tried.last().copied())
+            .map(|(trace, target)| Attempt {
+                span: trace.child(),
+                target,
+                upstream: name.clone(),
+                resend: tried.len() - 1 + stale_retries,
+                status: None,
+            });
+        let method = request.header.method.as_str();
         let (mut session, reused) = match crate::core::outbound::connector()
             .get_http_session(&peer)
             .await
         {
             Ok(session) => session,
             Err(error) => {
+                if let Some(span) = span {
+                    span.end(method, Some("connect"));
+                }
                 if pool.may_retry_connect(&tried) {
                     continue;
                 }
                 return Err(UpstreamError::of(name.clone(), &error));
             }
         };
+        let mut header = Box::new(request.header.clone());
+        if let Some(span) = &span {
+            span.span.propagate(&mut header);
+        }
         let sent = async {
-            session
-                .write_request_header(Box::new(request.header.clone()))
-                .await?;
+            session.write_request_header(header).await?;
             if request.body.is_empty() {
                 session.finish_request_body().await?;
             } else {
@@ -178,6 +199,9 @@ async fn exchange(
         }
         .await;
         if let Err(error) = sent {
+            if let Some(span) = span {
+                span.end(method, Some(failure_word(&error)));
+            }
             // A pooled connection the upstream closed while idle: nothing was processed.
             if reused && stale_retries < 2 {
                 stale_retries += 1;
@@ -191,6 +215,9 @@ async fn exchange(
             Some(header) => (header.status.as_u16(), header.headers.clone()),
             None => return Err(UpstreamError::Failed(name.clone())),
         };
+        if let Some(span) = &mut span {
+            span.status = Some(status);
+        }
         METRICS
             .upstream_duration
             .with_label_values(&[&**name])
@@ -200,13 +227,25 @@ async fn exchange(
             match session.read_response_body().await {
                 Ok(Some(chunk)) => {
                     if body.len() + chunk.len() > max_body {
+                        if let Some(span) = span {
+                            span.end(method, Some("too-large"));
+                        }
                         return Err(UpstreamError::TooLarge(name.clone(), max_body));
                     }
                     body.extend_from_slice(&chunk);
                 }
                 Ok(None) => break,
-                Err(error) => return Err(UpstreamError::of(name.clone(), &error)),
+                Err(error) => {
+                    if let Some(mut span) = span {
+                        span.status = None;
+                        span.end(method, Some(failure_word(&error)));
+                    }
+                    return Err(UpstreamError::of(name.clone(), &error));
+                }
             }
+        }
+        if let Some(span) = span {
+            span.end(method, None);
         }
         let idle = peer.options.idle_timeout;
         crate::core::outbound::connector()
@@ -218,4 +257,9 @@ async fn exchange(
             body: body.freeze(),
         });
     }
+}
+
+/// What a failed attempt's span says of it (`error.type`).
+pub fn failure_word(error: &pingora_error::Error) -> &'static str {
+    UpstreamError::of(Arc::from(""), error).label()
 }
