@@ -440,3 +440,49 @@ fn an_invalid_tracing_section_is_refused_at_load_with_its_line() {
     let (code, _, stderr) = run_holdfast(&["run", "-c", &path]);
     assert_eq!(code, 2, "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_attempt_is_an_error_span_and_its_error_log_names_the_trace() {
+    let collector = Collector::start().await;
+    let closed = holdfast_tests::free_port();
+    let config = format!(
+        r#"
+server: {{ shutdown_grace: 1s }}
+tracing: {{ otlp: {{ endpoint: "{}" }}, batch: {{ delay: 50ms }} }}
+upstreams:
+  down: {{ targets: ["127.0.0.1:{closed}"] }}
+routes:
+  - {{ name: down, match: {{ prefix: /down }}, upstream: down }}
+"#,
+        collector.endpoint()
+    );
+    let gw = Holdfast::start(&config).await;
+    let response = reqwest::Client::new()
+        .get(gw.url("/down"))
+        .header("traceparent", format!("00-{TRACE}-{CALLER_SPAN}-01"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 502);
+    let server = collector
+        .span("server span", |s| s.kind == SERVER && s.trace_id == TRACE)
+        .await;
+    assert_eq!(server.status, 2, "a 502 is a server error: {server:#?}");
+    assert_eq!(server.attribute("error.type"), Some("502"));
+    let attempt = collector
+        .span("the failed attempt", |s| {
+            s.kind == CLIENT && s.trace_id == TRACE
+        })
+        .await;
+    assert_eq!(attempt.parent_span_id, server.span_id);
+    assert_eq!(attempt.status, 2, "{attempt:#?}");
+    assert!(attempt.attribute("error.type").is_some(), "{attempt:#?}");
+    assert_eq!(attempt.attribute("http.response.status_code"), None);
+    let wanted = format!("trace_id={TRACE} span_id={}", server.span_id);
+    eventually(
+        Duration::from_secs(5),
+        "the error log names the trace",
+        async || gw.log().contains(&wanted),
+    )
+    .await;
+}

@@ -39,7 +39,10 @@ pub async fn admit(runtime: &Runtime, session: &mut Session, ctx: &mut RequestCt
             .map(|identity| identity.claims().as_value());
         // Boxed, as the other steps only some routes take: `request_filter`'s future is
         // boxed (and so copied) for every request, so what most requests skip stays out of it.
-        let span = ctx.trace.as_ref().map(|trace| trace.server.child());
+        let span = ctx
+            .trace
+            .as_ref()
+            .and_then(|trace| trace.server.recorded_child());
         let mapped = Box::pin(mapped::map_request(session, ctx, mapping, claims)).await?;
         if let Some(span) = span {
             mapped::record_span(span, mapping, mapped.as_ref());
@@ -121,7 +124,10 @@ pub async fn admit_request(
     ctx.captures = captures;
     ctx.state = Some(state.clone());
     if let Some(requirement) = &route.auth {
-        let span = ctx.trace.as_ref().map(|trace| trace.server.child());
+        let span = ctx
+            .trace
+            .as_ref()
+            .and_then(|trace| trace.server.recorded_child());
         let authenticated = authn::authenticate(inbound.head(), ctx, requirement);
         if let Some(span) = span {
             authn::record_span(span, ctx, authenticated.as_ref().err());

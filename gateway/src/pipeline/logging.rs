@@ -99,9 +99,19 @@ fn access_entry<'a>(inbound: &'a impl Inbound, ctx: &'a RequestCtx, status: u16)
 
 /// An error log's summary of a request, with its trace's ids when tracing is on.
 pub fn summary(mut text: String, ctx: &RequestCtx) -> String {
-    if let Some(trace) = &ctx.trace {
-        let (trace_id, span_id) = trace.server.ids();
-        text.push_str(&format!(" trace_id={trace_id} span_id={span_id}"));
+    let ids = trace_ids(ctx);
+    if !ids.is_empty() {
+        text.push(' ');
+        text.push_str(&ids);
     }
     text
+}
+
+/// `trace_id=… span_id=…` of the request's trace (empty when tracing is off), for the log
+/// lines about the request.
+pub fn trace_ids(ctx: &RequestCtx) -> String {
+    ctx.trace.as_ref().map_or_else(String::new, |trace| {
+        let (trace_id, span_id) = trace.server.ids();
+        format!("trace_id={trace_id} span_id={span_id}")
+    })
 }

@@ -521,7 +521,8 @@ fn replace(
     has_body: bool,
 ) -> Result<()> {
     count_failure(ctx);
-    tracing::warn!(route = ctx.route_name(), %error, "cannot map the upstream's response");
+    let trace = crate::pipeline::logging::trace_ids(ctx);
+    tracing::warn!(route = ctx.route_name(), %error, %trace, "cannot map the upstream's response");
     let mut reply = Reply::problem(&refusal(error));
     if !has_body {
         reply.body = Bytes::new();
@@ -535,7 +536,8 @@ fn replace(
 fn abort(ctx: &mut RequestCtx, error: &MappingError) -> Result<()> {
     count_failure(ctx);
     ctx.mapped.response = ResponseState::Pass;
-    tracing::warn!(route = ctx.route_name(), %error, "cannot map the upstream's response body");
+    let trace = crate::pipeline::logging::trace_ids(ctx);
+    tracing::warn!(route = ctx.route_name(), %error, %trace, "cannot map the upstream's response body");
     // A 502 when Pingora has not flushed the upstream's header yet (it filters the header and
     // the first body chunks together); a cut-short answer otherwise.
     Error::e_explain(

@@ -59,6 +59,16 @@ impl Queue {
         }
     }
 
+    /// A queue whose spans go nowhere (for tests of what records them).
+    #[cfg(test)]
+    pub fn discarding() -> Self {
+        let (sender, _) = sync_channel(1);
+        Self {
+            sender,
+            stopping: Mutex::new(false),
+        }
+    }
+
     /// Exports what is queued and stops the export thread, waiting at most `timeout`.
     pub fn flush(&self, timeout: Duration) {
         let mut stopping = self.stopping.lock().unwrap_or_else(|e| e.into_inner());
