@@ -3,6 +3,7 @@
 //! docs/architecture.md.
 
 pub mod admit;
+pub mod attempts;
 pub mod authn;
 pub mod checks;
 pub mod cors;

@@ -1,9 +1,11 @@
 //! OpenTelemetry tracing, checked at a real OTLP receiver (tests/otlp.rs): a proxied request
 //! continues its caller's trace and sends its own client span's id upstream; the gateway's own
-//! calls do the same; a held poll's hold span is linked from the publish that woke it; sampling
-//! ratio 0 exports nothing; a collector that is down costs no request; bad trace headers start
-//! a new trace or are dropped, never refused; a bad `tracing:` section is refused at load.
+//! calls do the same (each re-poll, each fan-in branch); a held poll's hold span is linked from
+//! the publish that woke it; sampling ratio 0 exports nothing; a collector that is down costs no
+//! request; what is queued is sent at shutdown; bad trace headers start a new trace or are
+//! dropped, never refused; a bad `tracing:` section is refused at load.
 
+use axum::response::IntoResponse;
 use holdfast_tests::otlp::Span;
 use holdfast_tests::{eventually, run_holdfast, Collector, Holdfast, Origin};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -485,4 +487,148 @@ routes:
         async || gw.log().contains(&wanted),
     )
     .await;
+}
+
+/// An origin that answers `204` to its first `empties` requests, then `200`.
+async fn ready_after(empties: usize) -> Origin {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    Origin::start(axum::Router::new().fallback(move || {
+        let calls = calls.clone();
+        async move {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n < empties {
+                axum::http::StatusCode::NO_CONTENT.into_response()
+            } else {
+                "ready".into_response()
+            }
+        }
+    }))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_re_poll_and_each_fan_in_branch_is_a_client_span_the_upstream_is_told_of() {
+    let collector = Collector::start().await;
+    let slow = ready_after(2).await;
+    let left = Origin::echo().await;
+    let right = Origin::echo().await;
+    let config = format!(
+        r#"
+server: {{ shutdown_grace: 1s }}
+tracing: {{ otlp: {{ endpoint: "{}" }}, batch: {{ delay: 50ms }} }}
+upstreams:
+  slow: {{ targets: [{slow}] }}
+  left: {{ targets: [{left}] }}
+  right: {{ targets: [{right}] }}
+routes:
+  - {{ name: news, match: {{ path: /news }}, upstream: slow, repoll_on: [204], hold: 5s, backoff: 20ms }}
+  - {{ name: both, match: {{ path: /both }}, fanin: {{ upstreams: [left, right] }} }}
+"#,
+        collector.endpoint(),
+        slow = slow.addr,
+        left = left.addr,
+        right = right.addr,
+    );
+    let gw = Holdfast::start(&config).await;
+    let client = reqwest::Client::new();
+    let news = client
+        .get(gw.url("/news"))
+        .header("traceparent", format!("00-{TRACE}-{CALLER_SPAN}-01"))
+        .send()
+        .await
+        .expect("news");
+    assert_eq!(news.status(), 200);
+    let server = collector
+        .span("the re-polled request's server span", |s| {
+            s.kind == SERVER && s.trace_id == TRACE
+        })
+        .await;
+    // Three calls (204, 204, 200): three client spans, each the one its call named upstream.
+    let sent: Vec<String> = slow
+        .seen()
+        .iter()
+        .map(|seen| traceparent_parts(seen.header("traceparent").expect("sent")).1)
+        .collect();
+    assert_eq!(sent.len(), 3);
+    let mut statuses = Vec::new();
+    for span_id in &sent {
+        let call = collector
+            .span("a re-poll's client span", |s| &s.span_id == span_id)
+            .await;
+        assert_eq!(
+            (call.kind, call.parent_span_id.as_str()),
+            (CLIENT, server.span_id.as_str())
+        );
+        assert_eq!(call.attribute("holdfast.upstream"), Some("slow"));
+        statuses.push(
+            call.attribute("http.response.status_code")
+                .map(str::to_owned),
+        );
+    }
+    assert_eq!(
+        statuses,
+        [
+            Some("204".to_owned()),
+            Some("204".to_owned()),
+            Some("200".to_owned())
+        ]
+    );
+
+    let both = client.get(gw.url("/both")).send().await.expect("fan-in");
+    assert_eq!(both.status(), 200);
+    for (name, origin) in [("left", &left), ("right", &right)] {
+        let seen = origin.seen();
+        let (trace, span_id, _) = traceparent_parts(seen[0].header("traceparent").expect("sent"));
+        let branch = collector
+            .span("a fan-in branch's client span", |s| s.span_id == span_id)
+            .await;
+        assert_eq!(branch.trace_id, trace);
+        assert_eq!(branch.attribute("holdfast.upstream"), Some(name));
+        let parent = collector
+            .span("the fan-in's server span", |s| {
+                s.span_id == branch.parent_span_id
+            })
+            .await;
+        assert_eq!(parent.name, "GET both");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_still_queued_are_sent_at_shutdown() {
+    let collector = Collector::start().await;
+    let origin = Origin::echo().await;
+    // A batch would wait a minute: only the flush at shutdown sends it in time.
+    let config = format!(
+        r#"
+server: {{ shutdown_grace: 1s }}
+tracing: {{ otlp: {{ endpoint: "{}" }}, batch: {{ delay: 60s }} }}
+upstreams:
+  o: {{ targets: [{}] }}
+routes:
+  - {{ name: open, match: {{ prefix: /open }}, upstream: o }}
+"#,
+        collector.endpoint(),
+        origin.addr
+    );
+    let mut gw = Holdfast::start(&config).await;
+    let response = reqwest::Client::new()
+        .get(gw.url("/open/last"))
+        .header("traceparent", format!("00-{TRACE}-{CALLER_SPAN}-01"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 200);
+    assert!(
+        collector.spans().is_empty(),
+        "nothing is sent before the batch's delay"
+    );
+    gw.signal(holdfast_tests::SIGTERM);
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)).await, Some(0));
+    let spans = collector.spans();
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.kind == SERVER && s.trace_id == TRACE),
+        "the server span was flushed at shutdown: {spans:#?}"
+    );
 }

@@ -37,12 +37,12 @@ pub async fn admit(runtime: &Runtime, session: &mut Session, ctx: &mut RequestCt
         let claims = identity
             .as_ref()
             .map(|identity| identity.claims().as_value());
-        // Boxed, as the other steps only some routes take: `request_filter`'s future is
-        // boxed (and so copied) for every request, so what most requests skip stays out of it.
         let span = ctx
             .trace
             .as_ref()
             .and_then(|trace| trace.server.recorded_child());
+        // Boxed, as the other steps only some routes take: `request_filter`'s future is
+        // boxed (and so copied) for every request, so what most requests skip stays out of it.
         let mapped = Box::pin(mapped::map_request(session, ctx, mapping, claims)).await?;
         if let Some(span) = span {
             mapped::record_span(span, mapping, mapped.as_ref());

@@ -1,14 +1,13 @@
 //! The Pingora `ProxyHttp` implementation. Each hook stays thin and delegates: admission and
 //! the actions in `request_filter` (admit.rs), the upstream head (outbound.rs), streamed body
-//! limits (streamed.rs), mapping (mapped.rs), failures (failure.rs), the end of the request
-//! (logging.rs).
+//! limits (streamed.rs), mapping (mapped.rs), failures (failure.rs), the upstream attempts'
+//! spans (attempts.rs), the end of the request (logging.rs).
 
 use crate::core::runtime::Runtime;
 use crate::observe::labels;
 use crate::observe::metrics::METRICS;
-use crate::observe::trace::Attempt;
 use crate::pipeline::ctx::RequestCtx;
-use crate::pipeline::{admit, counting, failure, logging, mapped, respond, streamed};
+use crate::pipeline::{admit, attempts, counting, failure, logging, mapped, respond, streamed};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -50,19 +49,7 @@ impl ProxyHttp for Gateway {
             );
         };
         ctx.upstream_started = Some(Instant::now());
-        if let (Some(trace), Some(&target)) = (ctx.trace.as_mut(), ctx.tried.last()) {
-            let method = session.req_header().method.as_str();
-            if let Some(previous) = trace.attempt.take() {
-                previous.end(method, Some("connect"));
-            }
-            trace.attempt = Some(Attempt {
-                span: trace.server.child(),
-                target,
-                upstream: pool.name.clone(),
-                resend: ctx.tried.len() - 1,
-                status: None,
-            });
-        }
+        attempts::begin(ctx, session.req_header().method.as_str());
         Ok(Box::new(peer))
     }
 
@@ -73,9 +60,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(attempt) = ctx.trace.as_mut().and_then(|trace| trace.attempt.take()) {
-            attempt.end(session.req_header().method.as_str(), Some("connect"));
-        }
+        attempts::failed(ctx, session.req_header().method.as_str(), &e);
         let retry = ctx
             .pool
             .as_ref()
@@ -91,9 +76,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         crate::pipeline::outbound::prepare(session, upstream, ctx)?;
-        if let Some(attempt) = ctx.trace.as_ref().and_then(|trace| trace.attempt.as_ref()) {
-            attempt.span.propagate(upstream);
-        }
+        attempts::propagate(ctx, upstream);
         // An HTTP/1.0 client may leave `Host` out; the upstream request is HTTP/1.1, which
         // must carry one (RFC 9112 §3.2): the target's address, as nginx's `$proxy_host`.
         if !upstream.headers.contains_key(http::header::HOST) {
@@ -150,9 +133,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_status = Some(response.status.as_u16());
-        if let Some(attempt) = ctx.trace.as_mut().and_then(|trace| trace.attempt.as_mut()) {
-            attempt.status = Some(response.status.as_u16());
-        }
+        attempts::answered(ctx, response.status.as_u16());
         if let (Some(pool), Some(started)) = (&ctx.pool, ctx.upstream_started) {
             let elapsed = started.elapsed();
             ctx.upstream_elapsed = Some(elapsed);
@@ -204,10 +185,7 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        if let Some(attempt) = ctx.trace.as_mut().and_then(|trace| trace.attempt.take()) {
-            let failure = crate::core::upstream::exchange::failure_word(e);
-            attempt.end(session.req_header().method.as_str(), Some(failure));
-        }
+        attempts::failed(ctx, session.req_header().method.as_str(), e);
         let problem = failure::problem(e, ctx);
         let code = match &problem {
             // Once the upstream's header went out, the client already has a status: just close.
