@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod llm_providers;
 pub mod nginx;
 pub mod origin;
 pub mod otlp;

@@ -38,6 +38,9 @@ pub struct Config {
     /// OpenTelemetry spans over OTLP; off unless set.
     #[serde(default)]
     pub tracing: Option<crate::Tracing>,
+    /// Model providers and the aliases `llm` routes serve.
+    #[serde(default)]
+    pub llm: crate::Llm,
     #[serde(default)]
     pub auth: BTreeMap<String, auth::Provider>,
     #[serde(default)]

@@ -18,6 +18,7 @@ mod env;
 mod error;
 pub mod limits;
 mod listener;
+mod llm;
 mod load;
 mod locate;
 pub mod mapping;
@@ -41,6 +42,7 @@ pub use limits::{
     parse_cidr, Concurrency, HeadersWithUnderscores, KeySource, Rate, RateLimit, MAX_RATE_LIMITS,
 };
 pub use listener::{Certificate, Listener, ListenerTls};
+pub use llm::{FallbackOn, Llm, LlmRoute, ModelAlias, Provider, ProviderKind, Target};
 pub use load::{load, load_str};
 pub use route::{Match, Route, RouteAction};
 pub use schema::schema;

@@ -129,7 +129,7 @@ fn refine_position(text: &str, at: (usize, usize), message: &str) -> (usize, usi
 fn merge(parts: Vec<Config>) -> Result<Config, ConfigErrors> {
     let mut merged = Config::default();
     let mut errors = Vec::new();
-    let mut setter: [Option<PathBuf>; 9] = Default::default();
+    let mut setter: [Option<PathBuf>; 10] = Default::default();
     for part in parts {
         let file_index = merged.origin.files.len();
         let (file, positions) = part.origin.files.into_iter().next().unwrap_or_default();
@@ -143,6 +143,7 @@ fn merge(parts: Vec<Config>) -> Result<Config, ConfigErrors> {
             "access_log",
             "trusted_proxies",
             "tracing",
+            "llm",
         ];
         for (slot, key) in scalar_keys.iter().enumerate() {
             if positions.find(key).is_none() {
@@ -168,6 +169,7 @@ fn merge(parts: Vec<Config>) -> Result<Config, ConfigErrors> {
                 "access_log" => merged.access_log = part.access_log.clone(),
                 "trusted_proxies" => merged.trusted_proxies = part.trusted_proxies.clone(),
                 "tracing" => merged.tracing = part.tracing.clone(),
+                "llm" => merged.llm = part.llm.clone(),
                 _ => merged.channels = part.channels.clone(),
             }
         }

@@ -43,6 +43,10 @@ pub struct Route {
     /// Start an upstream call in the background; the client polls for its result.
     #[serde(default)]
     pub job: Option<Job>,
+    /// Serve the `llm.models` aliases: OpenAI's `…/chat/completions`, Anthropic's
+    /// `…/messages` and `…/models` under the route's path.
+    #[serde(default)]
+    pub llm: Option<crate::LlmRoute>,
     /// Upstream statuses that mean "nothing yet": the call is made again, with `backoff`, until
     /// another answer or the end of `hold`. The route then answers locally.
     #[serde(default)]
@@ -95,6 +99,7 @@ pub enum RouteAction<'a> {
     Publish(&'a Publish),
     Fanin(&'a Fanin),
     Job(&'a Job),
+    Llm(&'a crate::LlmRoute),
 }
 
 impl Route {
@@ -115,6 +120,9 @@ impl Route {
         }
         if let Some(job) = &self.job {
             actions.push(RouteAction::Job(job));
+        }
+        if let Some(llm) = &self.llm {
+            actions.push(RouteAction::Llm(llm));
         }
         actions
     }

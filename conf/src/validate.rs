@@ -22,6 +22,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigErrors> {
     if let Some(tracing) = &config.tracing {
         crate::tracing::check(tracing, &mut errors);
     }
+    crate::llm::check(config, &mut errors);
     if errors.is_empty() {
         Ok(())
     } else {
@@ -386,9 +387,9 @@ fn check_action(
     let actions = route.actions();
     if actions.len() != 1 {
         let message = if actions.is_empty() {
-            "a route needs one action: `upstream`, `longpoll`, `publish`, `fanin` or `job`"
+            "a route needs one action: `upstream`, `longpoll`, `publish`, `fanin`, `job` or `llm`"
         } else {
-            "a route takes exactly one action of `upstream`, `longpoll`, `publish`, `fanin` and `job`"
+            "a route takes exactly one action of `upstream`, `longpoll`, `publish`, `fanin`, `job` and `llm`"
         };
         errors.push(FieldError::new(at, message));
     }
@@ -452,8 +453,8 @@ fn check_action(
                     errors.push(FieldError::new(format!("{at}.publish.channel"), message));
                 }
             }
-            // Checked with the call options below.
-            RouteAction::Fanin(_) | RouteAction::Job(_) => {}
+            // Checked with the call options below, and with `llm:`.
+            RouteAction::Fanin(_) | RouteAction::Job(_) | RouteAction::Llm(_) => {}
         }
     }
     crate::upstream_call::check(config, route, at, errors);

@@ -12,6 +12,7 @@ pub mod channels;
 pub mod coalesce;
 pub mod fanin;
 pub mod jobs;
+pub mod llm;
 #[cfg(test)]
 mod tests;
 

@@ -18,6 +18,7 @@ mod deploy {
     mod systemd;
 }
 mod limits;
+mod llm;
 mod longpoll;
 mod mapping;
 mod metrics;

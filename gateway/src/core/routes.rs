@@ -24,6 +24,8 @@ pub enum Action {
     Call(Arc<crate::core::spec::call::CallSpec>),
     Fanin(Arc<crate::core::spec::fanin::FaninSpec>),
     Job(Arc<crate::core::spec::job::JobSpec>),
+    /// The model aliases of `llm:`, behind OpenAI's and Anthropic's front doors.
+    Llm(Arc<crate::core::spec::llm::LlmSpec>),
 }
 
 /// One route, ready for the request path.

@@ -6,3 +6,4 @@ pub mod channel;
 pub mod coalesce;
 pub mod fanin;
 pub mod job;
+pub mod llm;

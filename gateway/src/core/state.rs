@@ -84,8 +84,15 @@ pub fn compile(config: Config, previous: Option<&State>) -> Result<State, Config
             .map(Arc::new)
         })
         .collect();
+    let models = match crate::core::spec::llm::Models::compile(&config, &pools) {
+        Ok(models) => models,
+        Err(message) => {
+            errors.push(FieldError::new("llm", message));
+            Default::default()
+        }
+    };
     let routes = RouteTable::compile(&config, |index, route| {
-        resolve_action(index, route, &pools).map(|action| RouteParts {
+        resolve_action(index, route, &pools, &models).map(|action| RouteParts {
             action,
             auth: auth.as_ref().and_then(|auth| auth.route(index).cloned()),
             mapping: mappings.get(index).cloned().flatten(),
@@ -112,6 +119,7 @@ fn resolve_action(
     index: usize,
     route: &conf::Route,
     pools: &HashMap<String, Arc<Pool>>,
+    models: &crate::core::spec::llm::Models,
 ) -> Result<Action, FieldError> {
     let at = format!("routes[{index}]");
     match route.action() {
@@ -156,6 +164,7 @@ fn resolve_action(
                 format!("upstream `{}` is unavailable", job.upstream),
             )),
         },
+        Some(RouteAction::Llm(llm)) => Ok(Action::Llm(Arc::new(models.route(&llm.models)))),
         None => Err(FieldError::new(at, "the route has no action")),
     }
 }

@@ -50,6 +50,18 @@ pub struct Entry<'a> {
     pub credential_params: &'a [String],
     /// The request's trace and server span, when tracing is on.
     pub trace: Option<(u128, u64)>,
+    /// An `llm` route's provider and model, tokens and fallbacks.
+    pub llm: Option<LlmEntry<'a>>,
+}
+
+/// The `llm` part of an [`Entry`].
+pub struct LlmEntry<'a> {
+    pub provider: &'a str,
+    pub model: &'a str,
+    /// Input and output tokens, when the provider told them.
+    pub tokens: Option<(u64, u64)>,
+    /// Targets that failed before (or besides) the one that served.
+    pub fallbacks: usize,
 }
 
 /// The upstream part of an [`Entry`].
@@ -156,6 +168,15 @@ impl AccessLog {
         }
         if let Some(outcome) = entry.outcome {
             line.text("outcome", Some(outcome));
+        }
+        if let Some(llm) = &entry.llm {
+            line.text("llm_provider", Some(llm.provider));
+            line.text("llm_model", Some(llm.model));
+            if let Some((input, output)) = llm.tokens {
+                line.number("llm_input_tokens", input);
+                line.number("llm_output_tokens", output);
+            }
+            line.number("llm_fallbacks", llm.fallbacks);
         }
         if let Some((provider, subject)) = entry.identity {
             line.text("auth_provider", Some(provider));

@@ -42,6 +42,10 @@ pub struct Metrics {
     pub connections: IntCounterVec,
     pub tls_handshake_failures: IntCounterVec,
     pub trace_spans_dropped: IntCounterVec,
+    pub llm_requests: IntCounterVec,
+    pub llm_tokens: IntCounterVec,
+    pub llm_time_to_first_token: HistogramVec,
+    pub llm_fallbacks: IntCounterVec,
 }
 
 /// The process-wide metrics.
@@ -139,6 +143,10 @@ impl Metrics {
             connections: counter(&r, "holdfast_connections_total", "Client connections accepted, by protocol (http1 over TLS or in clear, h2 by ALPN, h2c by prior knowledge); HTTP/1 connections count at their first request.", &["protocol"]),
             tls_handshake_failures: counter(&r, "holdfast_tls_handshake_failures_total", "TLS handshakes that failed, by reason (protocol_version, incompatible, bad_message, certificate_rejected, client_alert, misbehaved, closed, timeout, other).", &["reason"]),
             trace_spans_dropped: counter(&r, "holdfast_trace_spans_dropped_total", "Spans not exported, by reason (queue_full: the export queue was full; export_failed: the collector did not take them; stopped).", &["reason"]),
+            llm_requests: counter(&r, "holdfast_llm_requests_total", "Requests to model providers by llm routes, by route, provider, model and outcome (ok, error, stream_error, refused, rate_limited, unavailable, timeout).", &["route", "provider", "model", "outcome"]),
+            llm_tokens: counter(&r, "holdfast_llm_tokens_total", "Tokens of answers by llm routes, from the provider's usage, by route, provider, model and type (input, output).", &["route", "provider", "model", "type"]),
+            llm_time_to_first_token: histogram(&r, "holdfast_llm_time_to_first_token_seconds", "Time from a request to the first token of its streamed answer reaching the client.", &["route", "provider", "model"], latency_buckets()),
+            llm_fallbacks: counter(&r, "holdfast_llm_fallbacks_total", "Requests moved from one provider to the next of their model's list, by route, the provider left and the reason (429, 5xx, connect, first_byte_timeout, keys_resting).", &["route", "from", "reason"]),
             registry: r,
         };
         metrics

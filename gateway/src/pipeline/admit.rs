@@ -4,7 +4,7 @@
 //! the gateway answered the request itself, `false` when it is to be proxied), and for held
 //! polls on the edge's own HTTP/1 path.
 
-use crate::actions::{call, channels, fanin, jobs, Admitted};
+use crate::actions::{call, channels, fanin, jobs, llm, Admitted};
 use crate::core::routes::{Action, Lookup};
 use crate::core::runtime::Runtime;
 use crate::exchange::Reply;
@@ -206,6 +206,34 @@ async fn stream_events(
     Ok(None)
 }
 
+/// Serves an `llm` route: its reply, or a streamed answer's head (counted and stamped as any
+/// reply) and then its events until it ends.
+async fn serve_llm(
+    inbound: &mut impl Inbound,
+    ctx: &mut RequestCtx,
+    route: &crate::core::routes::CompiledRoute,
+    spec: &crate::core::spec::llm::LlmSpec,
+) -> Result<Option<Reply>> {
+    let admitted = Admitted {
+        mapped_body: ctx.mapped.body(),
+        ..ctx.admitted(route)
+    };
+    let (served, record) = llm::serve(inbound, &admitted, spec).await?;
+    ctx.llm = record.map(Box::new);
+    match served {
+        llm::Served::Reply(reply) => Ok(Some(reply)),
+        llm::Served::Stream(head, stream) => {
+            respond::reply(inbound, ctx, head).await?;
+            let (outcome, usage) = stream.run(inbound).await;
+            ctx.outcome = Some(outcome);
+            if let Some(record) = &mut ctx.llm {
+                record.usage = usage;
+            }
+            Ok(None)
+        }
+    }
+}
+
 /// Runs the route's action (every one but proxying); its reply, or `None` when the client left.
 pub async fn dispatch(
     runtime: &Runtime,
@@ -219,6 +247,9 @@ pub async fn dispatch(
         if channels::sse::wanted(inbound.head(), &spec.settings) {
             return Box::pin(stream_events(runtime, inbound, ctx, &route, spec)).await;
         }
+    }
+    if let Action::Llm(spec) = &route.action {
+        return Box::pin(serve_llm(inbound, ctx, &route, spec)).await;
     }
     let upstream_head = match &route.action {
         Action::Call(_) | Action::Fanin(_) | Action::Job(_) => {
@@ -244,6 +275,8 @@ pub async fn dispatch(
             Box::pin(fanin::serve(runtime, inbound, &mut admitted, spec)).await?
         }
         Action::Job(spec) => Box::pin(jobs::serve(runtime, inbound, &mut admitted, spec)).await?,
+        // Served above.
+        Action::Llm(_) => None,
     };
     let outcome = admitted.outcome;
     ctx.outcome = outcome;

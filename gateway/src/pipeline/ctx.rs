@@ -51,6 +51,8 @@ pub struct RequestCtx {
     pub rate_keys: Option<crate::limits::RateKeys>,
     /// The request's part in a trace, when tracing is on. Boxed: a held poll keeps it.
     pub trace: Option<Box<crate::observe::trace::RequestTrace>>,
+    /// What an `llm` route's request went to, for the access log.
+    pub llm: Option<Box<crate::actions::llm::Record>>,
     _in_flight: crate::core::runtime::InFlight,
 }
 
@@ -156,6 +158,7 @@ impl RequestCtx {
             upgraded: false,
             rate_keys: None,
             trace: kept.trace,
+            llm: None,
             _in_flight: kept._in_flight,
         }
     }

@@ -3,7 +3,7 @@
 //! request that got no answer.
 
 use crate::core::runtime::Runtime;
-use crate::observe::access_log::{Entry, UpstreamEntry};
+use crate::observe::access_log::{Entry, LlmEntry, UpstreamEntry};
 use crate::observe::labels;
 use crate::observe::metrics::METRICS;
 use crate::observe::trace::ServerSpan;
@@ -85,6 +85,12 @@ fn access_entry<'a>(inbound: &'a impl Inbound, ctx: &'a RequestCtx, status: u16)
             .identity
             .as_ref()
             .map(|identity| (identity.provider(), identity.subject())),
+        llm: ctx.llm.as_ref().map(|llm| LlmEntry {
+            provider: &llm.provider,
+            model: &llm.model,
+            tokens: llm.usage.map(|usage| (usage.input, usage.output)),
+            fallbacks: llm.fallbacks,
+        }),
         trace: ctx
             .trace
             .as_ref()

@@ -123,7 +123,7 @@ pub async fn map_request(
     let goes_upstream = |action: &Action| {
         matches!(
             action,
-            Action::Proxy(_) | Action::Call(_) | Action::Fanin(_) | Action::Job(_)
+            Action::Proxy(_) | Action::Call(_) | Action::Fanin(_) | Action::Job(_) | Action::Llm(_)
         )
     };
     if !ctx

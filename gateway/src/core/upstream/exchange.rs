@@ -131,23 +131,89 @@ impl OutboundRequest {
 /// One call to `pool`: a target by round robin (the next one when connecting fails), the
 /// request, the whole answer up to `max_body` bytes. Counted in the upstream metrics.
 pub async fn send(pool: &Pool, request: &OutboundRequest, max_body: usize) -> CallResult {
-    let started = Instant::now();
-    let result = exchange(pool, request, max_body, started).await;
-    let code = result.as_ref().map_or(0, |answer| answer.status);
+    let result = match open(pool, request).await {
+        Ok(answer) => answer.read_whole(max_body).await,
+        Err(error) => Err(error),
+    };
+    count(pool, result.as_ref().map_or(0, |answer| answer.status));
+    result
+}
+
+/// Counts one call to `pool` in `holdfast_upstream_requests_total` (`code` 0: no answer).
+pub fn count(pool: &Pool, code: u16) {
     METRICS
         .upstream_requests
         .with_label_values(&[&*pool.name, labels::code(code)])
         .inc();
-    result
 }
 
-async fn exchange(
-    pool: &Pool,
-    request: &OutboundRequest,
-    max_body: usize,
-    started: Instant,
-) -> CallResult {
+/// An upstream's answer whose head has come and whose body is read as it comes.
+pub struct Opened {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    session: pingora_core::protocols::http::client::HttpSession,
+    peer: pingora_core::upstreams::peer::HttpPeer,
+    name: Arc<str>,
+    span: Option<Attempt>,
+    method: http::Method,
+}
+
+impl Opened {
+    /// The next piece of the body; `None` at its end (the connection then goes back to the
+    /// pool).
+    pub async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        match self.session.read_response_body().await {
+            Ok(chunk) => Ok(chunk),
+            Err(error) => {
+                if let Some(mut span) = self.span.take() {
+                    span.status = None;
+                    span.end(self.method.as_str(), Some(failure_word(&error)));
+                }
+                Err(UpstreamError::of(self.name.clone(), &error))
+            }
+        }
+    }
+
+    /// The whole body, up to `max_body` bytes, as an [`Answer`].
+    pub async fn read_whole(mut self, max_body: usize) -> CallResult {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = self.next().await? {
+            if body.len() + chunk.len() > max_body {
+                if let Some(span) = self.span.take() {
+                    span.end(self.method.as_str(), Some("too-large"));
+                }
+                return Err(UpstreamError::TooLarge(self.name.clone(), max_body));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let status = self.status;
+        let headers = std::mem::take(&mut self.headers);
+        self.finish().await;
+        Ok(Answer {
+            status,
+            headers,
+            body: body.freeze(),
+        })
+    }
+
+    /// The body was read to its end: the span ends and the connection goes back to the pool.
+    pub async fn finish(mut self) {
+        if let Some(span) = self.span.take() {
+            span.end(self.method.as_str(), None);
+        }
+        let idle = self.peer.options.idle_timeout;
+        crate::core::outbound::connector()
+            .release_http_session(self.session, &self.peer, idle)
+            .await;
+    }
+}
+
+/// Sends `request` to `pool` and waits for the answer's head: a target by round robin, the next
+/// one when connecting fails, a pooled connection the upstream had closed tried again.
+pub async fn open(pool: &Pool, request: &OutboundRequest) -> Result<Opened, UpstreamError> {
+    let started = Instant::now();
     let name = &pool.name;
+    let method = &request.header.method;
     let mut tried = Vec::new();
     let mut stale_retries = 0;
     loop {
@@ -166,7 +232,6 @@ async fn exchange(
                 resend: tried.len() - 1 + stale_retries,
                 status: None,
             });
-        let method = request.header.method.as_str();
         let (mut session, reused) = match crate::core::outbound::connector()
             .get_http_session(&peer)
             .await
@@ -174,7 +239,7 @@ async fn exchange(
             Ok(session) => session,
             Err(error) => {
                 if let Some(span) = span {
-                    span.end(method, Some("connect"));
+                    span.end(method.as_str(), Some("connect"));
                 }
                 if pool.may_retry_connect(&tried) {
                     continue;
@@ -200,7 +265,7 @@ async fn exchange(
         .await;
         if let Err(error) = sent {
             if let Some(span) = span {
-                span.end(method, Some(failure_word(&error)));
+                span.end(method.as_str(), Some(failure_word(&error)));
             }
             // A pooled connection the upstream closed while idle: nothing was processed.
             if reused && stale_retries < 2 {
@@ -222,39 +287,14 @@ async fn exchange(
             .upstream_duration
             .with_label_values(&[&**name])
             .observe(started.elapsed().as_secs_f64());
-        let mut body = BytesMut::new();
-        loop {
-            match session.read_response_body().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > max_body {
-                        if let Some(span) = span {
-                            span.end(method, Some("too-large"));
-                        }
-                        return Err(UpstreamError::TooLarge(name.clone(), max_body));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    if let Some(mut span) = span {
-                        span.status = None;
-                        span.end(method, Some(failure_word(&error)));
-                    }
-                    return Err(UpstreamError::of(name.clone(), &error));
-                }
-            }
-        }
-        if let Some(span) = span {
-            span.end(method, None);
-        }
-        let idle = peer.options.idle_timeout;
-        crate::core::outbound::connector()
-            .release_http_session(session, &peer, idle)
-            .await;
-        return Ok(Answer {
+        return Ok(Opened {
             status,
             headers,
-            body: body.freeze(),
+            session,
+            peer,
+            name: name.clone(),
+            span,
+            method: method.clone(),
         });
     }
 }

@@ -1,0 +1,233 @@
+//! The `llm:` section: model providers (OpenAI- or Anthropic-compatible servers, each over an
+//! `upstreams:` entry, with a pool of API keys) and the model aliases clients name, each with
+//! weighted targets and an ordered fallback list. Routes serve them with `llm: {}`.
+
+use crate::{Config, Duration, EnvString, FieldError};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Providers and aliases.
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Llm {
+    #[serde(default)]
+    pub providers: BTreeMap<String, Provider>,
+    /// The names clients send as `model`, each mapped to providers' real models.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelAlias>,
+}
+
+/// A model provider.
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    pub kind: ProviderKind,
+    /// The `upstreams:` entry its requests go to (targets, TLS, timeouts, health checks).
+    pub upstream: String,
+    /// API keys, used in turn; a key answered with 429 or 401 rests until its `Retry-After`
+    /// (or `cooldown`). Write them as `${ENV}` references.
+    pub keys: Vec<EnvString>,
+    /// The request path: default `/v1/chat/completions` (openai) or `/v1/messages`
+    /// (anthropic). `{model}` is replaced by the target's model (Azure OpenAI:
+    /// `/openai/deployments/{model}/chat/completions?api-version=2024-10-21`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The header that carries the key: default `authorization` (as `Bearer KEY`) for openai,
+    /// `x-api-key` for anthropic; Azure OpenAI uses `api-key`.
+    #[serde(default)]
+    pub key_header: Option<String>,
+    /// How long a key rests after a 429 or 401 that gave no `Retry-After`.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: Duration,
+}
+
+fn default_cooldown() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// The wire format a provider speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI Chat Completions (OpenAI, Azure OpenAI, vLLM, Ollama, llama.cpp, …).
+    Openai,
+    /// Anthropic Messages.
+    Anthropic,
+}
+
+/// A model name clients use.
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelAlias {
+    /// Where requests go, chosen by weight.
+    pub targets: Vec<Target>,
+    /// Tried in order when the chosen target fails in a way `fallback_on` names.
+    #[serde(default)]
+    pub fallback: Vec<Target>,
+    /// What moves on to the next target: `429`, `5xx`, `connect`, `first_byte_timeout`
+    /// (default: all four). Never once the answer's first byte reached the client.
+    #[serde(default = "default_fallback_on")]
+    pub fallback_on: Vec<FallbackOn>,
+    /// The longest a target may take to start its answer before it counts as failed.
+    #[serde(default = "default_first_byte_timeout")]
+    pub first_byte_timeout: Duration,
+}
+
+fn default_fallback_on() -> Vec<FallbackOn> {
+    vec![
+        FallbackOn::RateLimited,
+        FallbackOn::ServerError,
+        FallbackOn::Connect,
+        FallbackOn::FirstByteTimeout,
+    ]
+}
+
+fn default_first_byte_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// A provider's model.
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub provider: String,
+    /// The provider's name for the model.
+    pub model: String,
+    /// The share of requests it gets among `targets` (default 1).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// A failure that moves a request on to the next target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+pub enum FallbackOn {
+    #[serde(rename = "429")]
+    RateLimited,
+    #[serde(rename = "5xx")]
+    ServerError,
+    #[serde(rename = "connect")]
+    Connect,
+    #[serde(rename = "first_byte_timeout")]
+    FirstByteTimeout,
+}
+
+/// A route's `llm:` action: it serves `POST …/chat/completions` (OpenAI format),
+/// `POST …/messages` (Anthropic format) and `GET …/models` under its path.
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LlmRoute {
+    /// The aliases this route serves (default: every one).
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+/// Checks the section and the routes' `llm:` actions against it.
+pub(crate) fn check(config: &Config, errors: &mut Vec<FieldError>) {
+    let llm = &config.llm;
+    for (name, provider) in &llm.providers {
+        let at = format!("llm.providers.{name}");
+        crate::validate::check_name(name, &at, errors);
+        if !config.upstreams.contains_key(&provider.upstream) {
+            errors.push(crate::validate::unknown_reference(
+                format!("{at}.upstream"),
+                "upstream",
+                &provider.upstream,
+                config.upstreams.keys(),
+            ));
+        }
+        if provider.keys.is_empty() {
+            errors.push(FieldError::new(
+                format!("{at}.keys"),
+                "at least one API key is required (a local server that wants none: any text)",
+            ));
+        }
+        for (index, key) in provider.keys.iter().enumerate() {
+            if key.as_str().is_empty() || http::HeaderValue::from_str(key.as_str()).is_err() {
+                errors.push(FieldError::new(
+                    format!("{at}.keys[{index}]"),
+                    "an API key must be non-empty text a header can carry",
+                ));
+            }
+        }
+        if let Some(path) = &provider.path {
+            if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
+                errors.push(FieldError::new(
+                    format!("{at}.path"),
+                    format!("`{path}` is not a request path such as /v1/chat/completions"),
+                ));
+            }
+        }
+        if let Some(header) = &provider.key_header {
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                errors.push(FieldError::new(
+                    format!("{at}.key_header"),
+                    format!("`{header}` is not a header name"),
+                ));
+            }
+        }
+    }
+    for (alias, model) in &llm.models {
+        let at = format!("llm.models.{alias}");
+        if alias.is_empty() {
+            errors.push(FieldError::new(at.clone(), "an alias must not be empty"));
+        }
+        if model.targets.is_empty() {
+            errors.push(FieldError::new(
+                format!("{at}.targets"),
+                "at least one target is required",
+            ));
+        }
+        let lists = [("targets", &model.targets), ("fallback", &model.fallback)];
+        for (list, targets) in lists {
+            for (index, target) in targets.iter().enumerate() {
+                let at = format!("{at}.{list}[{index}]");
+                if !llm.providers.contains_key(&target.provider) {
+                    errors.push(crate::validate::unknown_reference(
+                        format!("{at}.provider"),
+                        "provider",
+                        &target.provider,
+                        llm.providers.keys(),
+                    ));
+                }
+                if target.model.is_empty() {
+                    errors.push(FieldError::new(format!("{at}.model"), "must not be empty"));
+                }
+                if list == "targets" && target.weight == 0 {
+                    errors.push(FieldError::new(
+                        format!("{at}.weight"),
+                        "must be at least 1",
+                    ));
+                }
+            }
+        }
+        if model.first_byte_timeout.get().is_zero() {
+            errors.push(FieldError::new(
+                format!("{at}.first_byte_timeout"),
+                "must be more than 0s",
+            ));
+        }
+    }
+    for (index, route) in config.routes.iter().enumerate() {
+        let Some(action) = &route.llm else { continue };
+        if llm.models.is_empty() {
+            errors.push(FieldError::new(
+                format!("routes[{index}].llm"),
+                "serves models, but `llm.models` declares none",
+            ));
+        }
+        for (at, alias) in action.models.iter().enumerate() {
+            if !llm.models.contains_key(alias) {
+                errors.push(crate::validate::unknown_reference(
+                    format!("routes[{index}].llm.models[{at}]"),
+                    "model alias",
+                    alias,
+                    llm.models.keys(),
+                ));
+            }
+        }
+    }
+}

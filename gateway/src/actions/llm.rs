@@ -1,0 +1,176 @@
+//! `llm` routes: one OpenAI- and Anthropic-compatible front door over many model providers.
+//! The door is the request's path (`…/chat/completions`, `…/messages`, `…/models`); the
+//! request's `model` names an alias, whose targets are tried in order — the one chosen by
+//! weight, then the fallbacks — with the provider's keys in turn. A streamed answer goes to the
+//! client piece by piece ([`Stream`]); a whole one is translated at once.
+
+mod attempt;
+mod errors;
+pub mod stream;
+pub mod translate;
+
+use crate::actions::Admitted;
+use crate::core::spec::llm::LlmSpec;
+use crate::exchange::{body, Exchange, Reply};
+use crate::problem::Problem;
+use attempt::Tried;
+use pingora_error::Result;
+pub use stream::Stream;
+use translate::Format;
+
+/// How an `llm` request is answered.
+pub enum Served {
+    /// At once.
+    Reply(Reply),
+    /// By a stream: its head, then the provider's events as they come.
+    Stream(Reply, Box<Stream>),
+}
+
+/// What the access log records of an `llm` request: the provider and model that served it
+/// (or were tried last), its tokens, and how many targets failed before.
+#[derive(Debug, Default)]
+pub struct Record {
+    pub provider: String,
+    pub model: String,
+    pub usage: Option<translate::Usage>,
+    pub fallbacks: usize,
+}
+
+/// The door a request came in by.
+enum Door {
+    Chat(Format),
+    Models,
+}
+
+fn door(head: &pingora_http::RequestHeader) -> Option<Door> {
+    let path = head.uri.path().trim_end_matches('/');
+    match (&head.method, path) {
+        (&http::Method::POST, path) if path.ends_with("/chat/completions") => {
+            Some(Door::Chat(Format::OpenAi))
+        }
+        (&http::Method::POST, path) if path.ends_with("/messages") => {
+            Some(Door::Chat(Format::Anthropic))
+        }
+        (&http::Method::GET, path) if path.ends_with("/models") => Some(Door::Models),
+        _ => None,
+    }
+}
+
+/// Serves an `llm` route's request.
+pub async fn serve(
+    exchange: &mut impl Exchange,
+    admitted: &Admitted<'_>,
+    spec: &LlmSpec,
+) -> Result<(Served, Option<Record>)> {
+    let mut record = None;
+    let served = choose(exchange, admitted, spec, &mut record).await?;
+    Ok((served, record))
+}
+
+async fn choose(
+    exchange: &mut impl Exchange,
+    admitted: &Admitted<'_>,
+    spec: &LlmSpec,
+    record: &mut Option<Record>,
+) -> Result<Served> {
+    let head = exchange.head();
+    let Some(door) = door(head) else {
+        let what = format!("{} {}", head.method, head.uri.path());
+        let problem = Problem::not_found(&what).with_member(
+            "doors",
+            serde_json::json!(["POST …/chat/completions", "POST …/messages", "GET …/models"]),
+        );
+        return Ok(Served::Reply(Reply::problem(&problem)));
+    };
+    let format = match door {
+        Door::Models => return Ok(Served::Reply(models(spec))),
+        Door::Chat(format) => format,
+    };
+    let read = body::read_whole(exchange, admitted.route.max_body, admitted.body_timeout).await?;
+    let raw = match read {
+        Ok(raw) => admitted.mapped_body.cloned().unwrap_or(raw),
+        Err(problem) => return Ok(Served::Reply(Reply::problem(&problem))),
+    };
+    let request: serde_json::Value = match serde_json::from_slice(&raw) {
+        Ok(request) => request,
+        Err(error) => {
+            let problem = errors::bad_request(format, "body", &format!("not JSON: {error}"));
+            return Ok(Served::Reply(problem));
+        }
+    };
+    if let Err(error) = translate::validate(&request, format) {
+        return Ok(Served::Reply(errors::translation(format, &error)));
+    }
+    let asked = request
+        .get("model")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    let Some(alias) = spec.alias(asked) else {
+        return Ok(Served::Reply(errors::unknown_model(format, asked, spec)));
+    };
+    let client_version = exchange.head().headers.get("anthropic-version").cloned();
+    let mut tried = Tried::default();
+    for target in alias.attempts() {
+        let outcome = attempt::try_target(
+            attempt::Call {
+                route: &admitted.route.name,
+                alias,
+                target,
+                request: &request,
+                door: format,
+                client_version: client_version.as_ref(),
+                trace: admitted.trace.map(|trace| trace.server.clone()),
+            },
+            &mut tried,
+        )
+        .await;
+        *record = Some(Record {
+            provider: target.provider.name.to_string(),
+            model: target.model.clone(),
+            usage: tried.usage,
+            fallbacks: tried.failures.len(),
+        });
+        match outcome {
+            attempt::Outcome::Served(served) => return Ok(served),
+            attempt::Outcome::Next => continue,
+        }
+    }
+    Ok(Served::Reply(errors::all_failed(format, &tried)))
+}
+
+/// `GET …/models`: the route's aliases, in OpenAI's list format (Anthropic's SDK reads the
+/// same `data` array of `id`s).
+fn models(spec: &LlmSpec) -> Reply {
+    let data: Vec<serde_json::Value> = spec
+        .names()
+        .map(|name| {
+            serde_json::json!({
+                "id": name,
+                "object": "model",
+                "type": "model",
+                "display_name": name,
+                "created": 0,
+                "created_at": "1970-01-01T00:00:00Z",
+                "owned_by": "holdfast",
+            })
+        })
+        .collect();
+    let first = data
+        .first()
+        .and_then(|m| m["id"].as_str())
+        .map(str::to_owned);
+    let last = data
+        .last()
+        .and_then(|m| m["id"].as_str())
+        .map(str::to_owned);
+    Reply::json(
+        200,
+        &serde_json::json!({
+            "object": "list",
+            "data": data,
+            "has_more": false,
+            "first_id": first,
+            "last_id": last,
+        }),
+    )
+}

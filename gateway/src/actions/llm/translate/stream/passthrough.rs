@@ -1,0 +1,336 @@
+//! The two directions where provider and client speak one format: events pass through as they
+//! are, but for the model's name (the client's alias) and, for an OpenAI client that did not ask
+//! for it, the usage the gateway asked the provider for. Usage and completion are still read.
+
+use super::super::sse::{write_event, SseEvent};
+use super::super::tokens::TokenCounts;
+use super::super::TranslateError;
+use super::anthropic_out::AnthropicOut;
+use super::{
+    anthropic_kind, is_done_marker, openai_delta_has_content, parse_json, Client, ClientStream,
+    Progress,
+};
+use serde_json::Value;
+
+#[derive(Debug, Default)]
+pub(super) struct OpenAiPassthrough {
+    done: bool,
+    /// The provider's error event was passed on.
+    error_sent: bool,
+}
+
+impl OpenAiPassthrough {
+    pub fn event(
+        &mut self,
+        event: &SseEvent,
+        client: &Client,
+        progress: &mut Progress,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TranslateError> {
+        if self.done {
+            return Ok(());
+        }
+        if is_done_marker(event) {
+            self.done = true;
+            progress.complete = true;
+            write_event(out, event.name.as_deref(), &event.data);
+            return Ok(());
+        }
+        let mut chunk = parse_json(event)?;
+        if let Some(fields) = chunk.as_object_mut() {
+            if fields.get("error").is_some_and(|error| !error.is_null()) {
+                self.error_sent = true;
+                write_event(out, event.name.as_deref(), &event.data);
+                return Ok(());
+            }
+            if let Some(tokens) = fields.get("usage").and_then(TokenCounts::from_openai) {
+                progress.tokens = Some(tokens);
+            }
+            let choices = fields.get("choices").and_then(Value::as_array);
+            for choice in choices.into_iter().flatten() {
+                if choice
+                    .get("finish_reason")
+                    .is_some_and(|reason| !reason.is_null())
+                {
+                    progress.complete = true;
+                }
+                if choice.get("delta").is_some_and(openai_delta_has_content) {
+                    progress.started = true;
+                }
+            }
+            if !client.wants_usage {
+                let usage_only = choices.is_some_and(|choices| choices.is_empty())
+                    && fields.get("usage").is_some_and(|usage| !usage.is_null());
+                if usage_only {
+                    return Ok(());
+                }
+                fields.remove("usage");
+            }
+            if fields.contains_key("model") {
+                fields.insert("model".into(), Value::String(client.alias.clone()));
+            }
+        }
+        write_event(out, event.name.as_deref(), &chunk.to_string());
+        Ok(())
+    }
+
+    pub fn client_stream(&self) -> ClientStream {
+        match (self.done, self.error_sent) {
+            (true, _) => ClientStream::Ended,
+            (false, true) => ClientStream::ErrorSent,
+            (false, false) => ClientStream::Open,
+        }
+    }
+
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if !self.done {
+            self.done = true;
+            write_event(out, None, "[DONE]");
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct AnthropicPassthrough {
+    out: AnthropicOut,
+    message_id: String,
+}
+
+impl AnthropicPassthrough {
+    pub fn event(
+        &mut self,
+        event: &SseEvent,
+        client: &Client,
+        progress: &mut Progress,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TranslateError> {
+        if self.out.ended() {
+            return Ok(());
+        }
+        let mut value = parse_json(event)?;
+        let kind = anthropic_kind(event, &value);
+        let mut rewritten = false;
+        match kind.as_str() {
+            "message_start" => {
+                if let Some(message) = value.get_mut("message").and_then(Value::as_object_mut) {
+                    if let Some(usage) = message.get("usage") {
+                        progress.tokens = TokenCounts::from_anthropic(usage);
+                    }
+                    if let Some(id) = message.get("id").and_then(Value::as_str) {
+                        self.message_id = id.to_owned();
+                    }
+                    message.insert("model".into(), Value::String(client.alias.clone()));
+                    rewritten = true;
+                }
+            }
+            "content_block_start" => {
+                let block = value.get("content_block");
+                let kind = block
+                    .and_then(|block| block.get("type"))
+                    .and_then(Value::as_str);
+                let text = block
+                    .and_then(|block| block.get("text"))
+                    .and_then(Value::as_str);
+                if kind == Some("tool_use") || text.is_some_and(|text| !text.is_empty()) {
+                    progress.started = true;
+                }
+            }
+            "content_block_delta" => {
+                let delta = value.get("delta");
+                let kind = delta
+                    .and_then(|delta| delta.get("type"))
+                    .and_then(Value::as_str);
+                let text = delta
+                    .and_then(|delta| delta.get("text"))
+                    .and_then(Value::as_str);
+                if kind == Some("input_json_delta") || text.is_some_and(|text| !text.is_empty()) {
+                    progress.started = true;
+                }
+            }
+            "message_delta" => {
+                if let Some(usage) = value.get("usage") {
+                    progress
+                        .tokens
+                        .get_or_insert_with(TokenCounts::default)
+                        .merge_anthropic(usage);
+                }
+            }
+            "message_stop" => progress.complete = true,
+            _ => {}
+        }
+        self.out.saw(&kind, &value);
+        let data = if rewritten {
+            value.to_string()
+        } else {
+            event.data.clone()
+        };
+        write_event(out, event.name.as_deref(), &data);
+        Ok(())
+    }
+
+    pub fn client_stream(&self) -> ClientStream {
+        self.out.client_stream()
+    }
+
+    pub fn finish(&mut self, client: &Client, progress: &mut Progress, out: &mut Vec<u8>) {
+        self.out
+            .close(out, &self.message_id, &client.alias, None, progress.tokens);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::fixtures;
+    use super::super::super::{Format, Usage};
+    use super::super::tests::{events, run, translator};
+    use serde_json::{json, Value};
+
+    /// The provider's events with the alias for a model.
+    fn with_alias(stream: &str) -> Vec<(Option<String>, Value)> {
+        events(stream)
+            .into_iter()
+            .map(|(name, mut data)| {
+                if let Some(chunk) = data.as_object_mut() {
+                    if chunk.contains_key("model") {
+                        chunk.insert("model".into(), json!("my-alias"));
+                    }
+                }
+                if let Some(message) = data.get_mut("message").and_then(Value::as_object_mut) {
+                    message.insert("model".into(), json!("my-alias"));
+                }
+                (name, data)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn openai_events_pass_with_the_alias_and_the_usage_asked_for() {
+        let mut translator = translator(Format::OpenAi, Format::OpenAi, true);
+        let out = run(&mut translator, fixtures::OPENAI_TEXT_STREAM, false);
+        assert_eq!(events(&out), with_alias(fixtures::OPENAI_TEXT_STREAM));
+        assert!(translator.complete() && translator.started());
+        assert_eq!(
+            translator.usage(),
+            Some(Usage {
+                input: 9,
+                output: 12
+            })
+        );
+    }
+
+    #[test]
+    fn openai_usage_not_asked_for_is_read_and_kept_from_the_client() {
+        let mut translator = translator(Format::OpenAi, Format::OpenAi, false);
+        let out = run(&mut translator, fixtures::OPENAI_TEXT_STREAM, false);
+        let expected: Vec<_> = with_alias(fixtures::OPENAI_TEXT_STREAM)
+            .into_iter()
+            .filter(|(_, data)| data["choices"] != json!([]))
+            .map(|(name, mut data)| {
+                if let Some(chunk) = data.as_object_mut() {
+                    chunk.remove("usage");
+                }
+                (name, data)
+            })
+            .collect();
+        assert_eq!(events(&out), expected);
+        assert!(!out.contains("usage"));
+        assert_eq!(
+            translator.usage(),
+            Some(Usage {
+                input: 9,
+                output: 12
+            })
+        );
+    }
+
+    #[test]
+    fn an_openai_finish_reason_completes_the_stream_and_done_closes_it() {
+        let truncated = fixtures::OPENAI_TEXT_STREAM
+            .split_once("data: {\"id\":\"chatcmpl-123\",\"object\":\"chat.completion.chunk\",\"created\":1694268190,\"model\":\"gpt-4o-mini\",\"system_fingerprint\":\"fp_44709d6fcb\",\"choices\":[]")
+            .unwrap()
+            .0;
+        let mut translator = translator(Format::OpenAi, Format::OpenAi, true);
+        let out = run(&mut translator, truncated, false);
+        assert!(translator.complete());
+        assert_eq!(translator.usage(), None);
+        assert!(out.ends_with("data: [DONE]\n\n"));
+    }
+
+    #[test]
+    fn a_whole_stream_needs_no_closing() {
+        for (from, stream) in [
+            (Format::OpenAi, fixtures::OPENAI_TEXT_STREAM),
+            (Format::Anthropic, fixtures::ANTHROPIC_TEXT_STREAM),
+        ] {
+            let mut translator = translator(from, from, true);
+            translator.feed(stream.as_bytes()).unwrap();
+            assert!(translator.finish().is_empty());
+        }
+    }
+
+    #[test]
+    fn an_openai_error_passes_as_it_is() {
+        let mut translator = translator(Format::OpenAi, Format::OpenAi, false);
+        let error = "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n";
+        assert_eq!(
+            &translator.feed(error.as_bytes()).unwrap()[..],
+            error.as_bytes()
+        );
+        assert!(!translator.complete());
+    }
+
+    #[test]
+    fn anthropic_events_pass_as_they_are_but_the_model() {
+        let mut translator = translator(Format::Anthropic, Format::Anthropic, false);
+        let out = run(&mut translator, fixtures::ANTHROPIC_TEXT_STREAM, false);
+        assert_eq!(events(&out), with_alias(fixtures::ANTHROPIC_TEXT_STREAM));
+        // Only message_start is rewritten; the rest keeps its bytes, ping included.
+        let (_, rest) = out.split_once("event: content_block_start").unwrap();
+        assert!(
+            fixtures::ANTHROPIC_TEXT_STREAM.ends_with(&format!("event: content_block_start{rest}"))
+        );
+        assert!(translator.complete() && translator.started());
+        assert_eq!(
+            translator.usage(),
+            Some(Usage {
+                input: 25,
+                output: 15
+            })
+        );
+    }
+
+    #[test]
+    fn a_cut_anthropic_stream_is_closed_with_what_it_lacks() {
+        let cut = fixtures::ANTHROPIC_TOOL_STREAM
+            .split_once(
+                "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}",
+            )
+            .unwrap()
+            .0;
+        let mut translator = translator(Format::Anthropic, Format::Anthropic, false);
+        translator.feed(cut.as_bytes()).unwrap();
+        assert!(translator.started() && !translator.complete());
+        let closing = translator.finish();
+        assert_eq!(
+            events(std::str::from_utf8(&closing).unwrap()),
+            vec![
+                (
+                    Some("content_block_stop".to_owned()),
+                    json!({"type": "content_block_stop", "index": 1})
+                ),
+                (
+                    Some("message_delta".to_owned()),
+                    json!({"type": "message_delta",
+                        "delta": {"stop_reason": null, "stop_sequence": null},
+                        "usage": {"input_tokens": 472, "output_tokens": 2}})
+                ),
+                (
+                    Some("message_stop".to_owned()),
+                    json!({"type": "message_stop"})
+                ),
+            ]
+        );
+        assert!(!translator.complete());
+        assert!(translator.finish().is_empty());
+    }
+}

@@ -1,0 +1,376 @@
+//! AI upstreams: the official OpenAI and Anthropic Python SDKs, unmodified, pointed at an `llm`
+//! route, reach providers of both kinds (tests/llm_providers.rs: local servers speaking each
+//! provider's wire format), streamed and not, with tool calls; a provider's keys are used in
+//! turn and a refused key rests; a failing provider falls back to the next; and every bad input
+//! gets its exact answer.
+
+use holdfast_tests::llm_providers::{completion_tokens, prompt_tokens, Behaviour, Kind, Provider};
+use holdfast_tests::{eventually, Holdfast};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+
+/// Runs tests/clients/llm_sdk.py: one chat with `sdk` through `gw`; what the SDK returned.
+async fn sdk(sdk: &str, gw: &Holdfast, model: &str, stream: bool, tool: bool) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/llm_sdk.py");
+    let mut command = tokio::process::Command::new("python3");
+    command
+        .arg(script)
+        .arg(sdk)
+        .arg(format!("http://{}", gw.addr))
+        .arg(model)
+        .arg(if stream { "stream" } else { "whole" });
+    if tool {
+        command.arg("tool");
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the SDK finished")
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "{sdk} printed no JSON: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// A gateway in front of `openai` and `anthropic` fakes: alias `gpt` on the first, `claude` on
+/// the second; `extra` adds YAML under `llm.models`.
+async fn gateway(openai: &Provider, anthropic: &Provider, extra: &str) -> Holdfast {
+    let config = format!(
+        r#"
+server: {{ shutdown_grace: 1s }}
+upstreams:
+  openai-api: {{ targets: ["{openai}"] }}
+  anthropic-api: {{ targets: ["{anthropic}"] }}
+llm:
+  providers:
+    openai: {{ kind: openai, upstream: openai-api, keys: [k1, k2], cooldown: 30s }}
+    claude: {{ kind: anthropic, upstream: anthropic-api, keys: [a1] }}
+  models:
+    gpt: {{ targets: [{{ provider: openai, model: gpt-4o-mini }}] }}
+    claude: {{ targets: [{{ provider: claude, model: claude-sonnet-4-5 }}] }}
+{extra}
+routes:
+  - {{ name: ai, match: {{ prefix: /v1 }}, llm: {{}} }}
+"#,
+        openai = openai.addr,
+        anthropic = anthropic.addr,
+    );
+    Holdfast::start(&config).await
+}
+
+fn answer(reply: &str) -> Behaviour {
+    Behaviour::Answer {
+        reply: reply.to_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_sdks_reach_both_provider_kinds_streamed_and_whole() {
+    let openai = Provider::start(Kind::OpenAi, answer("Hello from the OpenAI side")).await;
+    let anthropic = Provider::start(Kind::Anthropic, answer("Hello from the Claude side")).await;
+    let gw = gateway(&openai, &anthropic, "").await;
+    for client in ["openai", "anthropic"] {
+        for (alias, provider, reply) in [
+            ("gpt", &openai, "Hello from the OpenAI side"),
+            ("claude", &anthropic, "Hello from the Claude side"),
+        ] {
+            for stream in [false, true] {
+                let before = provider.count();
+                let got = sdk(client, &gw, alias, stream, false).await;
+                let what = format!("{client} SDK → {alias}, stream {stream}: {got}");
+                assert_eq!(got["text"], reply, "{what}");
+                assert_eq!(got["model"], alias, "{what}");
+                let finish = if client == "openai" {
+                    "stop"
+                } else {
+                    "end_turn"
+                };
+                assert_eq!(got["finish"], finish, "{what}");
+                // The provider got one request, in its own format, with the real model name.
+                let requests = provider.requests();
+                assert_eq!(requests.len(), before + 1, "{what}");
+                let sent = &requests[before].body;
+                let real = if alias == "gpt" {
+                    "gpt-4o-mini"
+                } else {
+                    "claude-sonnet-4-5"
+                };
+                assert_eq!(sent["model"], real, "{what}");
+                // Its usage reaches the client as the provider counted it.
+                assert_eq!(got["input_tokens"], prompt_tokens(sent), "{what}");
+                assert_eq!(got["output_tokens"], completion_tokens(reply), "{what}");
+            }
+        }
+    }
+    // Tokens are counted per provider and model.
+    let text = gw.metrics().await;
+    for (provider, model) in [("openai", "gpt-4o-mini"), ("claude", "claude-sonnet-4-5")] {
+        let sample = format!(
+            r#"holdfast_llm_tokens_total{{model="{model}",provider="{provider}",route="ai",type="output"}}"#
+        );
+        let output = holdfast_tests::metric_value(&text, &sample).unwrap_or(0.0);
+        assert_eq!(
+            output,
+            4.0 * completion_tokens("Hello from the Claude side") as f64,
+            "{sample}"
+        );
+        let requests = format!(
+            r#"holdfast_llm_requests_total{{model="{model}",outcome="ok",provider="{provider}",route="ai"}}"#
+        );
+        assert_eq!(holdfast_tests::metric_value(&text, &requests), Some(4.0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tool_calls_cross_between_the_formats() {
+    let arguments = json!({"city": "Paris"});
+    let tool = Behaviour::ToolCall {
+        name: "get_weather".to_owned(),
+        arguments: arguments.clone(),
+    };
+    let openai = Provider::start(Kind::OpenAi, tool.clone()).await;
+    let anthropic = Provider::start(Kind::Anthropic, tool).await;
+    let gw = gateway(&openai, &anthropic, "").await;
+    for client in ["openai", "anthropic"] {
+        for alias in ["gpt", "claude"] {
+            for stream in [false, true] {
+                let got = sdk(client, &gw, alias, stream, true).await;
+                let what = format!("{client} SDK → {alias}, stream {stream}: {got}");
+                assert_eq!(
+                    got["tool"],
+                    json!([{"name": "get_weather", "arguments": arguments}]),
+                    "{what}"
+                );
+                let finish = if client == "openai" {
+                    "tool_calls"
+                } else {
+                    "tool_use"
+                };
+                assert_eq!(got["finish"], finish, "{what}");
+            }
+        }
+    }
+    // The tool definition reached each provider in its own format.
+    let sent = &openai.requests()[0].body;
+    assert_eq!(sent["tools"][0]["function"]["name"], "get_weather");
+    let sent = &anthropic.requests()[0].body;
+    assert_eq!(sent["tools"][0]["name"], "get_weather");
+    assert!(sent["tools"][0]["input_schema"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_key_rests_and_a_failing_provider_falls_back() {
+    let openai = Provider::start(Kind::OpenAi, answer("from openai")).await;
+    let anthropic = Provider::start(Kind::Anthropic, answer("from claude")).await;
+    let gw = gateway(
+        &openai,
+        &anthropic,
+        r#"    backed: { targets: [{ provider: openai, model: gpt-4o-mini }], fallback: [{ provider: claude, model: claude-sonnet-4-5 }] }"#,
+    )
+    .await;
+    // Key k1 is rate limited: the request is served with k2, and k1 rests after.
+    openai.set_for_key(
+        "k1",
+        Behaviour::Error {
+            status: 429,
+            retry_after_secs: Some(30),
+        },
+    );
+    for _ in 0..3 {
+        let got = sdk("openai", &gw, "gpt", false, false).await;
+        assert_eq!(got["text"], "from openai", "{got}");
+    }
+    assert_eq!(
+        openai.keys(),
+        ["k1", "k2", "k2", "k2"],
+        "k1 rests after its 429"
+    );
+    // Every request to OpenAI fails now: `backed` falls back to Claude, in the client's format.
+    openai.set(Behaviour::Error {
+        status: 503,
+        retry_after_secs: None,
+    });
+    let got = sdk("openai", &gw, "backed", true, false).await;
+    assert_eq!(got["text"], "from claude", "{got}");
+    assert_eq!(got["finish"], "stop", "{got}");
+    let fallbacks = r#"holdfast_llm_fallbacks_total{from="openai",reason="5xx",route="ai"}"#;
+    assert_eq!(gw.metric(fallbacks).await, Some(1.0));
+    // Without a fallback, the alias's failure is the answer: 502 with each target's status.
+    let response = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 502);
+    assert_eq!(
+        response.headers()["holdfast-upstreams"],
+        "openai/gpt-4o-mini=503"
+    );
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["type"], "urn:holdfast:problem:providers-failed");
+    assert_eq!(body["upstreams"], json!({"openai/gpt-4o-mini": "503"}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_and_failing_providers_get_exact_answers() {
+    let openai = Provider::start(Kind::OpenAi, answer("fine")).await;
+    let anthropic = Provider::start(Kind::Anthropic, answer("fine")).await;
+    let gw = gateway(&openai, &anthropic, "").await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| client.post(gw.url(path)).json(&body).send();
+
+    // An unknown alias: 400 listing the known ones.
+    let response = post(
+        "/v1/chat/completions",
+        json!({"model": "gtp", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await
+    .expect("post");
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["models"], json!(["claude", "gpt"]));
+    assert_eq!(
+        body["detail"],
+        "model `gtp` is not served here; the models are: claude, gpt"
+    );
+    assert_eq!(body["error"]["param"], "model");
+
+    // A body that is not the door's format: 400 naming the field.
+    let response = post("/v1/messages", json!({"model": "claude", "messages": []}))
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["type"], "urn:holdfast:problem:bad-request");
+    assert!(body["field"].is_string(), "{body}");
+    let response = client
+        .post(gw.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["field"], "body");
+
+    // A tool call that cannot be translated (its arguments are not a JSON object): 400.
+    let response = post(
+        "/v1/chat/completions",
+        json!({"model": "claude", "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "not json"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+        ]}),
+    )
+    .await
+    .expect("post");
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["type"], "urn:holdfast:problem:untranslatable");
+    assert!(
+        body["field"]
+            .as_str()
+            .is_some_and(|field| field.starts_with("messages[1].tool_calls[0]")),
+        "{body}"
+    );
+    assert_eq!(anthropic.count(), 0, "nothing was sent");
+
+    // A provider answering something that is not JSON: 502.
+    openai.set(Behaviour::NotJson);
+    let response = post(
+        "/v1/chat/completions",
+        json!({"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await
+    .expect("post");
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["type"], "urn:holdfast:problem:provider-bad-answer");
+
+    // A provider that stops mid-stream: the client's stream ends with an error event.
+    openai.set(Behaviour::DisconnectMidStream {
+        reply: "this answer will not finish".to_owned(),
+        after_chunks: 2,
+    });
+    let response = post(
+        "/v1/chat/completions",
+        json!({"model": "gpt", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await
+    .expect("post");
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("stream");
+    assert!(text.contains(r#""type":"upstream_error""#), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let counted = r#"holdfast_llm_requests_total{model="gpt-4o-mini",outcome="stream_error",provider="openai",route="ai"}"#;
+    assert_eq!(gw.metric(counted).await, Some(1.0));
+
+    // Every key of the provider refused and resting: 503 with the soonest Retry-After.
+    anthropic.set(Behaviour::Error {
+        status: 429,
+        retry_after_secs: Some(40),
+    });
+    let ask = json!({"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+    let first = post("/v1/messages", ask.clone()).await.expect("post");
+    assert_eq!(first.status(), 503, "its one key answered 429");
+    let response = post("/v1/messages", ask).await.expect("post");
+    assert_eq!(response.status(), 503);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((35..=40).contains(&retry), "{retry}");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["type"], "urn:holdfast:problem:keys-resting");
+    assert_eq!(anthropic.count(), 1, "the resting key was not used");
+
+    // `GET /v1/models` lists the aliases.
+    let models: Value = client
+        .get(gw.url("/v1/models"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["claude", "gpt"]);
+    eventually(Duration::from_secs(5), "no panic in the log", async || {
+        !gw.log().contains("panicked")
+    })
+    .await;
+}
+
+#[test]
+fn the_example_config_passes_check() {
+    // This machine resolves no public names: the providers' hosts are pointed at loopback.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("conf/llm.example.yaml")).expect("example");
+    let text = text
+        .replace("api.openai.com:443", "127.0.0.1:443")
+        .replace("api.anthropic.com:443", "127.0.0.1:443");
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::copy(
+        root.join("conf/llm.keys.yaml"),
+        dir.path().join("llm.keys.yaml"),
+    )
+    .expect("keys");
+    let path = dir.path().join("llm.example.yaml");
+    std::fs::write(&path, text).expect("write");
+    let (code, stdout, stderr) =
+        holdfast_tests::run_holdfast(&["check", &path.display().to_string()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}
