@@ -374,3 +374,70 @@ fn the_example_config_passes_check() {
         holdfast_tests::run_holdfast(&["check", &path.display().to_string()]);
     assert_eq!(code, 0, "{stdout}{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_too_slow_to_start_falls_back_and_the_access_log_names_what_served() {
+    let slow = Provider::start(Kind::OpenAi, Behaviour::Stall { millis: 3000 }).await;
+    let quick = Provider::start(Kind::Anthropic, answer("quick and sure")).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("access.log");
+    let config = format!(
+        r#"
+server: {{ shutdown_grace: 1s }}
+access_log: {{ path: {log} }}
+upstreams:
+  slow-api: {{ targets: ["{slow}"] }}
+  quick-api: {{ targets: ["{quick}"] }}
+llm:
+  providers:
+    slow: {{ kind: openai, upstream: slow-api, keys: [s1] }}
+    quick: {{ kind: anthropic, upstream: quick-api, keys: [q1] }}
+  models:
+    patient:
+      targets: [{{ provider: slow, model: big-model }}]
+      fallback: [{{ provider: quick, model: small-model }}]
+      first_byte_timeout: 300ms
+routes:
+  - {{ name: ai, match: {{ prefix: /v1 }}, llm: {{}} }}
+"#,
+        log = log.display(),
+        slow = slow.addr,
+        quick = quick.addr,
+    );
+    let path = dir.path().join("holdfast.yaml");
+    let gw = Holdfast::start_in(dir, path, &config).await;
+    let got = sdk("openai", &gw, "patient", true, false).await;
+    assert_eq!(got["text"], "quick and sure", "{got}");
+    let fallbacks =
+        r#"holdfast_llm_fallbacks_total{from="slow",reason="first_byte_timeout",route="ai"}"#;
+    assert_eq!(gw.metric(fallbacks).await, Some(1.0));
+    let sent = &quick.requests()[0].body;
+    let line = {
+        let mut found = None;
+        eventually(Duration::from_secs(5), "the access log line", async || {
+            found = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .find(|line| line["route"] == "ai");
+            found.is_some()
+        })
+        .await;
+        found.expect("line")
+    };
+    assert_eq!(line["llm_provider"], "quick", "{line}");
+    assert_eq!(line["llm_model"], "small-model", "{line}");
+    assert_eq!(line["llm_fallbacks"], 1, "{line}");
+    assert_eq!(line["llm_input_tokens"], prompt_tokens(sent), "{line}");
+    assert_eq!(
+        line["llm_output_tokens"],
+        completion_tokens("quick and sure"),
+        "{line}"
+    );
+    assert!(
+        !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("q1"),
+        "no key logged"
+    );
+}

@@ -13,6 +13,7 @@ use super::tls::Pki;
 use super::websocket::{connect, next_data, GOOD};
 use axum::routing::{get, post};
 use axum::Router;
+use holdfast_tests::llm_providers::{Behaviour, Kind, Provider};
 use holdfast_tests::{free_port, metric_value, raw_request, Holdfast, Origin, SIGHUP};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,8 +47,17 @@ auth:
 upstreams:
   pool: { targets: ["%POOL_A%", "%POOL_B%"], health_check: { path: /healthz, interval: 100ms } }
   gated: { targets: ["%GATED%"] }
+  model-a: { targets: ["%MODEL_A%"] }
+  model-b: { targets: ["%MODEL_B%"] }
+llm:
+  providers:
+    flaky: { kind: openai, upstream: model-a, keys: [k] }
+    steady: { kind: anthropic, upstream: model-b, keys: [k] }
+  models:
+    chat: { targets: [{ provider: flaky, model: m1 }], fallback: [{ provider: steady, model: m2 }] }
 routes:
   - { name: proxied, match: { prefix: /echo }, upstream: pool }
+  - { name: ai, match: { prefix: /v1 }, llm: {} }
   - { name: poll, match: { path: /poll, methods: [GET] }, longpoll: { channel: updates, timeout: 20s } }
   - { name: sub, match: { path: "/sub/{ch}", methods: [GET] }, longpoll: { channel: "{ch}" } }
   - { name: slow, match: { path: "/slow/{ch}", methods: [GET] }, longpoll: { channel: "{ch}", max_lag: 16KiB } }
@@ -423,6 +433,40 @@ async fn proxied(gw: &Holdfast, client: &reqwest::Client, checks: &mut Checks) {
 }
 
 /// A poll held until a publish answers it.
+/// A streamed chat for alias `chat`: its first target fails (503), its fallback answers.
+async fn models(gw: &Holdfast, client: &reqwest::Client, checks: &mut Checks) {
+    let chat =
+        json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let answer = client
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat)
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.expect("stream");
+    assert!(text.contains("[DONE]"), "{text}");
+    let steady = [("route", "ai"), ("provider", "steady"), ("model", "m2")];
+    let flaky = [("route", "ai"), ("provider", "flaky"), ("model", "m1")];
+    checks.counter(
+        "holdfast_llm_requests_total",
+        &[&steady[..], &[("outcome", "ok")]].concat(),
+    );
+    checks.counter(
+        "holdfast_llm_requests_total",
+        &[&flaky[..], &[("outcome", "error")]].concat(),
+    );
+    checks.counter(
+        "holdfast_llm_tokens_total",
+        &[&steady[..], &[("type", "output")]].concat(),
+    );
+    checks.histogram("holdfast_llm_time_to_first_token_seconds", &steady);
+    checks.counter(
+        "holdfast_llm_fallbacks_total",
+        &[("route", "ai"), ("from", "flaky"), ("reason", "5xx")],
+    );
+}
+
 async fn long_poll(gw: &Holdfast, client: &reqwest::Client, checks: &mut Checks) {
     let poll = tokio::spawn(client.get(gw.url("/poll")).send());
     checks
@@ -672,6 +716,21 @@ async fn every_metric_in_the_readme_moves_when_its_traffic_comes() {
     let gated = gated_origin(&job_gate, &coalesce_gate).await;
     let idp = jwks_server().await;
     let (tls, h2c) = (loopback(), loopback());
+    let flaky = Provider::start(
+        Kind::OpenAi,
+        Behaviour::Error {
+            status: 503,
+            retry_after_secs: None,
+        },
+    )
+    .await;
+    let steady = Provider::start(
+        Kind::Anthropic,
+        Behaviour::Answer {
+            reply: "one two three".to_owned(),
+        },
+    )
+    .await;
     let config = CONFIG
         .replace("%H2C%", &h2c.to_string())
         .replace("%TLS%", &tls.to_string())
@@ -682,12 +741,15 @@ async fn every_metric_in_the_readme_moves_when_its_traffic_comes() {
         .replace("%POOL_A%", &pool_a.addr.to_string())
         .replace("%POOL_B%", &pool_b.addr.to_string())
         .replace("%GATED%", &gated.addr.to_string())
-        .replace("%NOBODY%", &free_port().to_string());
+        .replace("%NOBODY%", &free_port().to_string())
+        .replace("%MODEL_A%", &flaky.addr.to_string())
+        .replace("%MODEL_B%", &steady.addr.to_string());
     let gw = Holdfast::start(&config).await;
     let client = reqwest::Client::new();
     let mut checks = Checks::new(&gw).await;
 
     proxied(&gw, &client, &mut checks).await;
+    models(&gw, &client, &mut checks).await;
     long_poll(&gw, &client, &mut checks).await;
     subscribers(&gw, &client, &mut checks).await;
     slow_subscribers(&gw, &client, &mut checks).await;

@@ -6,6 +6,7 @@
 use super::support::{on_path, read, run_tool, seconds, str_at, yaml};
 use axum::routing::get;
 use axum::Router;
+use holdfast_tests::llm_providers::{Behaviour, Kind, Provider};
 use holdfast_tests::{eventually, Holdfast, Origin, SIGHUP};
 use serde_json::json;
 use std::collections::{BTreeSet, HashSet};
@@ -83,8 +84,24 @@ async fn the_dashboard_and_alert_rules_name_only_exported_metrics() {
     }
 
     // A config whose traffic produces every family: a proxied route with a health-checked
-    // upstream, a long-poll pair, a route behind an HMAC JWT provider and one behind a JWKS.
+    // upstream, a long-poll pair, a route behind an HMAC JWT provider and one behind a JWKS,
+    // and a model whose first provider fails and whose fallback streams.
     let origin = Origin::echo().await;
+    let failing = Provider::start(
+        Kind::OpenAi,
+        Behaviour::Error {
+            status: 503,
+            retry_after_secs: None,
+        },
+    )
+    .await;
+    let answering = Provider::start(
+        Kind::OpenAi,
+        Behaviour::Answer {
+            reply: "hello there".to_owned(),
+        },
+    )
+    .await;
     let jwks = Origin::start(Router::new().route(
         "/jwks.json",
         get(|| async { ([("content-type", "application/json")], JWKS) }),
@@ -99,7 +116,16 @@ auth:
     jwt: {{ jwks_url: "http://{jwks}/jwks.json" }}
 upstreams:
   api: {{ targets: [{origin}], health_check: {{ path: /healthz, interval: 1s }} }}
+  failing: {{ targets: [{failing}] }}
+  answering: {{ targets: [{answering}] }}
+llm:
+  providers:
+    failing: {{ kind: openai, upstream: failing, keys: [k] }}
+    answering: {{ kind: openai, upstream: answering, keys: [k] }}
+  models:
+    chat: {{ targets: [{{ provider: failing, model: m }}], fallback: [{{ provider: answering, model: m }}] }}
 routes:
+  - {{ name: ai, match: {{ prefix: /v1 }}, llm: {{}} }}
   - {{ name: api, match: {{ prefix: /api }}, upstream: api }}
   - {{ name: private, match: {{ prefix: /private }}, auth: {{ provider: hs }}, upstream: api }}
   - {{ name: partner, match: {{ prefix: /partner }}, auth: {{ provider: idp }}, upstream: api }}
@@ -108,6 +134,8 @@ routes:
 "#,
         jwks = jwks.addr,
         origin = origin.addr,
+        failing = failing.addr,
+        answering = answering.addr,
     );
     let gw = Holdfast::start(&config).await;
     let client = reqwest::Client::new();
@@ -120,6 +148,19 @@ routes:
         .expect("proxied")
         .status();
     statuses.push(format!("GET /api/x → {status} (want 200)"));
+    let chat =
+        json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let status = client
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat)
+        .send()
+        .await
+        .expect("chat");
+    statuses.push(format!(
+        "POST /v1/chat/completions → {} (want 200)",
+        status.status()
+    ));
+    let _ = status.text().await;
     let poll = tokio::spawn(client.get(gw.url("/poll")).send());
     eventually(Duration::from_secs(10), "a held poll", async || {
         gw.metric(r#"holdfast_longpoll_held{route="poll"}"#).await == Some(1.0)
@@ -266,6 +307,8 @@ fn the_alert_rules_are_complete() {
         "HoldfastConfigReloadFailed",
         "HoldfastJwksRefreshFailing",
         "HoldfastJwksStale",
+        "HoldfastLlmFallbackRateHigh",
+        "HoldfastLlmProviderErrors",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
