@@ -136,7 +136,7 @@ fn openai_system_text(message: &Object, path: &str) -> Result<String, TranslateE
 fn openai_user_blocks(message: &Object, path: &str) -> Result<Vec<Value>, TranslateError> {
     // `name` is dropped: Anthropic has no participant names, and it only labels the speaker.
     match get(message, "content") {
-        Some(Value::String(text)) => Ok(vec![text_block(text)]),
+        Some(Value::String(text)) => Ok(vec![text_part(text)]),
         Some(Value::Array(parts)) => parts
             .iter()
             .enumerate()
@@ -148,7 +148,7 @@ fn openai_user_blocks(message: &Object, path: &str) -> Result<Vec<Value>, Transl
 
 fn openai_user_part(part: &Value, path: &str) -> Result<Value, TranslateError> {
     match part.get("type").and_then(Value::as_str).unwrap_or_default() {
-        "text" => Ok(text_block(&text_of(part, "text"))),
+        "text" => Ok(text_part(&text_of(part, "text"))),
         "image_url" => openai_image(part, path),
         "input_audio" => Err(untranslatable(
             format!("{path}.type"),
@@ -206,12 +206,12 @@ fn openai_assistant_blocks(message: &Object, path: &str) -> Result<Vec<Value>, T
     }
     let mut blocks = Vec::new();
     match get(message, "content") {
-        Some(Value::String(text)) => blocks.push(text_block(text)),
+        Some(Value::String(text)) => blocks.push(text_part(text)),
         Some(Value::Array(parts)) => {
             for (index, part) in parts.iter().enumerate() {
                 match part.get("type").and_then(Value::as_str).unwrap_or_default() {
-                    "text" => blocks.push(text_block(&text_of(part, "text"))),
-                    "refusal" => blocks.push(text_block(&text_of(part, "refusal"))),
+                    "text" => blocks.push(text_part(&text_of(part, "text"))),
+                    "refusal" => blocks.push(text_part(&text_of(part, "refusal"))),
                     other => {
                         return Err(untranslatable(
                             format!("{path}.content[{index}].type"),
@@ -227,7 +227,7 @@ fn openai_assistant_blocks(message: &Object, path: &str) -> Result<Vec<Value>, T
     }
     // A refusal the assistant gave earlier is what it said.
     if let Some(refusal) = get_str(message, "refusal") {
-        blocks.push(text_block(refusal));
+        blocks.push(text_part(refusal));
     }
     // Anthropic refuses empty text blocks; OpenAI clients send `""` beside tool calls.
     blocks.retain(|block| block.get("text").and_then(Value::as_str) != Some(""));
@@ -282,25 +282,8 @@ pub(super) fn arguments_object(arguments: &str, field: &str) -> Result<Value, Tr
 }
 
 fn openai_tool_result(message: &Object, path: &str) -> Result<Value, TranslateError> {
-    let content = match get(message, "content") {
-        Some(Value::String(text)) => Value::String(text.clone()),
-        Some(Value::Array(parts)) => {
-            let mut blocks = Vec::new();
-            for (index, part) in parts.iter().enumerate() {
-                match part.get("type").and_then(Value::as_str) {
-                    Some("text") => blocks.push(text_block(&text_of(part, "text"))),
-                    _ => {
-                        return Err(untranslatable(
-                            format!("{path}.content[{index}].type"),
-                            "tool results translate only as text",
-                        ))
-                    }
-                }
-            }
-            Value::Array(blocks)
-        }
-        _ => Value::String(String::new()),
-    };
+    let reason = "tool results translate only as text";
+    let content = tool_result_content(get(message, "content"), path, reason)?;
     Ok(json!({
         "type": "tool_result",
         "tool_use_id": get(message, "tool_call_id").cloned().unwrap_or_default(),
@@ -456,8 +439,27 @@ fn anthropic_image(block: &Value, path: &str) -> Result<Value, TranslateError> {
 /// A tool_result block as an OpenAI tool message. `is_error` is dropped: OpenAI has no such flag,
 /// and the error's text, which is what the model reads, is kept.
 fn anthropic_tool_result(block: &Value, path: &str) -> Result<Value, TranslateError> {
-    let content = match block.get("content") {
-        Some(Value::String(text)) => Value::String(text.clone()),
+    let reason = "OpenAI tool messages hold only text";
+    let content = match tool_result_content(block.get("content"), path, reason)? {
+        Value::Array(texts) => openai_content(texts),
+        other => other,
+    };
+    Ok(json!({
+        "role": "tool",
+        "tool_call_id": block.get("tool_use_id").cloned().unwrap_or_default(),
+        "content": content,
+    }))
+}
+
+/// A tool result's content in the other format: a string as it is, or its text parts (the
+/// only parts both formats share; any other is refused with `reason`), or empty text.
+fn tool_result_content(
+    content: Option<&Value>,
+    path: &str,
+    reason: &str,
+) -> Result<Value, TranslateError> {
+    match content {
+        Some(Value::String(text)) => Ok(Value::String(text.clone())),
         Some(Value::Array(parts)) => {
             let mut texts = Vec::new();
             for (index, part) in parts.iter().enumerate() {
@@ -466,20 +468,15 @@ fn anthropic_tool_result(block: &Value, path: &str) -> Result<Value, TranslateEr
                     _ => {
                         return Err(untranslatable(
                             format!("{path}.content[{index}].type"),
-                            "OpenAI tool messages hold only text",
+                            reason,
                         ))
                     }
                 }
             }
-            openai_content(texts)
+            Ok(Value::Array(texts))
         }
-        _ => Value::String(String::new()),
-    };
-    Ok(json!({
-        "role": "tool",
-        "tool_call_id": block.get("tool_use_id").cloned().unwrap_or_default(),
-        "content": content,
-    }))
+        _ => Ok(Value::String(String::new())),
+    }
 }
 
 fn unknown_block(kind: &str, path: &str) -> TranslateError {
@@ -511,10 +508,7 @@ fn text_of(part: &Value, key: &str) -> String {
         .to_owned()
 }
 
-fn text_block(text: &str) -> Value {
-    json!({"type": "text", "text": text})
-}
-
+/// A text part (OpenAI) or text block (Anthropic): the two formats write it alike.
 fn text_part(text: &str) -> Value {
     json!({"type": "text", "text": text})
 }

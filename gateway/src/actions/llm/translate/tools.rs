@@ -6,27 +6,38 @@ use super::fields::{get, get_array, get_object, get_str, invalid, untranslatable
 use super::TranslateError;
 use serde_json::{json, Value};
 
+/// Writes `client`'s tools, each translated by `tool` (given its index), into `provider`;
+/// whether there were any.
+fn translate_tools(
+    client: &Object,
+    provider: &mut Object,
+    tool: fn(&Value, usize) -> Result<Value, TranslateError>,
+) -> Result<bool, TranslateError> {
+    let Some(tools) = get_array(client, "tools").filter(|tools| !tools.is_empty()) else {
+        return Ok(false);
+    };
+    let tools = tools
+        .iter()
+        .enumerate()
+        .map(|(index, definition)| tool(definition, index))
+        .collect::<Result<Vec<_>, _>>()?;
+    provider.insert("tools".into(), Value::Array(tools));
+    Ok(true)
+}
+
 /// Writes the Anthropic equivalents of `client`'s OpenAI tool fields into `provider`.
 pub(super) fn openai_to_anthropic(
     client: &Object,
     provider: &mut Object,
 ) -> Result<(), TranslateError> {
-    let tools = get_array(client, "tools").filter(|tools| !tools.is_empty());
-    if let Some(tools) = tools {
-        let tools = tools
-            .iter()
-            .enumerate()
-            .map(|(index, tool)| openai_tool(tool, index))
-            .collect::<Result<Vec<_>, _>>()?;
-        provider.insert("tools".into(), Value::Array(tools));
-    }
+    let tools = translate_tools(client, provider, openai_tool)?;
     let mut choice = match get(client, "tool_choice") {
         Some(choice) => Some(openai_choice(choice)?),
         None => None,
     };
     let one_call_at_most =
         get(client, "parallel_tool_calls").and_then(Value::as_bool) == Some(false);
-    if one_call_at_most && tools.is_some() {
+    if one_call_at_most && tools {
         let choice = choice.get_or_insert_with(|| json!({"type": "auto"}));
         if let Some(choice) = choice.as_object_mut() {
             // Anthropic refuses the flag beside `none`, where no tool is called anyway.
@@ -104,15 +115,7 @@ pub(super) fn anthropic_to_openai(
     client: &Object,
     provider: &mut Object,
 ) -> Result<(), TranslateError> {
-    let tools = get_array(client, "tools").filter(|tools| !tools.is_empty());
-    if let Some(tools) = tools {
-        let tools = tools
-            .iter()
-            .enumerate()
-            .map(|(index, tool)| anthropic_tool(tool, index))
-            .collect::<Result<Vec<_>, _>>()?;
-        provider.insert("tools".into(), Value::Array(tools));
-    }
+    let tools = translate_tools(client, provider, anthropic_tool)?;
     if let Some(choice) = get_object(client, "tool_choice") {
         let translated = match get_str(choice, "type") {
             Some("auto") => json!("auto"),
@@ -133,7 +136,7 @@ pub(super) fn anthropic_to_openai(
         provider.insert("tool_choice".into(), translated);
         let one_call_at_most =
             get(choice, "disable_parallel_tool_use").and_then(Value::as_bool) == Some(true);
-        if one_call_at_most && tools.is_some() {
+        if one_call_at_most && tools {
             provider.insert("parallel_tool_calls".into(), Value::Bool(false));
         }
     }
