@@ -123,29 +123,11 @@ impl AnthropicPassthrough {
                     rewritten = true;
                 }
             }
-            "content_block_start" => {
-                let block = value.get("content_block");
-                let kind = block
-                    .and_then(|block| block.get("type"))
-                    .and_then(Value::as_str);
-                let text = block
-                    .and_then(|block| block.get("text"))
-                    .and_then(Value::as_str);
-                if kind == Some("tool_use") || text.is_some_and(|text| !text.is_empty()) {
-                    progress.started = true;
-                }
+            "content_block_start" if carries_content(value.get("content_block"), "tool_use") => {
+                progress.started = true;
             }
-            "content_block_delta" => {
-                let delta = value.get("delta");
-                let kind = delta
-                    .and_then(|delta| delta.get("type"))
-                    .and_then(Value::as_str);
-                let text = delta
-                    .and_then(|delta| delta.get("text"))
-                    .and_then(Value::as_str);
-                if kind == Some("input_json_delta") || text.is_some_and(|text| !text.is_empty()) {
-                    progress.started = true;
-                }
+            "content_block_delta" if carries_content(value.get("delta"), "input_json_delta") => {
+                progress.started = true;
             }
             "message_delta" => {
                 if let Some(usage) = value.get("usage") {
@@ -176,6 +158,13 @@ impl AnthropicPassthrough {
         self.out
             .close(out, &self.message_id, &client.alias, None, progress.tokens);
     }
+}
+
+/// Whether an Anthropic block or delta brings content: a tool call (`tool_kind`), or text
+/// that is not empty.
+fn carries_content(part: Option<&Value>, tool_kind: &str) -> bool {
+    let field = |name: &str| part.and_then(|part| part.get(name)).and_then(Value::as_str);
+    field("type") == Some(tool_kind) || field("text").is_some_and(|text| !text.is_empty())
 }
 
 #[cfg(test)]
