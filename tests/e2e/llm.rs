@@ -441,3 +441,48 @@ routes:
         "no key logged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_routes_mapping_applies_before_translation() {
+    // A client of the seed's shape (`inputText` for its conversation) reaches an Anthropic
+    // provider: the route's mapping renames the field to `messages`, then it is translated.
+    let openai = Provider::start(Kind::OpenAi, answer("unused")).await;
+    let anthropic = Provider::start(Kind::Anthropic, answer("mapped and translated")).await;
+    let config = format!(
+        r#"
+server: {{ shutdown_grace: 1s }}
+upstreams:
+  anthropic-api: {{ targets: ["{anthropic}"] }}
+llm:
+  providers:
+    claude: {{ kind: anthropic, upstream: anthropic-api, keys: [a1] }}
+  models:
+    claude: {{ targets: [{{ provider: claude, model: claude-sonnet-4-5 }}] }}
+routes:
+  - name: ai
+    match: {{ prefix: /v1 }}
+    map:
+      request:
+        - rename: {{ from: body.inputText, to: body.messages }}
+    llm: {{}}
+"#,
+        anthropic = anthropic.addr,
+    );
+    let gw = Holdfast::start(&config).await;
+    let response = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "claude", "inputText": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "mapped and translated"
+    );
+    let sent = &anthropic.requests()[0].body;
+    assert_eq!(sent["messages"][0]["role"], "user", "{sent}");
+    assert!(sent.get("inputText").is_none(), "{sent}");
+    assert_eq!(openai.count(), 0);
+}
