@@ -118,7 +118,8 @@ impl Route {
         if let Some(fanin) = &self.fanin {
             actions.push(RouteAction::Fanin(fanin));
         }
-        if let Some(job) = &self.job {
+        // A job without an upstream is the way an `llm` route answers, not an action of its own.
+        if let Some(job) = self.job.as_ref().filter(|job| job.upstream.is_some()) {
             actions.push(RouteAction::Job(job));
         }
         if let Some(llm) = &self.llm {

@@ -237,7 +237,10 @@ pub enum Merge {
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Job {
-    pub upstream: String,
+    /// The upstream called; on a route with an `llm:` action there is none: the job asks the
+    /// route's models.
+    #[serde(default)]
+    pub upstream: Option<String>,
     /// How long a finished job's result stays pollable; afterwards polls get 410.
     #[serde(default = "default_ttl")]
     pub ttl: Duration,
@@ -270,7 +273,9 @@ fn default_max_result() -> ByteSize {
 
 /// The checks of a route's fan-in, job and call options.
 pub(crate) fn check(config: &Config, route: &Route, at: &str, errors: &mut Vec<FieldError>) {
-    let calls_upstream = route.upstream.is_some() || route.fanin.is_some() || route.job.is_some();
+    let calls_upstream = route.upstream.is_some()
+        || route.fanin.is_some()
+        || route.job.as_ref().is_some_and(|job| job.upstream.is_some());
     let options = [
         ("repoll_on", route.repoll_on.is_some()),
         ("hold", route.hold.is_some()),
@@ -318,13 +323,24 @@ pub(crate) fn check(config: &Config, route: &Route, at: &str, errors: &mut Vec<F
     }
     if let Some(job) = &route.job {
         let at = format!("{at}.job");
-        if !config.upstreams.contains_key(&job.upstream) {
-            errors.push(crate::validate::unknown_reference(
+        match (&job.upstream, route.llm.is_some()) {
+            (Some(upstream), false) if !config.upstreams.contains_key(upstream) => {
+                errors.push(crate::validate::unknown_reference(
+                    format!("{at}.upstream"),
+                    "upstream",
+                    upstream,
+                    config.upstreams.keys(),
+                ));
+            }
+            (None, false) => errors.push(FieldError::new(
                 format!("{at}.upstream"),
-                "upstream",
-                &job.upstream,
-                config.upstreams.keys(),
-            ));
+                "a job needs the `upstream` it calls (or an `llm:` action on its route)",
+            )),
+            (Some(_), true) => errors.push(FieldError::new(
+                format!("{at}.upstream"),
+                "a job on an `llm` route asks the route's models; it takes no `upstream`",
+            )),
+            _ => {}
         }
         if route.matcher.prefix.is_none() {
             errors.push(FieldError::new(
@@ -502,6 +518,15 @@ mod tests {
         assert!(found[2].contains("routes[0].fanin.until.quorum: must be between 1 and the number of upstreams (3), not 4"));
         let found = errors("  - name: j\n    match: { path: /j }\n    job: { upstream: ia }\n");
         assert_eq!(found.len(), 2, "{found:#?}");
+        // A job names its upstream, unless it is an `llm` route's (which takes none).
+        let found = errors("  - name: j\n    match: { prefix: /j }\n    job: { ttl: 1m }\n");
+        assert!(found.contains(&"c.yaml:8:5: routes[0].job.upstream: a job needs the `upstream` it calls (or an `llm:` action on its route)".to_owned()), "{found:#?}");
+        let found = errors(
+            "  - name: j\n    match: { prefix: /j }\n    llm: {}\n    job: { upstream: ai }\n",
+        );
+        assert!(found.contains(&"c.yaml:9:12: routes[0].job.upstream: a job on an `llm` route asks the route's models; it takes no `upstream`".to_owned()), "{found:#?}");
+        let found = errors("  - name: j\n    match: { prefix: /j }\n    llm: {}\n    job: {}\n");
+        assert!(!found.iter().any(|e| e.contains("job")), "{found:#?}");
         let found = errors("  - name: p\n    publish: { channel: x }\n    repoll_on: [204]\n");
         assert_eq!(found.len(), 1, "{found:#?}");
         assert!(found[0].contains("routes[0].repoll_on: only routes with"));

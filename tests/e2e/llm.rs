@@ -486,3 +486,145 @@ routes:
     assert!(sent.get("inputText").is_none(), "{sent}");
     assert_eq!(openai.count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_over_an_llm_route_answers_202_and_its_answer_is_long_polled() {
+    let openai = Provider::start(Kind::OpenAi, answer("unused")).await;
+    let anthropic = Provider::start(Kind::Anthropic, Behaviour::Stall { millis: 700 }).await;
+    let config = format!(
+        r#"
+server: {{ shutdown_grace: 1s }}
+upstreams:
+  openai-api: {{ targets: ["{openai}"] }}
+  anthropic-api: {{ targets: ["{anthropic}"] }}
+llm:
+  providers:
+    openai: {{ kind: openai, upstream: openai-api, keys: [k1] }}
+    claude: {{ kind: anthropic, upstream: anthropic-api, keys: [a1] }}
+  models:
+    claude: {{ targets: [{{ provider: claude, model: claude-sonnet-4-5 }}] }}
+    gpt: {{ targets: [{{ provider: openai, model: gpt-4o-mini }}] }}
+routes:
+  - {{ name: ai-jobs, match: {{ prefix: /jobs }}, llm: {{}}, job: {{ ttl: 60s, timeout: 10s }} }}
+"#,
+        openai = openai.addr,
+        anthropic = anthropic.addr,
+    );
+    let gw = Holdfast::start(&config).await;
+    let client = reqwest::Client::new();
+    let chat = |model: &str, stream: bool| {
+        json!({"model": model, "stream": stream,
+               "messages": [{"role": "user", "content": "take your time"}]})
+    };
+
+    // The POST answers 202 at once, while the provider still stalls.
+    let response = client
+        .post(gw.url("/jobs/v1/chat/completions"))
+        .json(&chat("claude", false))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 202);
+    let started: Value = response.json().await.expect("json");
+    let poll = started["poll"].as_str().expect("a poll path").to_owned();
+    assert_eq!(
+        poll,
+        format!("/jobs/{}", started["job"].as_str().expect("id"))
+    );
+    let now = client
+        .get(gw.url(&format!("{poll}?wait=0")))
+        .send()
+        .await
+        .expect("poll");
+    assert_eq!(now.status(), 204, "the answer is not there yet");
+
+    // A held poll gets the translated answer when the provider gives it.
+    let response = client.get(gw.url(&poll)).send().await.expect("poll");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        holdfast_tests::llm_providers::STALL_REPLY,
+        "{body}"
+    );
+    assert_eq!(body["model"], "claude");
+    assert_eq!(anthropic.requests()[0].body["model"], "claude-sonnet-4-5");
+    // And again, until the ttl.
+    let again = client.get(gw.url(&poll)).send().await.expect("poll");
+    assert_eq!(again.status(), 200);
+
+    // A job whose every target fails keeps the refusal the client would have had at once.
+    openai.set(Behaviour::Error {
+        status: 500,
+        retry_after_secs: None,
+    });
+    let response = client
+        .post(gw.url("/jobs/v1/messages"))
+        .json(&json!({"model": "gpt", "max_tokens": 64,
+                      "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 202);
+    let started: Value = response.json().await.expect("json");
+    let poll = started["poll"].as_str().expect("a poll path");
+    let response = client.get(gw.url(poll)).send().await.expect("poll");
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["type"], "urn:holdfast:problem:providers-failed");
+    assert_eq!(
+        body["error"]["type"], "api_error",
+        "the Anthropic door's error"
+    );
+
+    // The models list is served under the prefix.
+    let models: Value = client
+        .get(gw.url("/jobs/v1/models"))
+        .send()
+        .await
+        .expect("models")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(models["data"][0]["id"], "claude");
+
+    // Bad input is refused at once, not kept as a job.
+    let before = anthropic.count();
+    let response = client
+        .post(gw.url("/jobs/v1/chat/completions"))
+        .json(&chat("claude", true))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        (&body["type"], &body["field"], &body["detail"]),
+        (
+            &json!("urn:holdfast:problem:bad-request"),
+            &json!("stream"),
+            &json!("stream: a job keeps the whole answer for its polls; ask without `stream`")
+        )
+    );
+    let response = client
+        .post(gw.url("/jobs/v1/chat/completions"))
+        .json(&chat("gtp", false))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["type"], "urn:holdfast:problem:unknown-model");
+    let response = client
+        .get(gw.url("/jobs/0123456789abcdef"))
+        .send()
+        .await
+        .expect("poll");
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        body["detail"],
+        "there is no job `0123456789abcdef` for this caller"
+    );
+    assert_eq!(anthropic.count(), before, "nothing was sent");
+}

@@ -6,12 +6,14 @@ pub mod shared;
 mod store;
 
 use crate::actions::call::{self, timeout_reply};
+use crate::actions::llm;
 use crate::actions::Admitted;
 use crate::core::runtime::Runtime;
-use crate::core::spec::job::JobSpec;
-use crate::core::upstream::exchange::{send, UpstreamError};
+use crate::core::spec::job::{JobSpec, Work};
+use crate::core::upstream::exchange::{send, Answer, OutboundRequest, UpstreamError};
 use crate::exchange::hold::{hold, Held};
 use crate::exchange::{body, Exchange, Reply};
+use crate::observe::trace::SpanParent;
 use crate::problem::Problem;
 use pingora_error::Result;
 use std::sync::Arc;
@@ -37,6 +39,8 @@ pub fn running() -> usize {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Target<'p> {
     Start,
+    /// `GET …/models` on an `llm` job route: the route's aliases.
+    Models,
     /// The result of the job with this id.
     Result(&'p str),
     /// The route's own path with a method that does not start a job.
@@ -51,6 +55,15 @@ impl<'p> Target<'p> {
             .unwrap_or("")
             .trim_start_matches('/');
         let polling = matches!(*method, http::Method::GET | http::Method::HEAD);
+        if let Work::Llm(_) = spec.work {
+            // The `llm` doors are under the prefix; which one a POST names, the models decide.
+            if !polling {
+                return Self::Start;
+            }
+            if rest.trim_end_matches('/').ends_with("models") {
+                return Self::Models;
+            }
+        }
         match (rest.is_empty(), polling) {
             (true, false) => Self::Start,
             (false, true) if !rest.contains('/') => Self::Result(rest),
@@ -71,6 +84,10 @@ pub async fn serve(
     let header = exchange.head();
     match Target::of(spec, &header.method, header.uri.path()) {
         Target::Start => start(exchange, admitted, spec).await.map(Some),
+        Target::Models => match &spec.work {
+            Work::Llm(models) => Ok(Some(llm::models(models))),
+            Work::Upstream { .. } => Ok(Some(Reply::problem(&Problem::not_found("models")))),
+        },
         Target::Result(id) => {
             let id = id.to_owned();
             poll(runtime, exchange, admitted, spec, &id).await
@@ -91,11 +108,29 @@ async fn start(
     admitted: &Admitted<'_>,
     spec: &JobSpec,
 ) -> Result<Reply> {
-    let request = match call::outbound(exchange, admitted).await? {
-        Ok(request) => Arc::new(request),
-        Err(problem) => return Ok(Reply::problem(&problem)),
-    };
     let route = admitted.route.name.clone();
+    let work = match &spec.work {
+        Work::Upstream { pool, options } => match call::outbound(exchange, admitted).await? {
+            Ok(request) => Background::Call {
+                pool: pool.clone(),
+                options: options.clone(),
+                request: Arc::new(request),
+            },
+            Err(problem) => return Ok(Reply::problem(&problem)),
+        },
+        Work::Llm(models) => match llm::read(exchange, admitted, models).await? {
+            Ok(asked) if asked.streams() => {
+                let why = "a job keeps the whole answer for its polls; ask without `stream`";
+                return Ok(llm::errors::bad_request(asked.format, "stream", why));
+            }
+            Ok(asked) => Background::Ask {
+                asked: Box::new(asked),
+                route: route.clone(),
+                trace: admitted.trace.map(|trace| trace.server.clone()),
+            },
+            Err(reply) => return Ok(reply),
+        },
+    };
     let owner = admitted.owner();
     let Some(job) = STORE.start(&route, owner.clone(), spec.max_running) else {
         let problem = Problem::new(
@@ -113,40 +148,95 @@ async fn start(
     let id = job.id.clone();
     // Mirrored before the 202, so a poll on another instance finds the job at once.
     shared::started(&id, &route, owner.as_deref(), MIRROR_RUNNING, spec.ttl).await;
-    let (pool, options, max_result, ttl) = (
-        spec.pool.clone(),
-        spec.options.clone(),
-        spec.max_result,
-        spec.ttl,
-    );
+    let (max_result, ttl) = (spec.max_result, spec.ttl);
     tokio::spawn(async move {
-        let call = call::until_ready(options.repoll.as_ref(), || {
-            let (pool, request) = (&pool, &request);
-            async move { Arc::new(send(pool, request, max_result).await) }
-        });
-        let result = if options.repoll.is_some() {
-            tokio::time::timeout(options.hold, call)
-                .await
-                .unwrap_or_else(|_| Arc::new(Err(UpstreamError::Timeout(pool.name.clone()))))
-        } else {
-            call.await
-        };
-        let result = match &*result {
-            Ok(answer) => JobResult::Answer(answer.clone()),
-            Err(UpstreamError::TooLarge(name, limit)) => JobResult::Failed(Problem::new(
-                502,
-                "job-result-too-large",
-                "Bad Gateway",
-                format!("the answer of upstream `{name}` was larger than this route's max_result of {limit} bytes; it was not kept"),
-            )),
-            Err(error) => JobResult::Failed(error.problem()),
-        };
+        let result = work.run(max_result).await;
         shared::finished(&job.id, &route, owner.as_deref(), &result, ttl).await;
         STORE.finish(&job, result, ttl);
     });
     let poll = format!("{}/{id}", spec.prefix);
     let body = serde_json::json!({"job": id, "poll": poll});
     Ok(Reply::json(202, &body).header("location", &poll))
+}
+
+/// What a started job does in the background, with all it needs.
+enum Background {
+    /// The client's request, sent to an upstream.
+    Call {
+        pool: Arc<crate::core::upstream::Pool>,
+        options: crate::core::spec::call::CallOptions,
+        request: Arc<OutboundRequest>,
+    },
+    /// A chat request, asked of an `llm` route's models.
+    Ask {
+        asked: Box<llm::Asked>,
+        route: Arc<str>,
+        trace: Option<SpanParent>,
+    },
+}
+
+impl Background {
+    async fn run(self, max_result: usize) -> JobResult {
+        match self {
+            Self::Call {
+                pool,
+                options,
+                request,
+            } => {
+                let call = call::until_ready(options.repoll.as_ref(), || {
+                    let (pool, request) = (&pool, &request);
+                    async move { Arc::new(send(pool, request, max_result).await) }
+                });
+                let result = if options.repoll.is_some() {
+                    tokio::time::timeout(options.hold, call)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Arc::new(Err(UpstreamError::Timeout(pool.name.clone())))
+                        })
+                } else {
+                    call.await
+                };
+                match &*result {
+                    Ok(answer) => JobResult::Answer(answer.clone()),
+                    Err(UpstreamError::TooLarge(name, limit)) => {
+                        JobResult::Failed(too_large(&format!("upstream `{name}`"), *limit))
+                    }
+                    Err(error) => JobResult::Failed(error.problem()),
+                }
+            }
+            Self::Ask {
+                asked,
+                route,
+                trace,
+            } => match llm::ask(&asked, &route, trace, &mut None).await {
+                llm::Served::Reply(reply) if reply.body.len() > max_result => {
+                    JobResult::Failed(too_large("the model", max_result))
+                }
+                llm::Served::Reply(reply) => JobResult::Reply(Answer {
+                    status: reply.status,
+                    headers: reply.headers,
+                    body: reply.body,
+                }),
+                // `read` refused streamed requests: a target never answers with a stream here.
+                llm::Served::Stream(..) => JobResult::Failed(Problem::new(
+                    502,
+                    "upstream-failed",
+                    "Bad Gateway",
+                    "the model answered with a stream to a request for a whole answer",
+                )),
+            },
+        }
+    }
+}
+
+/// The problem a job keeps when its answer was larger than `max_result`.
+fn too_large(whose: &str, limit: usize) -> Problem {
+    Problem::new(
+        502,
+        "job-result-too-large",
+        "Bad Gateway",
+        format!("the answer of {whose} was larger than this route's max_result of {limit} bytes; it was not kept"),
+    )
 }
 
 /// `?wait=SECONDS`, capped by the route's hold; `Err` for a value that is not a number.
@@ -305,6 +395,7 @@ fn result_reply(result: &JobResult) -> Reply {
                 .with_body(content_type, upstream.body.clone())
                 .header("holdfast-upstream-status", &upstream.status.to_string())
         }
+        JobResult::Reply(answer) => Reply::upstream(answer),
         JobResult::Failed(problem) => Reply::problem(problem),
     }
 }

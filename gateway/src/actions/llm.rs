@@ -5,16 +5,18 @@
 //! client piece by piece ([`Stream`]); a whole one is translated at once.
 
 mod attempt;
-mod errors;
+pub mod errors;
 pub mod stream;
 pub mod translate;
 
 use crate::actions::Admitted;
-use crate::core::spec::llm::LlmSpec;
+use crate::core::spec::llm::{AliasSpec, LlmSpec};
 use crate::exchange::{body, Exchange, Reply};
+use crate::observe::trace::SpanParent;
 use crate::problem::Problem;
 use attempt::Tried;
 use pingora_error::Result;
+use std::sync::Arc;
 pub use stream::Stream;
 use translate::Format;
 
@@ -62,17 +64,43 @@ pub async fn serve(
     admitted: &Admitted<'_>,
     spec: &LlmSpec,
 ) -> Result<(Served, Option<Record>)> {
+    let asked = match read(exchange, admitted, spec).await? {
+        Ok(asked) => asked,
+        Err(reply) => return Ok((Served::Reply(reply), None)),
+    };
+    let trace = admitted.trace.map(|trace| trace.server.clone());
     let mut record = None;
-    let served = choose(exchange, admitted, spec, &mut record).await?;
+    let served = ask(&asked, &admitted.route.name, trace, &mut record).await;
     Ok((served, record))
 }
 
-async fn choose(
+/// A chat request read and checked, with the alias it names: what the targets are asked.
+pub struct Asked {
+    request: serde_json::Value,
+    /// The request's bytes (after the route's mapping), which a provider of the client's own
+    /// format gets with only `model` changed.
+    raw: bytes::Bytes,
+    pub format: Format,
+    alias: Arc<AliasSpec>,
+    /// The client's `anthropic-version`, passed on to Anthropic providers.
+    client_version: Option<http::HeaderValue>,
+}
+
+impl Asked {
+    /// The client asked for a streamed answer.
+    pub fn streams(&self) -> bool {
+        translate::streams(&self.request)
+    }
+}
+
+/// Reads the request of an `llm` route: `Err` is the reply when there is nothing to ask the
+/// models — the list of models, a path that is no door, a body that is not the door's format,
+/// an unknown model.
+pub async fn read(
     exchange: &mut impl Exchange,
     admitted: &Admitted<'_>,
     spec: &LlmSpec,
-    record: &mut Option<Record>,
-) -> Result<Served> {
+) -> Result<Result<Asked, Reply>> {
     let head = exchange.head();
     let Some(door) = door(head) else {
         let what = format!("{} {}", head.method, head.uri.path());
@@ -80,46 +108,65 @@ async fn choose(
             "doors",
             serde_json::json!(["POST …/chat/completions", "POST …/messages", "GET …/models"]),
         );
-        return Ok(Served::Reply(Reply::problem(&problem)));
+        return Ok(Err(Reply::problem(&problem)));
     };
     let format = match door {
-        Door::Models => return Ok(Served::Reply(models(spec))),
+        Door::Models => return Ok(Err(models(spec))),
         Door::Chat(format) => format,
     };
+    let client_version = head.headers.get("anthropic-version").cloned();
     let read = body::read_whole(exchange, admitted.route.max_body, admitted.body_timeout).await?;
     let raw = match read {
         Ok(raw) => admitted.mapped_body.cloned().unwrap_or(raw),
-        Err(problem) => return Ok(Served::Reply(Reply::problem(&problem))),
+        Err(problem) => return Ok(Err(Reply::problem(&problem))),
     };
     let request: serde_json::Value = match serde_json::from_slice(&raw) {
         Ok(request) => request,
         Err(error) => {
             let problem = errors::bad_request(format, "body", &format!("not JSON: {error}"));
-            return Ok(Served::Reply(problem));
+            return Ok(Err(problem));
         }
     };
     if let Err(error) = translate::validate(&request, format) {
-        return Ok(Served::Reply(errors::translation(format, &error)));
+        return Ok(Err(errors::translation(format, &error)));
     }
     let asked = request
         .get("model")
         .and_then(serde_json::Value::as_str)
         .unwrap_or_default();
     let Some(alias) = spec.alias(asked) else {
-        return Ok(Served::Reply(errors::unknown_model(format, asked, spec)));
+        return Ok(Err(errors::unknown_model(format, asked, spec)));
     };
-    let client_version = exchange.head().headers.get("anthropic-version").cloned();
+    Ok(Ok(Asked {
+        alias: alias.clone(),
+        request,
+        raw,
+        format,
+        client_version,
+    }))
+}
+
+/// Asks the alias's targets in turn — the one chosen by weight, then the fallbacks — until one
+/// serves; `record` keeps the last one tried.
+pub async fn ask(
+    asked: &Asked,
+    route: &str,
+    trace: Option<SpanParent>,
+    record: &mut Option<Record>,
+) -> Served {
+    let alias = &asked.alias;
     let mut tried = Tried::default();
     for target in alias.attempts() {
         let outcome = attempt::try_target(
             attempt::Call {
-                route: &admitted.route.name,
+                route,
                 alias,
                 target,
-                request: &request,
-                door: format,
-                client_version: client_version.as_ref(),
-                trace: admitted.trace.map(|trace| trace.server.clone()),
+                request: &asked.request,
+                raw: &asked.raw,
+                door: asked.format,
+                client_version: asked.client_version.as_ref(),
+                trace: trace.clone(),
             },
             &mut tried,
         )
@@ -131,16 +178,16 @@ async fn choose(
             fallbacks: tried.failures.len(),
         });
         match outcome {
-            attempt::Outcome::Served(served) => return Ok(served),
+            attempt::Outcome::Served(served) => return served,
             attempt::Outcome::Next => continue,
         }
     }
-    Ok(Served::Reply(errors::all_failed(format, &tried)))
+    Served::Reply(errors::all_failed(asked.format, &tried))
 }
 
 /// `GET …/models`: the route's aliases, in OpenAI's list format (Anthropic's SDK reads the
 /// same `data` array of `id`s).
-fn models(spec: &LlmSpec) -> Reply {
+pub fn models(spec: &LlmSpec) -> Reply {
     let data: Vec<serde_json::Value> = spec
         .names()
         .map(|name| {

@@ -4,6 +4,7 @@
 
 use crate::core::routes::{Action, RouteParts, RouteTable};
 use crate::core::spec::channel::{ChannelSpec, LongPollSpec, PublishSpec};
+use crate::core::spec::job::{JobSpec, Work};
 use crate::core::upstream::Pool;
 use conf::{Config, ConfigErrors, FieldError, RouteAction};
 use std::collections::HashMap;
@@ -155,16 +156,26 @@ fn resolve_action(
                 .map(|spec| Action::Fanin(Arc::new(spec)))
                 .map_err(|message| FieldError::new(format!("{at}.fanin.upstreams"), message))
         }
-        Some(RouteAction::Job(job)) => match pools.get(&job.upstream) {
-            Some(pool) => Ok(Action::Job(Arc::new(
-                crate::core::spec::job::JobSpec::compile(route, job, pool.clone()),
-            ))),
-            None => Err(FieldError::new(
-                format!("{at}.job.upstream"),
-                format!("upstream `{}` is unavailable", job.upstream),
-            )),
-        },
-        Some(RouteAction::Llm(llm)) => Ok(Action::Llm(Arc::new(models.route(&llm.models)))),
+        Some(RouteAction::Job(job)) => {
+            let name = job.upstream.as_deref().unwrap_or_default();
+            match pools.get(name) {
+                Some(pool) => {
+                    let work = JobSpec::upstream(route, pool.clone());
+                    Ok(Action::Job(Arc::new(JobSpec::compile(route, job, work))))
+                }
+                None => Err(FieldError::new(
+                    format!("{at}.job.upstream"),
+                    format!("upstream `{name}` is unavailable"),
+                )),
+            }
+        }
+        Some(RouteAction::Llm(llm)) => {
+            let spec = Arc::new(models.route(&llm.models));
+            Ok(match &route.job {
+                Some(job) => Action::Job(Arc::new(JobSpec::compile(route, job, Work::Llm(spec)))),
+                None => Action::Llm(spec),
+            })
+        }
         None => Err(FieldError::new(at, "the route has no action")),
     }
 }

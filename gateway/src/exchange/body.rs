@@ -21,7 +21,10 @@ pub async fn next_chunk(
     exchange: &mut impl Exchange,
     (deadline, timeout): (Instant, Duration),
 ) -> pingora_error::Result<Result<Option<Bytes>, Problem>> {
-    match tokio::time::timeout_at(deadline, exchange.read_body()).await {
+    // Pingora's shared timer: it is armed only if the read has to wait, and arming it wakes no
+    // thread (a Tokio timer sooner than the runtime's next one writes to its eventfd).
+    let left = deadline.saturating_duration_since(Instant::now());
+    match pingora::time::timeout(left, exchange.read_body()).await {
         Ok(chunk) => Ok(Ok(chunk?)),
         Err(_) => {
             // The rest of the body will not be read: the connection cannot be reused.

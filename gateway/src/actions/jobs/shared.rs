@@ -56,7 +56,7 @@ pub fn init(config: &conf::Config) {
 struct Meta {
     route: String,
     owner: Option<String>,
-    /// `running`, `done` or `failed`.
+    /// `running`, `done` (an upstream's answer), `reply` (the gateway's own) or `failed`.
     state: String,
     status: u16,
     content_type: Option<String>,
@@ -130,8 +130,12 @@ pub async fn finished(
         return;
     }
     let (state, status, content_type, kind, detail, body) = match result {
-        JobResult::Answer(answer) => (
-            "done",
+        JobResult::Answer(answer) | JobResult::Reply(answer) => (
+            if matches!(result, JobResult::Reply(_)) {
+                "reply"
+            } else {
+                "done"
+            },
             answer.status,
             answer.content_type().map(str::to_owned),
             None,
@@ -216,11 +220,15 @@ pub async fn lookup(id: &str, route: &str, owner: Option<&str>) -> Remote {
     {
         headers.insert(http::header::CONTENT_TYPE, content_type);
     }
-    Remote::Done(JobResult::Answer(crate::core::upstream::exchange::Answer {
+    let answer = crate::core::upstream::exchange::Answer {
         status: meta.status,
         headers,
         body: Bytes::from(body),
-    }))
+    };
+    Remote::Done(match meta.state.as_str() {
+        "reply" => JobResult::Reply(answer),
+        _ => JobResult::Answer(answer),
+    })
 }
 
 /// The problems a failed job can keep, with their titles (a problem's kind is static text).

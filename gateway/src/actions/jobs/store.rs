@@ -13,8 +13,21 @@ use tokio::sync::watch;
 
 /// What a finished job left.
 pub enum JobResult {
+    /// An upstream's answer, served with status 200 and its own in `Holdfast-Upstream-Status`.
     Answer(Answer),
+    /// An answer the gateway made (an `llm` job's translated answer or refusal), served as it is.
+    Reply(Answer),
     Failed(Problem),
+}
+
+impl JobResult {
+    pub fn failed(&self) -> bool {
+        match self {
+            Self::Answer(_) => false,
+            Self::Reply(answer) => answer.status >= 400,
+            Self::Failed(_) => true,
+        }
+    }
 }
 
 /// A started job, as its background task knows it.
@@ -126,7 +139,7 @@ impl Store {
 
     /// Stores a job's result and wakes its pollers.
     pub fn finish(&self, job: &Started, result: JobResult, ttl: Duration) {
-        let failed = matches!(result, JobResult::Failed(_));
+        let failed = result.failed();
         let mut table = self.lock();
         if let Some(running) = table.running.get_mut(&job.route) {
             *running = running.saturating_sub(1);

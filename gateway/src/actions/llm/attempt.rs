@@ -27,6 +27,8 @@ pub struct Call<'a> {
     pub target: &'a Target,
     /// The client's request, in the door's format.
     pub request: &'a serde_json::Value,
+    /// Its bytes.
+    pub raw: &'a [u8],
     pub door: Format,
     /// The client's `anthropic-version`, passed on to Anthropic providers.
     pub client_version: Option<&'a http::HeaderValue>,
@@ -90,11 +92,21 @@ pub async fn try_target(call: Call<'_>, tried: &mut Tried) -> Outcome {
     let provider = &target.provider;
     let labels = Labels::new(route, &provider.name, &target.model);
     let provider_format = kind_format(provider.kind);
-    let body = match translate::request(request, *door, provider_format, &target.model) {
-        Ok(body) => Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
-        Err(error) => return Outcome::Served(Served::Reply(errors::translation(*door, &error))),
-    };
     let streams = translate::streams(request);
+    let same_format = provider_format == *door;
+    let stream_usage = streams && provider_format == Format::OpenAi;
+    let spliced = same_format
+        .then(|| translate::splice::request(call.raw, &target.model, stream_usage))
+        .flatten();
+    let body = match spliced {
+        Some(body) => Bytes::from(body),
+        None => match translate::request(request, *door, provider_format, &target.model) {
+            Ok(body) => Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+            Err(error) => {
+                return Outcome::Served(Served::Reply(errors::translation(*door, &error)))
+            }
+        },
+    };
     let started = Instant::now();
     // The keys in turn: one refused (429, 401) rests and the next is tried.
     let mut refused_with = None;
@@ -139,7 +151,9 @@ pub async fn try_target(call: Call<'_>, tried: &mut Tried) -> Outcome {
             body: body.clone(),
             trace: call.trace.clone(),
         };
-        let opened = tokio::time::timeout(
+        // Pingora's shared timer, as for the proxied requests: a Tokio timer would wake the
+        // runtime's thread through its eventfd on every request.
+        let opened = pingora::time::timeout(
             alias.first_byte_timeout,
             exchange::open(&provider.pool, &outbound),
         )
@@ -226,6 +240,13 @@ pub async fn try_target(call: Call<'_>, tried: &mut Tried) -> Outcome {
                 return Outcome::Served(Served::Reply(errors::all_failed(*door, tried)));
             }
         };
+        if same_format {
+            if let Some((body, usage)) =
+                translate::splice::answer(&answer.body, &alias.name, provider_format)
+            {
+                return Outcome::Served(Served::Reply(served(&labels, tried, body, usage)));
+            }
+        }
         let parsed: serde_json::Value = match serde_json::from_slice(&answer.body) {
             Ok(parsed) => parsed,
             Err(error) => {
@@ -251,13 +272,28 @@ pub async fn try_target(call: Call<'_>, tried: &mut Tried) -> Outcome {
                 )));
             }
         };
-        labels.count("ok");
-        tried.usage = translate::usage(&parsed, provider_format);
-        if let Some(usage) = tried.usage {
-            labels.tokens(usage);
-        }
-        return Outcome::Served(Served::Reply(Reply::json(200, &translated)));
+        let usage = translate::usage(&parsed, provider_format);
+        let body = serde_json::to_vec(&translated).unwrap_or_default();
+        return Outcome::Served(Served::Reply(served(&labels, tried, body, usage)));
     }
+}
+
+/// The reply of a whole answer, counted with its tokens.
+fn served(
+    labels: &Labels,
+    tried: &mut Tried,
+    body: Vec<u8>,
+    usage: Option<translate::Usage>,
+) -> Reply {
+    labels.count("ok");
+    tried.usage = usage;
+    if let Some(usage) = usage {
+        labels.tokens(usage);
+    }
+    Reply::fresh(200).with_body(
+        Some(http::HeaderValue::from_static("application/json")),
+        Bytes::from(body),
+    )
 }
 
 /// Counts a request moved on from `provider` for `reason`.

@@ -17,6 +17,7 @@ mod messages;
 mod reasons;
 mod request;
 mod response;
+pub mod splice;
 mod sse;
 mod stream;
 mod tokens;

@@ -1,24 +1,35 @@
 //! A compiled `job` action.
 
 use crate::core::spec::call::CallOptions;
+use crate::core::spec::llm::LlmSpec;
 use crate::core::upstream::Pool;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// A compiled `job` action.
 pub struct JobSpec {
-    pub pool: Arc<Pool>,
+    pub work: Work,
     /// The route's prefix without a trailing `/`.
     pub prefix: String,
     pub ttl: Duration,
     pub hold: Duration,
     pub max_running: usize,
     pub max_result: usize,
-    pub options: CallOptions,
+}
+
+/// What a job does in the background.
+pub enum Work {
+    /// Calls an upstream with the client's request.
+    Upstream {
+        pool: Arc<Pool>,
+        options: CallOptions,
+    },
+    /// Asks the route's models (an `llm` route with a `job:`), with a whole answer.
+    Llm(Arc<LlmSpec>),
 }
 
 impl JobSpec {
-    pub fn compile(route: &conf::Route, job: &conf::Job, pool: Arc<Pool>) -> Self {
+    pub fn compile(route: &conf::Route, job: &conf::Job, work: Work) -> Self {
         let prefix = route
             .matcher
             .prefix
@@ -27,12 +38,19 @@ impl JobSpec {
             .trim_end_matches('/')
             .to_owned();
         Self {
-            pool,
+            work,
             prefix,
             ttl: job.ttl.get(),
             hold: job.timeout.get(),
             max_running: job.max_running,
             max_result: job.max_result.as_usize(),
+        }
+    }
+
+    /// The work of a job that calls `pool`, with the route's call options.
+    pub fn upstream(route: &conf::Route, pool: Arc<Pool>) -> Work {
+        Work::Upstream {
+            pool,
             options: CallOptions::compile(route),
         }
     }

@@ -10,6 +10,8 @@ use super::{
     anthropic_kind, is_done_marker, openai_delta_has_content, parse_json, Client, ClientStream,
     Progress,
 };
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 #[derive(Debug, Default)]
@@ -34,6 +36,9 @@ impl OpenAiPassthrough {
             self.done = true;
             progress.complete = true;
             write_event(out, event.name.as_deref(), &event.data);
+            return Ok(());
+        }
+        if plain_chunk(event, client, progress, out).is_some() {
             return Ok(());
         }
         let mut chunk = parse_json(event)?;
@@ -88,6 +93,145 @@ impl OpenAiPassthrough {
             write_event(out, None, "[DONE]");
         }
     }
+}
+
+/// The members of an OpenAI chunk the passthrough reads, borrowed from the event's text.
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    /// `null` included: a client that did not ask for usage must not see `"usage": null`.
+    #[serde(borrow, default, deserialize_with = "present")]
+    usage: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    choices: Vec<Choice<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(borrow)]
+    finish_reason: Option<&'a RawValue>,
+    #[serde(borrow)]
+    delta: Option<Delta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow)]
+    refusal: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tool_calls: Option<&'a RawValue>,
+}
+
+/// A member that is there, even as `null` (which `Option` alone reads as absent).
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
+fn given(value: Option<&RawValue>) -> bool {
+    value.is_some_and(|value| value.get() != "null")
+}
+
+/// A string of at least one character, or an array of at least one element.
+fn filled(value: Option<&RawValue>) -> bool {
+    value.is_some_and(|value| {
+        let text = value.get();
+        (text.starts_with('"') && text.len() > 2)
+            || (text.starts_with('[') && !text[1..text.len() - 1].trim().is_empty())
+    })
+}
+
+/// An ordinary chunk passed on as its own bytes, but for the model's name, with no JSON tree
+/// built: what the passthrough does to most events, cheaply. `None` (nothing written, nothing
+/// noted) for what it must rewrite or look into: an error, usage the client did not ask for
+/// beside content, text that is not one JSON object.
+fn plain_chunk(
+    event: &SseEvent,
+    client: &Client,
+    progress: &mut Progress,
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    let chunk: Chunk = serde_json::from_str(&event.data).ok()?;
+    if given(chunk.error) {
+        return None;
+    }
+    let usage = chunk.usage.filter(|usage| usage.get() != "null");
+    let usage_only = usage.is_some() && chunk.choices.is_empty();
+    if usage.is_some() && !usage_only && !client.wants_usage {
+        return None;
+    }
+    if let Some(usage) = usage {
+        let usage: Value = serde_json::from_str(usage.get()).ok()?;
+        if let Some(tokens) = TokenCounts::from_openai(&usage) {
+            progress.tokens = Some(tokens);
+        }
+    }
+    for choice in &chunk.choices {
+        if given(choice.finish_reason) {
+            progress.complete = true;
+        }
+        if let Some(delta) = &choice.delta {
+            if filled(delta.content) || filled(delta.refusal) || filled(delta.tool_calls) {
+                progress.started = true;
+            }
+        }
+    }
+    if usage_only && !client.wants_usage {
+        return Some(());
+    }
+    // The edits, as byte ranges of the text and what replaces them; made from the last one back
+    // so the earlier ranges stay where they are.
+    let mut edits = Vec::with_capacity(2);
+    if let Some(model) = chunk.model {
+        let alias = serde_json::to_string(&client.alias).ok()?;
+        edits.push((span(&event.data, model)?, alias));
+    }
+    if let (Some(usage), false) = (chunk.usage, client.wants_usage) {
+        // `"usage": null`, which a provider asked for usage sends in every chunk.
+        edits.push((member(&event.data, "usage", usage)?, String::new()));
+    }
+    edits.sort_by_key(|(range, _)| std::cmp::Reverse(range.start));
+    let mut data = std::borrow::Cow::Borrowed(event.data.as_str());
+    for (range, with) in edits {
+        data.to_mut().replace_range(range, &with);
+    }
+    write_event(out, event.name.as_deref(), &data);
+    Some(())
+}
+
+/// Where `value`, borrowed from `text`, stands in it.
+fn span(text: &str, value: &RawValue) -> Option<std::ops::Range<usize>> {
+    let start = (value.get().as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    Some(start..start + value.get().len())
+}
+
+/// The whole member `"key": value` of an object in `text`, with the comma that joins it to
+/// the others: what removing it takes. `None` when its key is not written plainly.
+fn member(text: &str, key: &str, value: &RawValue) -> Option<std::ops::Range<usize>> {
+    let value = span(text, value)?;
+    let before = text.get(..value.start)?.trim_end();
+    let before = before.strip_suffix(':')?.trim_end();
+    let quoted = format!("\"{key}\"");
+    let key_start = before.strip_suffix(quoted.as_str())?.len();
+    let ahead = text.get(..key_start)?.trim_end();
+    if let Some(comma) = ahead.strip_suffix(',') {
+        // Not the first member: from the comma before it.
+        return Some(comma.len()..value.end);
+    }
+    // The first member: through the comma after it (or alone in its object).
+    let after = text.get(value.end..)?;
+    let rest = after.trim_start();
+    let end = match rest.strip_prefix(',') {
+        Some(_) => text.len() - rest.len() + 1,
+        None => value.end,
+    };
+    Some(key_start..end)
 }
 
 #[derive(Debug, Default)]
@@ -172,6 +316,7 @@ mod tests {
     use super::super::super::fixtures;
     use super::super::super::{Format, Usage};
     use super::super::tests::{events, run, translator};
+    use super::{member, Chunk};
     use serde_json::{json, Value};
 
     /// The provider's events with the alias for a model.
@@ -190,6 +335,32 @@ mod tests {
                 (name, data)
             })
             .collect()
+    }
+
+    #[test]
+    fn a_member_is_removed_with_its_comma_wherever_it_stands() {
+        let remove = |text: &str| {
+            let chunk: Chunk = serde_json::from_str(text).expect("a chunk");
+            let range = member(text, "usage", chunk.usage.expect("usage"))?;
+            let mut text = text.to_owned();
+            text.replace_range(range, "");
+            Some(text)
+        };
+        assert_eq!(
+            remove(r#"{"a":1, "usage" : null,"b":2}"#).as_deref(),
+            Some(r#"{"a":1,"b":2}"#)
+        );
+        assert_eq!(
+            remove(r#"{"a":1,"usage":null}"#).as_deref(),
+            Some(r#"{"a":1}"#)
+        );
+        assert_eq!(
+            remove(r#"{ "usage":null , "a":1}"#).as_deref(),
+            Some(r#"{  "a":1}"#)
+        );
+        assert_eq!(remove(r#"{"usage":null}"#).as_deref(), Some(r#"{}"#));
+        // A key written with an escape is left to the slow way.
+        assert_eq!(remove(r#"{"a":1,"\u0075sage":null}"#), None);
     }
 
     #[test]
