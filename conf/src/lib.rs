@@ -42,7 +42,9 @@ pub use limits::{
     parse_cidr, Concurrency, HeadersWithUnderscores, KeySource, Rate, RateLimit, MAX_RATE_LIMITS,
 };
 pub use listener::{Certificate, Listener, ListenerTls};
-pub use llm::{FallbackOn, Llm, LlmRoute, ModelAlias, Provider, ProviderKind, Target};
+pub use llm::{
+    AnswerCache, CacheStore, FallbackOn, Llm, LlmRoute, ModelAlias, Provider, ProviderKind, Target,
+};
 pub use load::{load, load_str};
 pub use route::{Match, Route, RouteAction};
 pub use schema::schema;

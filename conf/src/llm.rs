@@ -123,6 +123,53 @@ pub struct LlmRoute {
     /// The aliases this route serves (default: every one).
     #[serde(default)]
     pub models: Vec<String>,
+    /// Keep answers, and serve an identical request from them (off unless given).
+    #[serde(default)]
+    pub cache: Option<AnswerCache>,
+}
+
+/// An exact-match cache of an `llm` route's answers. Two requests are the same when they name
+/// the same alias at the same door with the same body but for `stream_options` — messages,
+/// tools, sampling parameters, `stream` (a streamed answer is replayed as the events it was).
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerCache {
+    /// How long an answer is served from the cache.
+    #[serde(default = "default_cache_ttl")]
+    pub ttl: Duration,
+    /// Where answers are kept: `memory` (this instance) or `redis` (the backplane's, shared).
+    #[serde(default)]
+    pub store: CacheStore,
+    /// The most answers kept in memory (the oldest go first).
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: usize,
+    /// The largest answer kept; a larger one is served but not kept (counted `too_large`).
+    #[serde(default = "default_cache_entry")]
+    pub max_entry: crate::ByteSize,
+    /// Also keep answers to requests that sample (`temperature` other than 0, or none given).
+    #[serde(default)]
+    pub allow_sampling: bool,
+}
+
+/// Where an answer cache keeps its answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheStore {
+    #[default]
+    Memory,
+    Redis,
+}
+
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_cache_entries() -> usize {
+    10_000
+}
+
+fn default_cache_entry() -> crate::ByteSize {
+    crate::ByteSize::kib(256)
 }
 
 /// Checks the section and the routes' `llm:` actions against it.
@@ -219,6 +266,9 @@ pub(crate) fn check(config: &Config, errors: &mut Vec<FieldError>) {
                 "serves models, but `llm.models` declares none",
             ));
         }
+        if let Some(cache) = &action.cache {
+            check_cache(config, cache, &format!("routes[{index}].llm.cache"), errors);
+        }
         for (at, alias) in action.models.iter().enumerate() {
             if !llm.models.contains_key(alias) {
                 errors.push(crate::validate::unknown_reference(
@@ -229,5 +279,73 @@ pub(crate) fn check(config: &Config, errors: &mut Vec<FieldError>) {
                 ));
             }
         }
+    }
+}
+
+fn check_cache(config: &Config, cache: &AnswerCache, at: &str, errors: &mut Vec<FieldError>) {
+    if cache.ttl.get().is_zero() {
+        errors.push(FieldError::new(format!("{at}.ttl"), "must be more than 0s"));
+    }
+    if cache.max_entries == 0 {
+        errors.push(FieldError::new(
+            format!("{at}.max_entries"),
+            "must be at least 1",
+        ));
+    }
+    if cache.max_entry.get() == 0 {
+        errors.push(FieldError::new(
+            format!("{at}.max_entry"),
+            "must be more than 0 bytes",
+        ));
+    }
+    if cache.store == CacheStore::Redis && !matches!(config.backplane, crate::Backplane::Redis(_)) {
+        errors.push(FieldError::new(
+            format!("{at}.store"),
+            "`redis` keeps answers in the backplane's Redis, but `backplane` is not redis",
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{load_str, validate};
+    use std::path::Path;
+
+    const HEAD: &str = "listen: 127.0.0.1:8080
+upstreams:
+  api: { targets: [127.0.0.1:9] }
+llm:
+  providers:
+    p: { kind: openai, upstream: api, keys: [k] }
+  models:
+    fast: { targets: [{ provider: p, model: m }] }
+routes:
+";
+
+    fn errors(route: &str) -> Vec<String> {
+        let config = load_str(Path::new("c.yaml"), &format!("{HEAD}{route}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        match validate(&config) {
+            Ok(()) => vec![],
+            Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn an_answer_cache_is_checked_with_file_and_line() {
+        assert!(errors("  - { name: ai, llm: { cache: { ttl: 1m } } }\n").is_empty());
+        assert_eq!(
+            errors("  - name: ai\n    llm:\n      cache: { store: redis, ttl: 0s, max_entries: 0 }\n"),
+            [
+                "c.yaml:12:30: routes[0].llm.cache.ttl: must be more than 0s",
+                "c.yaml:12:39: routes[0].llm.cache.max_entries: must be at least 1",
+                "c.yaml:12:16: routes[0].llm.cache.store: `redis` keeps answers in the backplane's Redis, but `backplane` is not redis",
+            ]
+        );
+        let unknown = load_str(
+            Path::new("c.yaml"),
+            &format!("{HEAD}  - {{ name: ai, llm: {{ cache: {{ store: disk }} }} }}\n"),
+        );
+        assert!(unknown.is_err());
     }
 }

@@ -36,7 +36,7 @@ fn start_hub(config: &conf::Config) -> Hub {
         .unwrap_or_else(|error| fail(&format!("cannot start the hub runtime: {error}")));
     let hub = {
         let _entered = runtime.enter();
-        crate::actions::jobs::shared::init(config);
+        crate::core::kv::init(config);
         Hub::start(config)
             .unwrap_or_else(|error| fail(&format!("cannot start the channel hub: {error}")))
     };

@@ -1,6 +1,7 @@
 //! What every layer above shares: the route table and its actions, the compiled state, the
 //! runtime, upstream pools and the connector, certificates. See docs/architecture.md.
 
+pub mod kv;
 pub mod outbound;
 pub mod routes;
 pub mod runtime;

@@ -628,3 +628,188 @@ routes:
     );
     assert_eq!(anthropic.count(), before, "nothing was sent");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_are_cached_replayed_as_they_were_and_shared_in_flight() {
+    let openai = Provider::start(Kind::OpenAi, answer("Kept for later")).await;
+    let anthropic = Provider::start(Kind::Anthropic, answer("unused")).await;
+    let config = format!(
+        r#"
+server: {{ shutdown_grace: 1s }}
+upstreams:
+  openai-api: {{ targets: ["{openai}"] }}
+  anthropic-api: {{ targets: ["{anthropic}"] }}
+llm:
+  providers:
+    openai: {{ kind: openai, upstream: openai-api, keys: [k1] }}
+    claude: {{ kind: anthropic, upstream: anthropic-api, keys: [a1] }}
+  models:
+    gpt: {{ targets: [{{ provider: openai, model: gpt-4o-mini }}] }}
+routes:
+  - name: strict
+    match: {{ prefix: /strict }}
+    llm: {{ cache: {{ ttl: 60s, max_entry: 2KiB }} }}
+  - name: ai
+    match: {{ prefix: /v1 }}
+    llm: {{ cache: {{ ttl: 60s, allow_sampling: true }} }}
+"#,
+        openai = openai.addr,
+        anthropic = anthropic.addr,
+    );
+    let gw = Holdfast::start(&config).await;
+    let client = reqwest::Client::new();
+    let chat = |stream: bool, temperature: f64| {
+        json!({"model": "gpt", "stream": stream, "temperature": temperature,
+               "messages": [{"role": "user", "content": "remember this"}]})
+    };
+    let post = |body: Value, cache_control: Option<&'static str>| {
+        let mut request = client
+            .post(gw.url("/strict/v1/chat/completions"))
+            .json(&body);
+        if let Some(value) = cache_control {
+            request = request.header("cache-control", value);
+        }
+        async move {
+            let response = request.send().await.expect("post");
+            let status = response.status().as_u16();
+            let cache = response
+                .headers()
+                .get("holdfast-cache")
+                .map(|v| v.to_str().unwrap_or("?").to_owned());
+            let kind = response
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap_or("?").to_owned());
+            let bytes = response.bytes().await.expect("body");
+            (status, cache, kind, bytes)
+        }
+    };
+
+    // A streamed answer is kept as the events the client got, and replayed byte for byte.
+    let first = post(chat(true, 0.0), None).await;
+    assert_eq!((first.0, first.1.as_deref()), (200, Some("miss")));
+    let again = post(chat(true, 0.0), None).await;
+    assert_eq!((again.0, again.1.as_deref()), (200, Some("hit")));
+    assert_eq!(again.2.as_deref(), Some("text/event-stream"));
+    assert_eq!(again.3, first.3, "the same events, byte for byte");
+    assert!(String::from_utf8_lossy(&again.3).contains("data: [DONE]"));
+    assert_eq!(openai.count(), 1);
+
+    // A whole answer is another entry, kept as its JSON.
+    let whole = post(chat(false, 0.0), None).await;
+    assert_eq!(whole.1.as_deref(), Some("miss"));
+    let whole_again = post(chat(false, 0.0), None).await;
+    assert_eq!(whole_again.1.as_deref(), Some("hit"));
+    assert_eq!(whole_again.3, whole.3);
+    assert_eq!(openai.count(), 2);
+
+    // Sampling requests, and `no-store`, go to the provider every time; `no-cache` does too,
+    // and its answer is kept for the next.
+    for _ in 0..2 {
+        let sampled = post(chat(false, 0.7), None).await;
+        assert_eq!((sampled.0, sampled.1.as_deref()), (200, Some("bypass")));
+    }
+    let no_store = post(chat(false, 0.0), Some("no-store")).await;
+    assert_eq!(no_store.1.as_deref(), Some("bypass"));
+    assert_eq!(openai.count(), 5);
+    let mut fresh = chat(false, 0.0);
+    fresh["messages"][0]["content"] = json!("something new");
+    let no_cache = post(fresh.clone(), Some("max-age=0, no-cache")).await;
+    assert_eq!(no_cache.1.as_deref(), Some("miss"));
+    assert_eq!(post(fresh, None).await.1.as_deref(), Some("hit"));
+    assert_eq!(openai.count(), 6);
+
+    // An answer larger than `max_entry` is served, not kept, and counted.
+    openai.set(answer(&"a long answer ".repeat(200)));
+    let mut long = chat(false, 0.0);
+    long["messages"][0]["content"] = json!("tell me at length");
+    for _ in 0..2 {
+        let served = post(long.clone(), None).await;
+        assert_eq!((served.0, served.1.as_deref()), (200, Some("miss")));
+        assert!(served.3.len() > 2048);
+    }
+    assert_eq!(openai.count(), 8);
+
+    // Identical requests in flight share one call.
+    openai.set(Behaviour::Stall { millis: 500 });
+    let mut slow = chat(false, 0.0);
+    slow["messages"][0]["content"] = json!("take your time");
+    let (a, b) = tokio::join!(post(slow.clone(), None), post(slow, None));
+    assert_eq!((a.0, b.0), (200, 200));
+    assert_eq!(a.3, b.3);
+    assert_eq!(openai.count(), 9, "one call for both");
+
+    let text = gw.metrics().await;
+    for (result, expected) in [
+        ("hit", 3.0),
+        ("miss", 6.0),
+        ("bypass", 3.0),
+        ("too_large", 2.0),
+        ("coalesced", 1.0),
+    ] {
+        let sample = format!(r#"holdfast_llm_cache_total{{result="{result}",route="strict"}}"#);
+        assert_eq!(
+            holdfast_tests::metric_value(&text, &sample),
+            Some(expected),
+            "{sample}"
+        );
+    }
+
+    // The OpenAI SDK streams the same answer from the provider, then from the cache.
+    openai.set(answer("Kept for later"));
+    let before = openai.count();
+    let asked = sdk("openai", &gw, "gpt", true, false).await;
+    let replayed = sdk("openai", &gw, "gpt", true, false).await;
+    assert_eq!(asked["text"], "Kept for later", "{asked}");
+    assert_eq!(replayed, asked);
+    assert_eq!(openai.count(), before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_kept_in_redis_serves_every_instance() {
+    let redis = holdfast_tests::RedisServer::start().await;
+    let openai = Provider::start(Kind::OpenAi, answer("Shared by all")).await;
+    let config = format!(
+        r#"
+server: {{ shutdown_grace: 1s }}
+backplane: {{ redis: {{ url: "{redis}" }} }}
+upstreams:
+  openai-api: {{ targets: ["{openai}"] }}
+llm:
+  providers:
+    openai: {{ kind: openai, upstream: openai-api, keys: [k1] }}
+  models:
+    gpt: {{ targets: [{{ provider: openai, model: gpt-4o-mini }}] }}
+routes:
+  - {{ name: ai, match: {{ prefix: /v1 }}, llm: {{ cache: {{ ttl: 60s, store: redis }} }} }}
+"#,
+        redis = redis.url(),
+        openai = openai.addr,
+    );
+    let a = Holdfast::start(&config).await;
+    let b = Holdfast::start(&config).await;
+    let client = reqwest::Client::new();
+    let chat = json!({"model": "gpt", "temperature": 0,
+                      "messages": [{"role": "user", "content": "same everywhere"}]});
+    let mut bodies = Vec::new();
+    for (gw, expected) in [(&a, "miss"), (&b, "hit"), (&a, "hit")] {
+        let response = client
+            .post(gw.url("/v1/chat/completions"))
+            .json(&chat)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response
+                .headers()
+                .get("holdfast-cache")
+                .and_then(|v| v.to_str().ok()),
+            Some(expected)
+        );
+        bodies.push(response.bytes().await.expect("body"));
+    }
+    assert_eq!(bodies[1], bodies[0]);
+    assert_eq!(bodies[2], bodies[0]);
+    assert_eq!(openai.count(), 1);
+}

@@ -57,7 +57,7 @@ llm:
     chat: { targets: [{ provider: flaky, model: m1 }], fallback: [{ provider: steady, model: m2 }] }
 routes:
   - { name: proxied, match: { prefix: /echo }, upstream: pool }
-  - { name: ai, match: { prefix: /v1 }, llm: {} }
+  - { name: ai, match: { prefix: /v1 }, llm: { cache: { ttl: 60s, allow_sampling: true } } }
   - { name: poll, match: { path: /poll, methods: [GET] }, longpoll: { channel: updates, timeout: 20s } }
   - { name: sub, match: { path: "/sub/{ch}", methods: [GET] }, longpoll: { channel: "{ch}" } }
   - { name: slow, match: { path: "/slow/{ch}", methods: [GET] }, longpoll: { channel: "{ch}", max_lag: 16KiB } }
@@ -464,6 +464,10 @@ async fn models(gw: &Holdfast, client: &reqwest::Client, checks: &mut Checks) {
     checks.counter(
         "holdfast_llm_fallbacks_total",
         &[("route", "ai"), ("from", "flaky"), ("reason", "5xx")],
+    );
+    checks.counter(
+        "holdfast_llm_cache_total",
+        &[("route", "ai"), ("result", "miss")],
     );
 }
 

@@ -10,6 +10,7 @@ pub mod stream;
 pub mod translate;
 
 use crate::actions::Admitted;
+use crate::core::spec::llm::cache::{Cached, Lookup};
 use crate::core::spec::llm::{AliasSpec, LlmSpec};
 use crate::exchange::{body, Exchange, Reply};
 use crate::observe::trace::SpanParent;
@@ -69,9 +70,64 @@ pub async fn serve(
         Err(reply) => return Ok((Served::Reply(reply), None)),
     };
     let trace = admitted.trace.map(|trace| trace.server.clone());
+    let route = &admitted.route.name;
     let mut record = None;
-    let served = ask(&asked, &admitted.route.name, trace, &mut record).await;
+    let Some(cache) = &spec.cache else {
+        let served = ask(&asked, route, trace, &mut record).await;
+        return Ok((served, record));
+    };
+    let cache_control = exchange.head().headers.get(http::header::CACHE_CONTROL);
+    let door = match asked.format {
+        Format::OpenAi => "openai",
+        Format::Anthropic => "anthropic",
+    };
+    let lookup = cache.lookup(door, &asked.alias.name, &asked.request, cache_control);
+    let filler = match lookup.await {
+        Lookup::Hit(cached) => return Ok((Served::Reply(replay(&cached)), None)),
+        Lookup::Bypass => None,
+        Lookup::Miss(filler) => Some(filler),
+    };
+    let result = if filler.is_some() { "miss" } else { "bypass" };
+    let served = match ask(&asked, route, trace, &mut record).await {
+        Served::Reply(reply) => {
+            if let (Some(filler), 200) = (filler, reply.status) {
+                let cached = Cached {
+                    streamed: false,
+                    body: reply.body.clone(),
+                };
+                filler.fill(cached).await;
+            }
+            Served::Reply(reply.header(CACHE_HEADER, result))
+        }
+        Served::Stream(head, mut stream) => {
+            if let Some(filler) = filler {
+                stream.record_into(filler);
+            }
+            Served::Stream(head.header(CACHE_HEADER, result), stream)
+        }
+    };
     Ok((served, record))
+}
+
+/// Says whether the answer came from the route's cache (`hit`), was asked and kept (`miss`),
+/// or could not be (`bypass`).
+const CACHE_HEADER: &str = "holdfast-cache";
+
+/// A kept answer, as it was: the stream's events (with a length: they are all here) or the
+/// JSON.
+fn replay(cached: &Cached) -> Reply {
+    let (content_type, cache_control) = if cached.streamed {
+        ("text/event-stream", "no-cache")
+    } else {
+        ("application/json", "no-store")
+    };
+    Reply::new(200)
+        .with_body(
+            Some(http::HeaderValue::from_static(content_type)),
+            cached.body.clone(),
+        )
+        .header("cache-control", cache_control)
+        .header(CACHE_HEADER, "hit")
 }
 
 /// A chat request read and checked, with the alias it names: what the targets are asked.

@@ -170,7 +170,7 @@ fn resolve_action(
             }
         }
         Some(RouteAction::Llm(llm)) => {
-            let spec = Arc::new(models.route(&llm.models));
+            let spec = Arc::new(models.route(&route.name, llm));
             Ok(match &route.job {
                 Some(job) => Action::Job(Arc::new(JobSpec::compile(route, job, Work::Llm(spec)))),
                 None => Action::Llm(spec),

@@ -125,7 +125,7 @@ llm:
   models:
     chat: {{ targets: [{{ provider: failing, model: m }}], fallback: [{{ provider: answering, model: m }}] }}
 routes:
-  - {{ name: ai, match: {{ prefix: /v1 }}, llm: {{}} }}
+  - {{ name: ai, match: {{ prefix: /v1 }}, llm: {{ cache: {{ ttl: 60s, allow_sampling: true }} }} }}
   - {{ name: api, match: {{ prefix: /api }}, upstream: api }}
   - {{ name: private, match: {{ prefix: /private }}, auth: {{ provider: hs }}, upstream: api }}
   - {{ name: partner, match: {{ prefix: /partner }}, auth: {{ provider: idp }}, upstream: api }}

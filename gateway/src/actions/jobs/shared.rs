@@ -8,48 +8,11 @@
 //! poll is cheap, and needs no wake-up path of its own).
 
 use super::store::JobResult;
+use crate::core::kv;
 use crate::problem::Problem;
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
-use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-static SHARED: OnceLock<Shared> = OnceLock::new();
-
-struct Shared {
-    conn: ConnectionManager,
-    prefix: String,
-}
-
-/// Connects the mirror when the config uses the Redis backplane; call inside a runtime that
-/// lives as long as the process (the connection's driver runs there).
-pub fn init(config: &conf::Config) {
-    let conf::Backplane::Redis(redis_conf) = &config.backplane else {
-        return;
-    };
-    let client = match redis::Client::open(redis_conf.url.as_str()) {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::error!(%error, "jobs cannot use the Redis backplane");
-            return;
-        }
-    };
-    let settings = redis::aio::ConnectionManagerConfig::new()
-        .set_number_of_retries(1)
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(Some(Duration::from_secs(1)));
-    match ConnectionManager::new_lazy_with_config(client, settings) {
-        Ok(conn) => {
-            let _ = SHARED.set(Shared {
-                conn,
-                prefix: redis_conf.prefix.clone(),
-            });
-        }
-        Err(error) => tracing::error!(%error, "jobs cannot use the Redis backplane"),
-    }
-}
 
 /// A job's state as the other instances see it.
 #[derive(Serialize, Deserialize)]
@@ -78,16 +41,8 @@ fn millis(duration: Duration) -> u64 {
 }
 
 async fn store(key: String, value: Vec<u8>, keep: Duration) {
-    let Some(shared) = SHARED.get() else { return };
-    let mut conn = shared.conn.clone();
-    let result: redis::RedisResult<()> = conn
-        .pset_ex(
-            format!("{}{key}", shared.prefix),
-            value,
-            millis(keep).max(1),
-        )
-        .await;
-    if let Err(error) = result {
+    let Some(kv) = kv::get() else { return };
+    if let Err(error) = kv.put(&key, &value, keep).await {
         tracing::warn!(%error, "cannot mirror a job into Redis; it can be polled on its own instance only");
     }
 }
@@ -126,7 +81,7 @@ pub async fn finished(
     result: &JobResult,
     ttl: Duration,
 ) {
-    if SHARED.get().is_none() {
+    if kv::get().is_none() {
         return;
     }
     let (state, status, content_type, kind, detail, body) = match result {
@@ -181,14 +136,10 @@ pub enum Remote {
 
 /// Looks job `id` up in Redis (for a poll that landed on an instance that did not start it).
 pub async fn lookup(id: &str, route: &str, owner: Option<&str>) -> Remote {
-    let Some(shared) = SHARED.get() else {
+    let Some(kv) = kv::get() else {
         return Remote::Unknown;
     };
-    let mut conn = shared.conn.clone();
-    let meta: Option<Vec<u8>> = conn
-        .get(format!("{}job:{id}", shared.prefix))
-        .await
-        .unwrap_or(None);
+    let meta = kv.fetch(&format!("job:{id}")).await;
     let Some(meta) = meta.and_then(|bytes| serde_json::from_slice::<Meta>(&bytes).ok()) else {
         return Remote::Unknown;
     };
@@ -206,10 +157,7 @@ pub async fn lookup(id: &str, route: &str, owner: Option<&str>) -> Remote {
         let problem = failed_problem(meta.status, meta.kind.as_deref(), detail);
         return Remote::Done(JobResult::Failed(problem));
     }
-    let body: Option<Vec<u8>> = conn
-        .get(format!("{}job:{id}:body", shared.prefix))
-        .await
-        .unwrap_or(None);
+    let body = kv.fetch(&format!("job:{id}:body")).await;
     let Some(body) = body else {
         return Remote::Expired;
     };

@@ -4,6 +4,7 @@
 //! stream with an error event in its format, counted as `stream_error`.
 
 use super::translate::{StreamTranslator, Usage};
+use crate::core::spec::llm::cache::{Cached, Filler};
 use crate::core::upstream::exchange::Opened;
 use crate::exchange::Exchange;
 use crate::observe::metrics::METRICS;
@@ -59,6 +60,8 @@ pub struct Stream {
     labels: Labels,
     /// When the client's request reached the action (time to first token counts from here).
     started: Instant,
+    /// The events sent so far, for the route's answer cache, and where they go once complete.
+    recording: Option<(Filler, Vec<u8>)>,
 }
 
 impl Stream {
@@ -73,7 +76,13 @@ impl Stream {
             translator,
             labels,
             started,
+            recording: None,
         }
+    }
+
+    /// Keeps a copy of what the client gets, for `filler`, when the answer completes.
+    pub fn record_into(&mut self, filler: Filler) {
+        self.recording = Some((filler, Vec::new()));
     }
 
     /// Relays the stream to the client until it ends; how it ended (the access log's outcome)
@@ -111,6 +120,7 @@ impl Stream {
                 first_token = true;
                 self.labels.first_token(self.started.elapsed());
             }
+            record(&mut self.recording, &out);
             if !out.is_empty() && exchange.send_chunk(out).await.is_err() {
                 self.labels.count("client_gone");
                 return "client_gone";
@@ -129,11 +139,19 @@ impl Stream {
         if let Some(opened) = self.opened.take() {
             opened.finish().await;
         }
+        record(&mut self.recording, &last);
         if !last.is_empty() && exchange.send_chunk(last).await.is_err() {
             self.labels.count("client_gone");
             return "client_gone";
         }
         let _ = exchange.end_stream().await;
+        if let Some((filler, events)) = self.recording.take() {
+            let cached = Cached {
+                streamed: true,
+                body: events.into(),
+            };
+            filler.fill(cached).await;
+        }
         self.labels.count("ok");
         if let Some(usage) = usage {
             self.labels.tokens(usage);
@@ -152,4 +170,18 @@ impl Stream {
         let _ = exchange.end_stream().await;
         "stream_error"
     }
+}
+
+/// Adds `out` to a stream's recording; one that outgrows the cache's limit stops.
+fn record(recording: &mut Option<(Filler, Vec<u8>)>, out: &[u8]) {
+    let Some((filler, events)) = recording else {
+        return;
+    };
+    if events.len() + out.len() > filler.max_entry() {
+        if let Some((filler, _)) = recording.take() {
+            filler.too_large();
+        }
+        return;
+    }
+    events.extend_from_slice(out);
 }

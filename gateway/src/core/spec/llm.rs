@@ -2,6 +2,7 @@
 //! model aliases with their weighted targets and fallback list, and which aliases a route
 //! serves. Compiled once per configuration; routes share the providers and aliases.
 
+pub mod cache;
 pub mod keys;
 
 use crate::core::upstream::Pool;
@@ -154,14 +155,19 @@ impl Models {
     }
 
     /// The spec of a route serving `served` (every alias when empty).
-    pub fn route(&self, served: &[String]) -> LlmSpec {
+    pub fn route(&self, route: &str, action: &conf::LlmRoute) -> LlmSpec {
+        let served = &action.models;
         let aliases = self
             .aliases
             .iter()
             .filter(|(name, _)| served.is_empty() || served.contains(name))
             .map(|(name, alias)| (name.clone(), alias.clone()))
             .collect();
-        LlmSpec { aliases }
+        let cache = action
+            .cache
+            .as_ref()
+            .map(|settings| Arc::new(cache::AnswerCache::new(route, settings)));
+        LlmSpec { aliases, cache }
     }
 }
 
@@ -222,6 +228,8 @@ fn host_of(target: &str) -> String {
 /// What one `llm` route serves.
 pub struct LlmSpec {
     aliases: BTreeMap<String, Arc<AliasSpec>>,
+    /// The route's answer cache, when it has one.
+    pub cache: Option<Arc<cache::AnswerCache>>,
 }
 
 impl LlmSpec {
