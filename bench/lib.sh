@@ -8,6 +8,8 @@
 #   wait_http URL                waits up to 15 s for URL to answer; fails if nothing does
 #   holdfast_bin                 prints the Holdfast binary: $HOLDFAST_BIN, else the release build
 #                                (built if missing)
+#   loadtool_bin                 builds bench/loadtool (release, into $CARGO_TARGET_DIR, else
+#                                target/) and prints its binary
 #   to_ms VALUE                  wrk's latency ("850.00us", "1.23ms", "1.02s") in milliseconds
 #   cpu_ticks PID                utime+stime of a process, in clock ticks ($TICK per second)
 #   cpu_us_per_request TICKS N   CPU microseconds per request for TICKS spent on N requests
@@ -78,6 +80,12 @@ holdfast_bin() {
         (cd "$ROOT" && cargo build --release -p holdfast >&2)
     fi
     echo "$bin"
+}
+
+loadtool_bin() {
+    local target="${CARGO_TARGET_DIR:-$ROOT/target}"
+    (cd "$ROOT" && cargo build --release --quiet --manifest-path bench/loadtool/Cargo.toml --target-dir "$target" >&2)
+    echo "$target/release/loadtool"
 }
 
 to_ms() {

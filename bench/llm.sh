@@ -13,12 +13,38 @@
 # so it is the time to the first token plus a few bytes). Prints req/s, p50/p99 and CPU µs per
 # request (utime+stime of the contender's processes ÷ requests), and the ratios
 # llm ÷ plain (goal ≥ 0.8) and llm ÷ litellm; the added p99 is llm's p99 minus plain's.
+# Then cache hits (unless CACHE_ROUND=0): one whole request with temperature 0, again and again,
+# answered by Holdfast's answer cache (route /cached) and by a LiteLLM with its in-memory cache
+# (`cache: true`, `cache_params: { type: local }`), plain proxying beside them for scale.
+# Last, memory per open stream (unless OPEN_STREAMS=0): $OPEN_STREAMS streamed completions open
+# and idle at once, per contender, one contender at a time, each on a fresh process (memory
+# freed earlier stays in the allocator and would be reused; Holdfast is restarted between plain
+# and llm) warmed by 8 streams first. The provider here is `loadtool llm-provider` (PORT_BASE+5;
+# Holdfast upstream `held`, route /plainheld, alias `held-stream`; LiteLLM model `held-stream`):
+# it sends the role chunk and one content chunk, then nothing until the client leaves.
+# `loadtool hold-streams` opens the streams (200 being set up at once), each held once its
+# first content event is in; KiB per stream = (VmRSS after − before, summed over the
+# contender's processes) ÷ held. Prints held, failed, KiB per stream, how much of it
+# transparent huge pages back ("of it THP"), the first content event's p50/p99 (request
+# written → event read) and KiB per stream llm ÷ plain and llm ÷ litellm. Holdfast is measured
+# twice: as it ships, and (-nothp) with MIMALLOC_ALLOW_THP=0. Where THP is `madvise` or
+# `always`, mimalloc asks for huge pages on its arena, and a 2 MiB page is resident as soon as
+# one byte of it is touched: a stream's allocated but untouched capacity (by the figures,
+# mostly Pingora's 64 KiB body read buffer) then counts in full. Without THP only touched 4 KiB
+# pages count, as for LiteLLM (CPython's allocator asks for no huge pages), hence "without THP"
+# for llm ÷ litellm.
+# LiteLLM is measured twice too: as it ships, where its aiohttp pool has at most 500
+# connections to a provider (AIOHTTP_CONNECTOR_LIMIT_PER_HOST), so past 500 streams the rest
+# wait in LiteLLM until they time out (30 s) — its figure then divides by the 500 held what the
+# waiting ones left behind too; and (litellm-pool) with that pool raised to OPEN_STREAMS + 100.
 #
-# Run:    bench/llm.sh                        (~2 min)
+# Run:    bench/llm.sh                        (~4 min)
 # Knobs:  DURATION=10 WARMUP=2 ROUNDS=2 CONNS=64 STREAMS=1000 WRK_THREADS=2 PORT_BASE=28800
-#         HOLDFAST_BIN=… SKIP_LITELLM=1
+#         OPEN_STREAMS=1000 CACHE_ROUND=1 HOLDFAST_BIN=… SKIP_LITELLM=1 (CARGO_TARGET_DIR: where bench/loadtool
+#         is built, target/ by default)
 # Needs:  nginx, wrk, curl (Debian packages), and for LiteLLM `python3 -m pip install
-#         'litellm[proxy]'`. Loopback only; everything started is stopped on exit.
+#         'litellm[proxy]'`. Loadtool builds with cargo. Loopback only; everything started is
+#         stopped on exit.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +53,8 @@ WARMUP="${WARMUP:-2}"
 ROUNDS="${ROUNDS:-2}"
 CONNS="${CONNS:-64}"
 STREAMS="${STREAMS:-1000}"
+CACHE_ROUND="${CACHE_ROUND:-1}"
+OPEN_STREAMS="${OPEN_STREAMS:-1000}"
 WRK_THREADS="${WRK_THREADS:-2}"
 PORT_BASE="${PORT_BASE:-28800}"
 JSON_PORT=$PORT_BASE
@@ -34,14 +62,16 @@ SSE_PORT=$((PORT_BASE + 1))
 HOLDFAST_PORT=$((PORT_BASE + 2))
 HOLDFAST_ADMIN_PORT=$((PORT_BASE + 3))
 LITELLM_PORT=$((PORT_BASE + 4))
+HELD_PORT=$((PORT_BASE + 5))
 # The client's key: LiteLLM's master key (it refuses to start without one); Holdfast's routes
 # here have no auth and pass over it.
 CLIENT_KEY="sk-holdfast-bench-0123456789abcdef0123456789abcdef"
 
 . "$ROOT/bench/lib.sh"
 require nginx wrk curl -- nginx wrk curl
-ports_free "$JSON_PORT" "$SSE_PORT" "$HOLDFAST_PORT" "$HOLDFAST_ADMIN_PORT" "$LITELLM_PORT"
+ports_free "$JSON_PORT" "$SSE_PORT" "$HOLDFAST_PORT" "$HOLDFAST_ADMIN_PORT" "$LITELLM_PORT" "$HELD_PORT"
 HOLDFAST_BIN="$(holdfast_bin)"
+[ "$OPEN_STREAMS" = 0 ] || LOADTOOL="$(loadtool_bin)"
 bench_tmp llm
 ulimit -n 20000 2>/dev/null || true
 
@@ -69,6 +99,10 @@ printf '%s\n' \
     "}" >"$TMP/origin.conf"
 nginx -e "$TMP/origin-error.log" -c "$TMP/origin.conf" -p "$TMP" &
 PIDS+=($!)
+if [ "$OPEN_STREAMS" != 0 ]; then
+    "$LOADTOOL" llm-provider --listen "127.0.0.1:$HELD_PORT" 2>"$TMP/held-provider.log" &
+    PIDS+=($!)
+fi
 
 cat >"$TMP/holdfast.yaml" <<EOF
 listen: 127.0.0.1:$HOLDFAST_PORT
@@ -77,21 +111,38 @@ server: { threads: 1, shutdown_grace: 1s, watch_interval: 0s }
 upstreams:
   provider: { targets: [127.0.0.1:$JSON_PORT], timeout: 30s }
   streaming: { targets: [127.0.0.1:$SSE_PORT], timeout: 30s }
+  # the provider whose streams stay silent: a long read timeout, or Holdfast would cut them
+  held: { targets: [127.0.0.1:$HELD_PORT], timeout: 10m }
 llm:
   providers:
     local: { kind: openai, upstream: provider, keys: [k] }
     local-sse: { kind: openai, upstream: streaming, keys: [k] }
+    local-held: { kind: openai, upstream: held, keys: [k] }
   models:
     fast: { targets: [{ provider: local, model: gpt-4o-mini }] }
     fast-stream: { targets: [{ provider: local-sse, model: gpt-4o-mini }] }
+    held-stream: { targets: [{ provider: local-held, model: gpt-4o-mini }] }
 routes:
   - { name: plain, match: { prefix: /plain }, upstream: provider }
   - { name: plain-stream, match: { prefix: /plainsse }, upstream: streaming }
+  - { name: plain-held, match: { prefix: /plainheld }, upstream: held }
   - { name: llm, match: { prefix: /v1 }, llm: {} }
+  - { name: cached, match: { prefix: /cached }, llm: { models: [fast], cache: { ttl: 1h } } }
 EOF
-RUST_LOG=warn "$HOLDFAST_BIN" run -c "$TMP/holdfast.yaml" 2>"$TMP/holdfast.log" &
-PIDS+=($!)
-HOLDFAST_PID=$!
+stop_one() { # pid — stops one process started here (TERM, then waits) and forgets it
+    local pid kept=()
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    for pid in "${PIDS[@]}"; do [ "$pid" = "$1" ] || kept+=("$pid"); done
+    PIDS=("${kept[@]}")
+}
+start_holdfast() { # [NAME=value…] — Holdfast's environment
+    env RUST_LOG=warn "$@" "$HOLDFAST_BIN" run -c "$TMP/holdfast.yaml" 2>>"$TMP/holdfast.log" &
+    HOLDFAST_PID=$!
+    PIDS+=("$HOLDFAST_PID")
+    wait_http "http://127.0.0.1:$HOLDFAST_PORT/v1/models"
+}
+start_holdfast
 
 CONTENDERS=(plain llm)
 # pip puts `litellm` beside the python3 that installed it (a pyenv's bin may not be on PATH).
@@ -103,19 +154,19 @@ model_list:
     litellm_params: { model: openai/gpt-4o-mini, api_base: "http://127.0.0.1:$JSON_PORT/v1", api_key: k }
   - model_name: fast-stream
     litellm_params: { model: openai/gpt-4o-mini, api_base: "http://127.0.0.1:$SSE_PORT/v1", api_key: k }
+  - model_name: held-stream
+    litellm_params: { model: openai/gpt-4o-mini, api_base: "http://127.0.0.1:$HELD_PORT/v1", api_key: k }
 litellm_settings: { telemetry: false, drop_params: true }
 general_settings: { master_key: "$CLIENT_KEY" }
 EOF
-    (cd "$TMP" && exec "$LITELLM" --config "$TMP/litellm.yaml" --host 127.0.0.1 --port "$LITELLM_PORT" --num_workers 1) >"$TMP/litellm.log" 2>&1 &
-    PIDS+=($!)
-    LITELLM_PID=$!
     CONTENDERS+=(litellm)
 else
     echo "# LiteLLM left out (SKIP_LITELLM, or no litellm: python3 -m pip install 'litellm[proxy]')"
 fi
-
-wait_http "http://127.0.0.1:$HOLDFAST_PORT/v1/models"
-if [[ " ${CONTENDERS[*]} " == *" litellm "* ]]; then
+start_litellm() { # [NAME=value…] — LiteLLM's environment
+    (cd "$TMP" && exec env "$@" "$LITELLM" --config "${LITELLM_CONFIG:-$TMP/litellm.yaml}" --host 127.0.0.1 --port "$LITELLM_PORT" --num_workers 1) >>"$TMP/litellm.log" 2>&1 &
+    LITELLM_PID=$!
+    PIDS+=("$LITELLM_PID")
     for _ in $(seq 1 900); do
         curl -fs -o /dev/null "http://127.0.0.1:$LITELLM_PORT/health/liveliness" && break
         sleep 0.1
@@ -125,7 +176,20 @@ if [[ " ${CONTENDERS[*]} " == *" litellm "* ]]; then
         tail -20 "$TMP/litellm.log" >&2
         exit 1
     }
-fi
+}
+stop_litellm() { # its workers (children) too, and waits until they and the port are gone
+    local kids pid
+    kids="$(pgrep -P "$LITELLM_PID" || true)"
+    stop_one "$LITELLM_PID"
+    for pid in $kids; do kill "$pid" 2>/dev/null || true; done
+    for _ in $(seq 1 100); do
+        pid=""
+        for pid in $kids; do [ -d "/proc/$pid" ] && break; pid=""; done
+        [ -z "$pid" ] && ! (exec 3<>"/dev/tcp/127.0.0.1/$LITELLM_PORT") 2>/dev/null && return 0
+        sleep 0.1
+    done
+}
+[[ " ${CONTENDERS[*]} " == *" litellm "* ]] && start_litellm
 
 url_of() { # contender stream? -> URL
     case "$1" in
@@ -135,7 +199,7 @@ url_of() { # contender stream? -> URL
     esac
 }
 pids_of() { # contender -> its process ids (LiteLLM's workers are its children)
-    if [ "$1" = litellm ]; then
+    if [[ "$1" == litellm* ]]; then
         echo "$LITELLM_PID $(pgrep -P "$LITELLM_PID" | tr '\n' ' ')"
     else
         echo "$HOLDFAST_PID"
@@ -166,23 +230,25 @@ echo "# bench/llm.sh — $(date -u +%Y-%m-%dT%H:%M:%SZ) — $(nproc) CPUs, load 
 echo "# wrk -t$WRK_THREADS -d${DURATION}s --latency; whole: -c$CONNS; streams: -c$STREAMS; one worker each"
 printf '%-6s %-8s %-7s %10s %9s %9s %8s %10s\n' round who kind "req/s" "p50 ms" "p99 ms" errors "CPU µs/req"
 declare -A SUM_RPS SUM_P99 SUM_P50 SUM_CPU
+measure() { # contender url lua conns — wrk after a warm-up; sets rps p50 p99 errors cpu
+    wrk -t"$WRK_THREADS" -c"$4" -d"${WARMUP}s" -s "$3" "$2" >/dev/null 2>&1 || true
+    local before after out requests
+    before="$(ticks_of "$1")"
+    out="$(wrk -t"$WRK_THREADS" -c"$4" -d"${DURATION}s" --latency -s "$3" "$2" 2>&1)"
+    after="$(ticks_of "$1")"
+    requests="$(awk '/requests in/ { print $1 }' <<<"$out")"
+    cpu="$(cpu_us_per_request $((after - before)) "$requests")"
+    rps="$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
+    p50="$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"
+    p99="$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
+    errors="$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }' <<<"$out")"
+}
 for round in $(seq 1 "$ROUNDS"); do
     for stream in 0 1; do
         conns=$CONNS kind=whole
         [ "$stream" = 1 ] && { conns=$STREAMS; kind=stream; }
         for contender in "${CONTENDERS[@]}"; do
-            lua="$(lua_for $stream)"
-            url="$(url_of "$contender" $stream)"
-            wrk -t"$WRK_THREADS" -c"$conns" -d"${WARMUP}s" -s "$lua" "$url" >/dev/null 2>&1 || true
-            before="$(ticks_of "$contender")"
-            out="$(wrk -t"$WRK_THREADS" -c"$conns" -d"${DURATION}s" --latency -s "$lua" "$url" 2>&1)"
-            after="$(ticks_of "$contender")"
-            requests="$(awk '/requests in/ { print $1 }' <<<"$out")"
-            cpu="$(cpu_us_per_request $((after - before)) "$requests")"
-            rps="$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
-            p50="$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"
-            p99="$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
-            errors="$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }' <<<"$out")"
+            measure "$contender" "$(url_of "$contender" $stream)" "$(lua_for $stream)" "$conns"
             printf '%-6s %-8s %-7s %10s %9s %9s %8s %10s\n' "$round" "$contender" "$kind" "$rps" "$p50" "$p99" "$errors" "$cpu"
             key="$contender/$kind"
             SUM_RPS[$key]="$(awk -v a="${SUM_RPS[$key]:-0}" -v b="$rps" 'BEGIN { print a + b }')"
@@ -202,3 +268,101 @@ for kind in whole stream; do
             'BEGIN { printf "%-8s %-7s %9.0f req/s  p50 %8.3f ms  p99 %8.3f ms  ratio %.2f  added p99 %+8.3f ms  CPU %7.1f µs/request\n", n, k, r / m, p5 / m, p / m, r / br, (p - bp) / m, c / m }'
     done
 done
+
+# Cache hits: the same whole request (temperature 0) again and again, answered from Holdfast's
+# answer cache (route /cached, memory store) and from LiteLLM's (a second LiteLLM with
+# `cache: true`, type local: its in-memory cache), beside plain proxying for scale.
+if [ "$CACHE_ROUND" != 0 ]; then
+    printf '%s\n' 'wrk.method = "POST"' \
+        'wrk.body = [[{"model":"fast","temperature":0,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello."}]}]]' \
+        'wrk.headers["Content-Type"] = "application/json"' \
+        "wrk.headers[\"Authorization\"] = \"Bearer $CLIENT_KEY\"" >"$TMP/cached.lua"
+    CACHE_CONTENDERS=(plain llm-cached)
+    if [[ " ${CONTENDERS[*]} " == *" litellm "* ]]; then
+        stop_litellm
+        sed 's/^litellm_settings: { telemetry: false, drop_params: true }$/litellm_settings: { telemetry: false, drop_params: true, cache: true, cache_params: { type: local } }/' \
+            "$TMP/litellm.yaml" >"$TMP/litellm-cache.yaml"
+        grep -q 'cache: true' "$TMP/litellm-cache.yaml" || { echo "no cache in LiteLLM's config" >&2; exit 1; }
+        LITELLM_CONFIG="$TMP/litellm-cache.yaml" start_litellm
+        CACHE_CONTENDERS+=(litellm-cached)
+    fi
+    cached_url() {
+        case "$1" in
+            plain) url_of plain 0 ;;
+            llm-cached) echo "http://127.0.0.1:$HOLDFAST_PORT/cached/v1/chat/completions" ;;
+            litellm-cached) url_of litellm 0 ;;
+        esac
+    }
+    echo
+    echo "# cache hits: the same whole request, wrk -c$CONNS; plain is the proxied route (no cache) for scale"
+    printf '%-15s %10s %9s %9s %8s %10s\n' who "req/s" "p50 ms" "p99 ms" errors "CPU µs/req"
+    declare -A CACHE_RPS
+    for contender in "${CACHE_CONTENDERS[@]}"; do
+        measure "$contender" "$(cached_url "$contender")" "$TMP/cached.lua" "$CONNS"
+        CACHE_RPS[$contender]="$rps"
+        printf '%-15s %10s %9s %9s %8s %10s\n' "$contender" "$rps" "$p50" "$p99" "$errors" "$cpu"
+    done
+    hits="$(curl -s "http://127.0.0.1:$HOLDFAST_ADMIN_PORT/metrics" | awk '/^holdfast_llm_cache_total\{.*result="hit"/ { print $2 }')"
+    echo "# Holdfast's cache hits counted: ${hits:-0}"
+    [ -n "${CACHE_RPS[litellm-cached]:-}" ] && awk -v a="${CACHE_RPS[llm-cached]}" -v b="${CACHE_RPS[litellm-cached]}" \
+        'BEGIN { printf "cache hits: llm ÷ litellm %.0f×\n", a / b }'
+    if [[ " ${CONTENDERS[*]} " == *" litellm "* ]]; then
+        stop_litellm
+        start_litellm
+    fi
+fi
+
+[ "$OPEN_STREAMS" = 0 ] && exit 0
+
+# Memory per open stream: each contender on a fresh process, one at a time (see the header).
+HELD_BODY='{"model":"held-stream","stream":true,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello."}]}'
+held_url() { # contender -> URL
+    case "$1" in
+        plain*) echo "http://127.0.0.1:$HOLDFAST_PORT/plainheld/v1/chat/completions" ;;
+        llm*) url_of llm 1 ;;
+        litellm*) url_of litellm 1 ;;
+    esac
+}
+hold() { # contender n label -> loadtool's line
+    "$LOADTOOL" hold-streams --url "$(held_url "$1")" --body "$HELD_BODY" --n "$2" --label "$3" \
+        --header "Authorization: Bearer $CLIENT_KEY" --pids "$(pids_of "$1" | xargs | tr ' ' ,)" \
+        --settle 1 --concurrency 200 --timeout 30
+}
+field() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k { print $2 }'; }
+POOL=$((OPEN_STREAMS + 100))
+echo
+echo "# memory per open stream: $OPEN_STREAMS streamed completions open and idle at once; a fresh process each;"
+echo "# transparent huge pages: $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo unknown);" \
+    "-nothp: Holdfast with MIMALLOC_ALLOW_THP=0; litellm-pool: LiteLLM's provider pool $POOL, not 500"
+HELD_CONTENDERS=(plain llm plain-nothp llm-nothp)
+[[ " ${CONTENDERS[*]} " == *" litellm "* ]] && HELD_CONTENDERS+=(litellm litellm-pool)
+declare -A HELD
+for contender in "${HELD_CONTENDERS[@]}"; do
+    case "$contender" in
+        litellm) stop_litellm && start_litellm ;;
+        litellm-pool) stop_litellm && start_litellm AIOHTTP_CONNECTOR_LIMIT=$POOL AIOHTTP_CONNECTOR_LIMIT_PER_HOST=$POOL ;;
+        *-nothp) stop_one "$HOLDFAST_PID" && start_holdfast MIMALLOC_ALLOW_THP=0 ;;
+        *) stop_one "$HOLDFAST_PID" && start_holdfast ;;
+    esac
+    warm="$(hold "$contender" 8 "$contender-warmup")"
+    [ "$(field failed "$warm")" = 0 ] || echo "# $contender's warm-up: $warm" >&2
+    sleep 1
+    HELD[$contender]="$(hold "$contender" "$OPEN_STREAMS" "$contender")"
+    echo "hold-streams ${HELD[$contender]}"
+done
+printf '%-12s %6s %6s %7s %10s %10s %9s %9s  %s\n' who held failed dropped "KiB/stream" "of it THP" \
+    "p50 ms" "p99 ms" "failed by"
+for contender in "${HELD_CONTENDERS[@]}"; do
+    o="${HELD[$contender]}"
+    thp="$(awk -v a="$(field huge_after_kib "$o")" -v b="$(field huge_before_kib "$o")" -v n="$(field held "$o")" \
+        'BEGIN { if (n > 0) printf "%.2f", (a - b) / n; else printf "NaN" }')"
+    printf '%-12s %6s %6s %7s %10s %10s %9s %9s  %s\n' "$contender" "$(field held "$o")" "$(field failed "$o")" \
+        "$(field dropped "$o")" "$(field kib_per_stream "$o")" "$thp" "$(field first_event_p50_ms "$o")" \
+        "$(field first_event_p99_ms "$o")" "$(field failed_by "$o")"
+done
+ratio() { awk -v a="$(field kib_per_stream "${HELD[$1]:-}")" -v b="$(field kib_per_stream "${HELD[$2]:-}")" \
+    'BEGIN { if (b + 0 > 0 && a == a + 0) printf "%.2f", a / b; else printf "n/a" }'; }
+line="KiB per stream: llm ÷ plain $(ratio llm plain) (without THP $(ratio llm-nothp plain-nothp))"
+[ -n "${HELD[litellm]:-}" ] && line="$line; llm ÷ litellm $(ratio llm litellm) (without THP $(ratio llm-nothp litellm)),
+  ÷ litellm-pool $(ratio llm litellm-pool) (without THP $(ratio llm-nothp litellm-pool))"
+echo "$line"

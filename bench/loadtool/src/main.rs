@@ -1,4 +1,4 @@
-//! loadtool — the client side of bench/longpoll.sh.
+//! loadtool — the client side of bench/longpoll.sh, and bench/llm.sh's open-stream round.
 //!
 //!   loadtool fanout --sub URL --n N --pub URL --pub-body BODY [--pids P1,P2] [--settle S]
 //!                   [--timeout S] [--label NAME]
@@ -38,6 +38,26 @@
 //!       The origin Pushpin fronts: answers every request with `Grip-Hold: response` and
 //!       `Grip-Channel: <last path segment>`, so Pushpin holds the client.
 //!
+//!   loadtool llm-provider --listen 127.0.0.1:PORT
+//!       An OpenAI-compatible provider whose streams stay open: answers every request (its head
+//!       and Content-Length body read) with `200`, `text/event-stream`, chunked, and two chat
+//!       completion chunks as SSE events, each its own HTTP chunk (the role chunk, then one with
+//!       content `Hello`), then sends nothing more until the client closes the connection.
+//!
+//!   loadtool hold-streams --url URL --body BODY --n N [--pids P1,P2] [--header 'Name: value']
+//!                   [--label NAME] [--settle 1] [--concurrency 200] [--timeout 30]
+//!       Memory per open, idle streamed chat completion: measures the resident memory (VmRSS
+//!       summed over --pids), opens N connections (at most --concurrency being set up at once),
+//!       sends on each `POST BODY` (JSON; --header added) and reads until the body holds a whole
+//!       SSE event whose data has content `Hello` (the provider's first content chunk; the role
+//!       chunk before it does not count), noting the time from the request's write to that
+//!       event. A stream fails on a status other than 200, a close, or --timeout seconds
+//!       without that event. Once every stream is held or failed, waits --settle seconds,
+//!       measures the memory again and reports held, failed (and why), the memory before and
+//!       after, KiB per held stream ((after − before) ÷ held), the first event's p50 / p99, how
+//!       many held streams the server closed during the settle (dropped), and how much of the
+//!       memory before and after transparent huge pages back (AnonHugePages); then closes all.
+//!
 //! Output is one line of `key=value` pairs per run, for the script to print and parse.
 
 use std::collections::HashMap;
@@ -65,7 +85,9 @@ fn parse_args(raw: &[String]) -> Args {
 }
 
 fn arg<T: std::str::FromStr>(args: &Args, key: &str, default: T) -> T {
-    args.get(key).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.get(key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn required<'a>(args: &'a Args, key: &str) -> &'a str {
@@ -122,16 +144,33 @@ fn get_request_accepting(url: &Url, accept: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn post_request(url: &Url, body: &str, close: bool) -> Vec<u8> {
+/// A JSON POST; `header` (`Name: value`), if any, is added to the head.
+fn post_request(url: &Url, body: &str, close: bool, header: Option<&str>) -> Vec<u8> {
     format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: holdfast-loadtool\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n{}",
+        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: holdfast-loadtool\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}{}\r\n{}",
         url.path,
         url.host,
         body.len(),
         if close { "Connection: close\r\n" } else { "" },
+        header.map(|h| format!("{}\r\n", h.trim())).unwrap_or_default(),
         body
     )
     .into_bytes()
+}
+
+/// Of the given processes' memory, what transparent huge pages back (AnonHugePages in
+/// /proc/PID/smaps_rollup), summed, in KiB.
+fn huge_kib(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
+        .filter_map(|rollup| {
+            rollup
+                .lines()
+                .find(|l| l.starts_with("AnonHugePages:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum()
 }
 
 /// Resident memory of the given processes, summed, in KiB.
@@ -228,11 +267,9 @@ fn one_shot(url: &Url, request: &[u8]) -> (u16, String) {
             Ok(0) | Err(_) => break,
             Ok(n) => out.extend_from_slice(&buf[..n]),
         }
-        if let Some((head, _, _, length)) = parse_head(&out) {
-            if let Length::Exact(length) = length {
-                if out.len() >= head + length {
-                    break;
-                }
+        if let Some((head, _, _, Length::Exact(length))) = parse_head(&out) {
+            if out.len() >= head + length {
+                break;
             }
         }
     }
@@ -249,7 +286,10 @@ async fn fanout(args: Args) {
     let settle: f64 = arg(&args, "settle", 3.0);
     let timeout: f64 = arg(&args, "timeout", 30.0);
     let concurrency: usize = arg(&args, "connect-concurrency", 256);
-    let label = args.get("label").cloned().unwrap_or_else(|| "server".into());
+    let label = args
+        .get("label")
+        .cloned()
+        .unwrap_or_else(|| "server".into());
     let pids = pids(&args);
 
     // `--sse 1`: the subscribers are Server-Sent Events streams (`Accept: text/event-stream`);
@@ -277,8 +317,12 @@ async fn fanout(args: Args) {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(n);
     for _ in 0..n {
-        let (request, sockets, failed, gate) =
-            (request.clone(), sockets.clone(), failed.clone(), gate.clone());
+        let (request, sockets, failed, gate) = (
+            request.clone(),
+            sockets.clone(),
+            failed.clone(),
+            gate.clone(),
+        );
         let addr = sub.addr;
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire().await;
@@ -348,7 +392,7 @@ async fn fanout(args: Args) {
     };
 
     // One publish; every held poll should get it.
-    let publish_request = post_request(&publish, &body, true);
+    let publish_request = post_request(&publish, &body, true, None);
     let t0 = realtime_ns();
     let (publish_status, publish_body) = one_shot(&publish, &publish_request);
     let publish_ms = (realtime_ns() - t0) as f64 / 1e6;
@@ -382,7 +426,10 @@ async fn fanout(args: Args) {
         });
     }
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let early_status: Vec<String> = early_status.iter().map(|(s, c)| format!("{s}:{c}")).collect();
+    let early_status: Vec<String> = early_status
+        .iter()
+        .map(|(s, c)| format!("{s}:{c}"))
+        .collect();
     println!(
         "label={label} n={n} connected={} connect_failed={} connect_secs={connect_secs:.2} held={} early={early} early_status={} \
          rss_before_kib={rss_before} rss_after_kib={rss_after} kib_per_held={per_conn:.2} \
@@ -505,7 +552,10 @@ async fn throughput(args: Args) {
     // Publishes per second over all publishers; 0 = as fast as the answers come back.
     let pub_rate: f64 = arg(&args, "pub-rate", 0.0);
     let settle: f64 = arg(&args, "settle", 3.0);
-    let label = args.get("label").cloned().unwrap_or_else(|| "server".into());
+    let label = args
+        .get("label")
+        .cloned()
+        .unwrap_or_else(|| "server".into());
 
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -608,7 +658,9 @@ async fn throughput(args: Args) {
                 }
                 let ch = format!("c{}", i % channels as u64);
                 let url = parse_url(&pub_template.replace("{ch}", &ch));
-                let body = body_template.replace("{ch}", &ch).replace("{seq}", &i.to_string());
+                let body = body_template
+                    .replace("{ch}", &ch)
+                    .replace("{seq}", &i.to_string());
                 if stream.is_none() {
                     stream = TcpStream::connect(url.addr).await.ok();
                     buf.clear();
@@ -618,8 +670,15 @@ async fn throughput(args: Args) {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
-                let ok = s.write_all(&post_request(&url, &body, false)).await.is_ok();
-                match if ok { read_response(s, &mut buf).await.ok() } else { None } {
+                let ok = s
+                    .write_all(&post_request(&url, &body, false, None))
+                    .await
+                    .is_ok();
+                match if ok {
+                    read_response(s, &mut buf).await.ok()
+                } else {
+                    None
+                } {
                     Some((status, close)) => {
                         if (200..300).contains(&status) {
                             published.fetch_add(1, Ordering::Relaxed);
@@ -934,7 +993,9 @@ impl StreamParser {
             let (fin, opcode) = (avail[0] & 0x80 != 0, avail[0] & 0x0f);
             let masked = avail[1] & 0x80 != 0;
             let (len, mut header) = match avail[1] & 0x7f {
-                126 if avail.len() >= 4 => (usize::from(u16::from_be_bytes([avail[2], avail[3]])), 4),
+                126 if avail.len() >= 4 => {
+                    (usize::from(u16::from_be_bytes([avail[2], avail[3]])), 4)
+                }
                 127 if avail.len() >= 10 => {
                     let mut be = [0u8; 8];
                     be.copy_from_slice(&avail[2..10]);
@@ -948,7 +1009,12 @@ impl StreamParser {
                     break;
                 }
                 header += 4;
-                Some([avail[header - 4], avail[header - 3], avail[header - 2], avail[header - 1]])
+                Some([
+                    avail[header - 4],
+                    avail[header - 3],
+                    avail[header - 2],
+                    avail[header - 1],
+                ])
             } else {
                 None
             };
@@ -991,7 +1057,8 @@ impl StreamParser {
                     self.pongs.push(0x8a);
                     self.pongs.push(0x80 | payload.len() as u8);
                     self.pongs.extend_from_slice(&key);
-                    self.pongs.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+                    self.pongs
+                        .extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
                 }
                 _ => {}
             }
@@ -1029,7 +1096,10 @@ async fn sustain(args: Args) {
     // After the last publish, how long the last deliveries may take at most.
     let drain: f64 = arg(&args, "drain", 5.0);
     let concurrency: usize = arg(&args, "connect-concurrency", 256);
-    let label = args.get("label").cloned().unwrap_or_else(|| "server".into());
+    let label = args
+        .get("label")
+        .cloned()
+        .unwrap_or_else(|| "server".into());
     let pids = pids(&args);
     let ws = arg::<u8>(&args, "ws", 0) == 1;
     let sse = arg::<u8>(&args, "sse", 0) == 1 && !ws;
@@ -1053,8 +1123,11 @@ async fn sustain(args: Args) {
 
     // The publisher writes each message's send time (realtime ns) here before it sends it;
     // subscribers read it to time their deliveries.
-    let sent_at: Arc<Vec<std::sync::atomic::AtomicI64>> =
-        Arc::new((0..planned).map(|_| std::sync::atomic::AtomicI64::new(0)).collect());
+    let sent_at: Arc<Vec<std::sync::atomic::AtomicI64>> = Arc::new(
+        (0..planned)
+            .map(|_| std::sync::atomic::AtomicI64::new(0))
+            .collect(),
+    );
     let opened = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let delivered = Arc::new(AtomicU64::new(0));
@@ -1119,19 +1192,20 @@ async fn sustain(args: Args) {
                     _ = &mut stop => break,
                     ready = stream.readable() => if ready.is_err() { report.closed = true; break },
                 }
-                let (k, stamp) =
-                    match stream.try_io(tokio::io::Interest::READABLE, || recv_stamped(fd, &mut rbuf, 0)) {
-                        Ok((0, _)) => {
-                            report.closed = true;
-                            break;
-                        }
-                        Ok(read) => read,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        Err(_) => {
-                            report.closed = true;
-                            break;
-                        }
-                    };
+                let (k, stamp) = match stream.try_io(tokio::io::Interest::READABLE, || {
+                    recv_stamped(fd, &mut rbuf, 0)
+                }) {
+                    Ok((0, _)) => {
+                        report.closed = true;
+                        break;
+                    }
+                    Ok(read) => read,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => {
+                        report.closed = true;
+                        break;
+                    }
+                };
                 let arrived = stamp.unwrap_or_else(|| realtime_ns() as i64);
                 parser.feed(&rbuf[..k], &mut seen);
                 if !report.opened {
@@ -1169,7 +1243,9 @@ async fn sustain(args: Args) {
                     }
                     let sent = sent_at[seq].load(Ordering::Acquire);
                     if sent > 0 && stamp.is_some() {
-                        report.latencies_us.push(((arrived - sent).max(0) / 1000) as u32);
+                        report
+                            .latencies_us
+                            .push(((arrived - sent).max(0) / 1000) as u32);
                     } else {
                         report.unstamped += 1;
                     }
@@ -1225,8 +1301,10 @@ async fn sustain(args: Args) {
             let mut stream: Option<TcpStream> = None;
             let mut buf = Vec::with_capacity(1024);
             for (i, ok) in ok.iter_mut().enumerate() {
-                tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / rate)).into())
-                    .await;
+                tokio::time::sleep_until(
+                    (started + Duration::from_secs_f64(i as f64 / rate)).into(),
+                )
+                .await;
                 if stream.is_none() {
                     stream = TcpStream::connect(publish.addr).await.ok();
                     if let Some(s) = &stream {
@@ -1249,7 +1327,11 @@ async fn sustain(args: Args) {
                 let t = realtime_ns() as i64;
                 sent_at[i].store(t, Ordering::Release);
                 let written = s.write_all(request.as_bytes()).await.is_ok();
-                match if written { read_response(s, &mut buf).await.ok() } else { None } {
+                match if written {
+                    read_response(s, &mut buf).await.ok()
+                } else {
+                    None
+                } {
                     Some((status, close)) => {
                         answer_us.push(((realtime_ns() as i64 - t) / 1000) as u32);
                         if (200..300).contains(&status) {
@@ -1303,7 +1385,11 @@ async fn sustain(args: Args) {
                 lost += 1;
             }
         }
-        delivered += report.got.iter().map(|w| u64::from(w.count_ones())).sum::<u64>();
+        delivered += report
+            .got
+            .iter()
+            .map(|w| u64::from(w.count_ones()))
+            .sum::<u64>();
         duplicates += report.duplicates;
         reordered += report.reordered;
         resets += report.resets;
@@ -1338,21 +1424,73 @@ async fn sustain(args: Args) {
          client_us_per_delivery={:.2} machine_busy_pct={:.1} p50_ms={:.2} p99_ms={:.2} \
          max_ms={:.2} unstamped={unstamped}",
         if ws { "ws" } else { "sse" },
-        if refused.is_empty() { "-".into() } else { refused.join(",") },
+        if refused.is_empty() {
+            "-".into()
+        } else {
+            refused.join(",")
+        },
         // the last publish's period ends 1/rate after it was sent
         published as f64 / (publish_secs + 1.0 / rate),
         ms(&answer_us, 50.0),
-        answer_us.last().map_or(f64::NAN, |&v| f64::from(v) / 1000.0),
+        answer_us
+            .last()
+            .map_or(f64::NAN, |&v| f64::from(v) / 1000.0),
         delivered as f64 / (publish_secs + 1.0 / rate),
         server_cpu / elapsed * 100.0,
-        if delivered > 0 { server_cpu * 1e6 / delivered as f64 } else { f64::NAN },
+        if delivered > 0 {
+            server_cpu * 1e6 / delivered as f64
+        } else {
+            f64::NAN
+        },
         client_cpu / elapsed * 100.0,
-        if delivered > 0 { client_cpu * 1e6 / delivered as f64 } else { f64::NAN },
-        if total > 0.0 { busy / total * 100.0 } else { f64::NAN },
+        if delivered > 0 {
+            client_cpu * 1e6 / delivered as f64
+        } else {
+            f64::NAN
+        },
+        if total > 0.0 {
+            busy / total * 100.0
+        } else {
+            f64::NAN
+        },
         ms(&latencies, 50.0),
         ms(&latencies, 99.0),
-        latencies.last().map_or(f64::NAN, |&v| f64::from(v) / 1000.0),
+        latencies
+            .last()
+            .map_or(f64::NAN, |&v| f64::from(v) / 1000.0),
     );
+}
+
+/// Reads one request (its head and its Content-Length body) from `stream`, consuming it from
+/// `buf` (which keeps whatever follows); returns the head, or None once the client is gone.
+async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        while buf.len() < end + 4 + length {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..end + 4 + length);
+        return Some(head);
+    }
 }
 
 async fn grip_origin(args: Args) {
@@ -1367,33 +1505,14 @@ async fn grip_origin(args: Args) {
         };
         tokio::spawn(async move {
             let mut buf = Vec::with_capacity(2048);
-            let mut chunk = [0u8; 4096];
-            loop {
-                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                    continue;
-                };
-                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
-                    })
-                    .unwrap_or(0);
-                while buf.len() < end + 4 + length {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                buf.drain(..end + 4 + length);
+            while let Some(head) = read_request(&mut stream, &mut buf).await {
                 let path = head.split_whitespace().nth(1).unwrap_or("/");
                 let path = path.split('?').next().unwrap_or(path);
-                let channel = path.rsplit('/').next().filter(|c| !c.is_empty()).unwrap_or("x");
+                let channel = path
+                    .rsplit('/')
+                    .next()
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or("x");
                 let response = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nGrip-Hold: response\r\nGrip-Channel: {channel}\r\nGrip-Timeout: 600\r\nContent-Length: 2\r\n\r\n{{}}"
                 );
@@ -1405,10 +1524,255 @@ async fn grip_origin(args: Args) {
     }
 }
 
+// ---- llm-provider, hold-streams -----------------------------------------------------------------
+
+/// The provider's two chat completion chunks: the role chunk, then the first content.
+const ROLE_CHUNK: &str = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n";
+const CONTENT_CHUNK: &str = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"finish_reason\":null}]}\n\n";
+
+async fn llm_provider(args: Args) {
+    let listen = required(&args, "listen").to_owned();
+    // A deep accept queue (std's is 128): a burst of streams set up at once must not overflow
+    // it, or their SYNs are retried a second later and the first event's p99 is that second.
+    let listener = listen
+        .parse::<SocketAddr>()
+        .map_err(std::io::Error::other)
+        .and_then(|addr| {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.set_reuseaddr(true)?;
+            socket.bind(addr)?;
+            socket.listen(4096)
+        })
+        .unwrap_or_else(|e| {
+            eprintln!("loadtool: cannot listen on {listen}: {e}");
+            std::process::exit(2)
+        });
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let mut buf = Vec::with_capacity(2048);
+            if read_request(&mut stream, &mut buf).await.is_none() {
+                return;
+            }
+            drop(buf);
+            let head =
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
+                        transfer-encoding: chunked\r\n\r\n";
+            for part in [
+                head.to_owned(),
+                format!("{:x}\r\n{ROLE_CHUNK}\r\n", ROLE_CHUNK.len()),
+                format!("{:x}\r\n{CONTENT_CHUNK}\r\n", CONTENT_CHUNK.len()),
+            ] {
+                if stream.write_all(part.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            // Silent from here on: whatever the client sends is read and dropped until it closes.
+            let mut chunk = [0u8; 512];
+            while let Ok(1..) = stream.read(&mut chunk).await {}
+        });
+    }
+}
+
+/// The complete chunks' data at the start of a chunked body, and the data of a chunk not yet
+/// complete (whatever of it is there).
+fn dechunk_prefix(buf: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(buf.len());
+    let mut pos = 0;
+    while let Some(line) = buf[pos..].windows(2).position(|w| w == b"\r\n") {
+        let line_end = pos + line;
+        let size = std::str::from_utf8(&buf[pos..line_end])
+            .ok()
+            .and_then(|t| usize::from_str_radix(t.split(';').next()?.trim(), 16).ok());
+        let (Some(size), start) = (size, line_end + 2) else {
+            break;
+        };
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[start..buf.len().min(start + size)]);
+        pos = start + size + 2;
+        if pos > buf.len() {
+            break;
+        }
+    }
+    out
+}
+
+/// Whether `data` (an SSE `data:` value) has `"content"` : `"Hello"`, spaces allowed around
+/// the colon.
+fn has_hello(data: &str) -> bool {
+    data.match_indices("\"content\"").any(|(i, key)| {
+        let rest = data[i + key.len()..].trim_start();
+        rest.strip_prefix(':')
+            .is_some_and(|r| r.trim_start().starts_with("\"Hello\""))
+    })
+}
+
+/// Whether an event stream's body (chunked or not) holds a whole event (ended by a blank line)
+/// whose `data:` has content `Hello`.
+fn has_content_event(body: &[u8], chunked: bool) -> bool {
+    let decoded;
+    let body = if chunked {
+        decoded = dechunk_prefix(body);
+        &decoded[..]
+    } else {
+        body
+    };
+    let text = String::from_utf8_lossy(body).replace("\r\n", "\n");
+    let Some(last) = text.rfind("\n\n") else {
+        return false;
+    };
+    text[..last].split("\n\n").any(|event| {
+        event
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .any(has_hello)
+    })
+}
+
+/// Why a stream was not held.
+#[derive(PartialEq, Eq, Hash)]
+enum NotHeld {
+    Connect,
+    Status(u16),
+    Closed,
+    Timeout,
+}
+
+impl std::fmt::Display for NotHeld {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            NotHeld::Connect => write!(f, "connect"),
+            NotHeld::Status(status) => write!(f, "status{status}"),
+            NotHeld::Closed => write!(f, "closed"),
+            NotHeld::Timeout => write!(f, "timeout"),
+        }
+    }
+}
+
+/// Opens one stream: connects, sends `request`, reads until the first content event.
+async fn open_stream(addr: SocketAddr, request: &[u8]) -> Result<TcpStream, NotHeld> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|_| NotHeld::Connect)?;
+    let _ = stream.set_nodelay(true);
+    stream
+        .write_all(request)
+        .await
+        .map_err(|_| NotHeld::Closed)?;
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Err(NotHeld::Closed),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if let Some((head, status, _, length)) = parse_head(&buf) {
+            if status != 200 {
+                return Err(NotHeld::Status(status));
+            }
+            if has_content_event(&buf[head..], matches!(length, Length::Chunked)) {
+                return Ok(stream);
+            }
+        }
+    }
+}
+
+async fn hold_streams(args: Args) {
+    let url = parse_url(required(&args, "url"));
+    let body = required(&args, "body").to_owned();
+    let n: usize = arg(&args, "n", 1000);
+    let settle: f64 = arg(&args, "settle", 1.0);
+    let concurrency: usize = arg(&args, "concurrency", 200);
+    let timeout: f64 = arg(&args, "timeout", 30.0);
+    let label = args
+        .get("label")
+        .cloned()
+        .unwrap_or_else(|| "server".into());
+    let pids = pids(&args);
+    let request = Arc::new(post_request(
+        &url,
+        &body,
+        false,
+        args.get("header").map(String::as_str),
+    ));
+
+    let (rss_before, huge_before) = (rss_kib(&pids), huge_kib(&pids));
+    let gate = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (request, gate, addr) = (request.clone(), gate.clone(), url.addr);
+        tasks.push(tokio::spawn(async move {
+            // The permit is held while the stream is set up, not while it is held.
+            let _permit = gate.acquire().await;
+            let sent = Instant::now();
+            match tokio::time::timeout(
+                Duration::from_secs_f64(timeout),
+                open_stream(addr, &request),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => Ok((stream, sent.elapsed().as_secs_f64() * 1e3)),
+                Ok(Err(why)) => Err(why),
+                Err(_) => Err(NotHeld::Timeout),
+            }
+        }));
+    }
+    let mut held = Vec::with_capacity(n);
+    let mut first_event_ms = Vec::with_capacity(n);
+    let mut failed = HashMap::<String, usize>::new();
+    for task in tasks {
+        match task.await {
+            Ok(Ok((stream, ms))) => {
+                held.push(stream);
+                first_event_ms.push(ms);
+            }
+            Ok(Err(why)) => *failed.entry(why.to_string()).or_default() += 1,
+            Err(_) => *failed.entry("panic".into()).or_default() += 1,
+        }
+    }
+    let open_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs_f64(settle)).await;
+    let (rss_after, huge_after) = (rss_kib(&pids), huge_kib(&pids));
+    // A held stream the server has closed since (a read of 0 bytes, or an error) is dropped.
+    let dropped = held
+        .iter()
+        .filter(|s| matches!(recv_timestamped(s.as_raw_fd(), true), Recv::Closed))
+        .count();
+    first_event_ms.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let kib_per_stream = if held.is_empty() {
+        f64::NAN
+    } else {
+        (rss_after as f64 - rss_before as f64) / held.len() as f64
+    };
+    let failures: Vec<String> = failed.iter().map(|(why, c)| format!("{why}:{c}")).collect();
+    println!(
+        "label={label} n={n} held={} failed={} rss_before_kib={rss_before} rss_after_kib={rss_after} \
+         kib_per_stream={kib_per_stream:.2} first_event_p50_ms={:.2} first_event_p99_ms={:.2} \
+         first_event_max_ms={:.2} open_secs={open_secs:.2} failed_by={} dropped={dropped} \
+         huge_before_kib={huge_before} huge_after_kib={huge_after}",
+        held.len(),
+        failed.values().sum::<usize>(),
+        percentile(&first_event_ms, 50.0),
+        percentile(&first_event_ms, 99.0),
+        first_event_ms.last().copied().unwrap_or(f64::NAN),
+        if failures.is_empty() { "-".into() } else { failures.join(",") },
+    );
+    drop(held);
+}
+
 fn main() {
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let Some(command) = raw.first().cloned() else {
-        eprintln!("usage: loadtool fanout|throughput|sustain|grip-origin --key value …");
+        eprintln!(
+            "usage: loadtool fanout|throughput|sustain|grip-origin|llm-provider|hold-streams \
+             --key value …"
+        );
         std::process::exit(2)
     };
     let args = parse_args(&raw[1..]);
@@ -1422,6 +1786,8 @@ fn main() {
         "throughput" => runtime.block_on(throughput(args)),
         "sustain" => runtime.block_on(sustain(args)),
         "grip-origin" => runtime.block_on(grip_origin(args)),
+        "llm-provider" => runtime.block_on(llm_provider(args)),
+        "hold-streams" => runtime.block_on(hold_streams(args)),
         other => {
             eprintln!("loadtool: unknown command {other}");
             std::process::exit(2)
@@ -1466,7 +1832,11 @@ mod tests {
         for step in 1..wire.len() {
             let (seqs, seen, _) = parse_in_steps(false, &wire, step);
             assert_eq!(seqs, vec![0, 1, 2, 3], "step {step}");
-            assert_eq!((seen.resets, seen.other, seen.ended), (1, 0, true), "step {step}");
+            assert_eq!(
+                (seen.resets, seen.other, seen.ended),
+                (1, 0, true),
+                "step {step}"
+            );
         }
     }
 
@@ -1480,6 +1850,33 @@ mod tests {
             assert_eq!(seqs, vec![0, 1]);
             assert!(!seen.ended);
         }
+    }
+
+    #[test]
+    fn first_content_event_in_any_pieces() {
+        let mut wire =
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                .to_vec();
+        for event in [ROLE_CHUNK, CONTENT_CHUNK] {
+            wire.extend_from_slice(format!("{:x}\r\n{event}\r\n", event.len()).as_bytes());
+        }
+        // Only once the whole content event (its blank line too) is in.
+        for cut in 1..wire.len() {
+            let part = &wire[..cut];
+            let held = parse_head(part).is_some_and(|(head, status, _, length)| {
+                status == 200 && has_content_event(&part[head..], matches!(length, Length::Chunked))
+            });
+            assert_eq!(held, cut >= wire.len() - 2, "cut {cut}");
+        }
+        // Unchunked, CRLF lines, spaces after the colon (Python's json.dumps).
+        let plain = "data: {\"choices\": [{\"delta\": {\"role\": \"assistant\", \"content\": \"\"}}]}\r\n\r\n\
+                     data: {\"choices\": [{\"delta\": {\"content\": \"Hello\"}}]}\r\n\r\n";
+        assert!(has_content_event(plain.as_bytes(), false));
+        assert!(!has_content_event(ROLE_CHUNK.as_bytes(), false));
+        assert!(!has_content_event(
+            &CONTENT_CHUNK.as_bytes()[..CONTENT_CHUNK.len() - 1],
+            false
+        ));
     }
 
     #[test]
