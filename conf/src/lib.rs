@@ -39,7 +39,8 @@ pub use duration::Duration;
 pub use env::EnvString;
 pub use error::{ConfigError, ConfigErrors, FieldError};
 pub use limits::{
-    parse_cidr, Concurrency, HeadersWithUnderscores, KeySource, Rate, RateLimit, MAX_RATE_LIMITS,
+    parse_cidr, Concurrency, HeadersWithUnderscores, KeySource, Rate, RateLimit, TokenLimit,
+    MAX_RATE_LIMITS,
 };
 pub use listener::{Certificate, Listener, ListenerTls};
 pub use llm::{

@@ -40,6 +40,44 @@ impl RateLimit {
     }
 }
 
+/// One token quota of an `llm` route: `{ key: claim.sub, tokens: 100000/h, burst: 20000 }`.
+/// A request is charged an estimate before it is sent (its input's bytes ÷ 4, plus its
+/// `max_tokens`, or 1,024 when it gives none), and the difference to the provider's usage once
+/// the answer is in.
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenLimit {
+    /// What the quota counts by, as for rate limits: `ip`, `identity`, `claim.PATH`,
+    /// `header.NAME`.
+    #[serde(default = "default_key")]
+    pub key: String,
+    /// Tokens per window: `100000/h`, `2000/m`, `1000000/d`.
+    pub tokens: String,
+    /// Tokens that may be spent at once before the rate applies (default: the window's count).
+    #[serde(default)]
+    pub burst: Option<u64>,
+    /// The name in `RateLimit-Policy` and in the metric's `limit` label; default
+    /// `tokens:KEY:RATE`.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl TokenLimit {
+    /// The quota as a rate limit whose unit is a token, named `tokens:KEY:RATE` unless named.
+    pub fn as_rate_limit(&self) -> RateLimit {
+        RateLimit {
+            key: self.key.clone(),
+            rate: self.tokens.clone(),
+            burst: self.burst,
+            name: Some(
+                self.name
+                    .clone()
+                    .unwrap_or_else(|| format!("tokens:{}:{}", self.key, self.tokens)),
+            ),
+        }
+    }
+}
+
 /// What happens to request headers whose names contain `_` (`limits.headers_with_underscores`).
 /// CGI-style origins (PHP, WSGI, Rack behind a CGI bridge) read `X_User_Id`, `X-User_Id` and
 /// `x-user-id` all as `HTTP_X_USER_ID`, so a client's look-alike can pass for a header the
@@ -108,6 +146,12 @@ impl Rate {
         };
         if window.is_zero() || window > std::time::Duration::from_secs(7 * 86_400) {
             return Err(format!("`{text}`: the window must be between 1ms and 7d"));
+        }
+        // The stores count in microseconds (Redis' clock): a finer rate cannot be kept.
+        if u128::from(count) > window.as_micros() {
+            return Err(format!(
+                "`{text}`: more than one per microsecond cannot be counted"
+            ));
         }
         Ok(Self { count, window })
     }

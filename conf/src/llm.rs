@@ -332,7 +332,7 @@ routes:
     }
 
     #[test]
-    fn an_answer_cache_is_checked_with_file_and_line() {
+    fn an_answer_cache_and_token_quotas_are_checked_with_file_and_line() {
         assert!(errors("  - { name: ai, llm: { cache: { ttl: 1m } } }\n").is_empty());
         assert_eq!(
             errors("  - name: ai\n    llm:\n      cache: { store: redis, ttl: 0s, max_entries: 0 }\n"),
@@ -342,6 +342,17 @@ routes:
                 "c.yaml:12:16: routes[0].llm.cache.store: `redis` keeps answers in the backplane's Redis, but `backplane` is not redis",
             ]
         );
+        // Token quotas: an impossible rate, a burst of 0, a route that is not `llm`.
+        assert_eq!(
+            errors("  - name: ai\n    llm: {}\n    token_limits: [{ tokens: 0/h }, { tokens: 5000000/s, burst: 0 }]\n"),
+            [
+                "c.yaml:12:22: routes[0].token_limits[0].tokens: `0/h`: the count must be at least 1",
+                "c.yaml:12:39: routes[0].token_limits[1].tokens: `5000000/s`: more than one per microsecond cannot be counted",
+                "c.yaml:12:58: routes[0].token_limits[1].burst: must be at least 1",
+            ]
+        );
+        let found = errors("  - { name: p, upstream: api, token_limits: [{ tokens: 10/s }] }\n");
+        assert_eq!(found, ["c.yaml:10:31: routes[0].token_limits: token quotas count the tokens of `llm` routes that answer at once (not jobs)"]);
         let unknown = load_str(
             Path::new("c.yaml"),
             &format!("{HEAD}  - {{ name: ai, llm: {{ cache: {{ store: disk }} }} }}\n"),

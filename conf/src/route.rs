@@ -34,6 +34,9 @@ pub struct Route {
     /// Rate limits, all of which a request must pass (e.g. `10/s` per IP and `1000/h` per user).
     #[serde(default)]
     pub rate_limits: Vec<crate::RateLimit>,
+    /// Token quotas of an `llm` route, all of which a request must pass.
+    #[serde(default)]
+    pub token_limits: Vec<crate::TokenLimit>,
     /// Caps on requests in flight (held polls included), route-wide and per key.
     #[serde(default)]
     pub concurrency: Option<crate::Concurrency>,

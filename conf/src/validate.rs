@@ -321,6 +321,9 @@ fn check_limits(route: &crate::Route, at: &str, errors: &mut Vec<FieldError>) {
     for (j, limit) in route.rate_limits.iter().enumerate() {
         key_check(&limit.key, format!("{at}.rate_limits[{j}].key"));
     }
+    for (j, limit) in route.token_limits.iter().enumerate() {
+        key_check(&limit.key, format!("{at}.token_limits[{j}].key"));
+    }
     if let Some(concurrency) = &route.concurrency {
         key_check(&concurrency.key, format!("{at}.concurrency.key"));
         for (field, value) in [
@@ -335,20 +338,48 @@ fn check_limits(route: &crate::Route, at: &str, errors: &mut Vec<FieldError>) {
             }
         }
     }
-    if route.rate_limits.len() > crate::limits::MAX_RATE_LIMITS {
+    check_rates(
+        &route.rate_limits,
+        &format!("{at}.rate_limits"),
+        "rate",
+        errors,
+    );
+    let tokens: Vec<crate::RateLimit> = route
+        .token_limits
+        .iter()
+        .map(crate::TokenLimit::as_rate_limit)
+        .collect();
+    check_rates(&tokens, &format!("{at}.token_limits"), "tokens", errors);
+    if !route.token_limits.is_empty() && (route.llm.is_none() || route.job.is_some()) {
         errors.push(FieldError::new(
-            format!("{at}.rate_limits"),
+            format!("{at}.token_limits"),
+            "token quotas count the tokens of `llm` routes that answer at once (not jobs)",
+        ));
+    }
+}
+
+/// A list of rate limits (`rate_limits`, or `token_limits` read as rates of tokens, whose rate
+/// field is `rate_field`): parsable rates, bursts, and names that are plain and unique.
+fn check_rates(
+    limits: &[crate::RateLimit],
+    at: &str,
+    rate_field: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    if limits.len() > crate::limits::MAX_RATE_LIMITS {
+        errors.push(FieldError::new(
+            at,
             format!(
-                "a route takes at most {} rate limits",
+                "a route takes at most {} of these limits",
                 crate::limits::MAX_RATE_LIMITS
             ),
         ));
     }
     let mut names = HashSet::new();
-    for (j, limit) in route.rate_limits.iter().enumerate() {
-        let path = format!("{at}.rate_limits[{j}]");
+    for (j, limit) in limits.iter().enumerate() {
+        let path = format!("{at}[{j}]");
         if let Err(message) = crate::Rate::parse(&limit.rate) {
-            errors.push(FieldError::new(format!("{path}.rate"), message));
+            errors.push(FieldError::new(format!("{path}.{rate_field}"), message));
         }
         if limit.burst == Some(0) {
             errors.push(FieldError::new(

@@ -33,23 +33,58 @@ struct RateRule {
     id: Arc<str>,
 }
 
-/// A route's compiled limits.
-pub struct RouteLimits {
-    rates: Vec<RateRule>,
+/// Rate limits of one kind (requests, or an `llm` route's tokens), compiled.
+#[derive(Default)]
+struct Rules {
+    list: Vec<RateRule>,
     /// `RateLimit-Policy`, rendered once.
     policy: String,
+}
+
+/// A route's compiled limits.
+pub struct RouteLimits {
+    rates: Rules,
+    /// Token quotas: rates whose unit is one token.
+    tokens: Rules,
     in_flight: Option<(Arc<InFlight>, KeySource)>,
 }
 
 impl RouteLimits {
     /// Compiles a validated route's limits; `None` when it has none.
     pub fn compile(route: &conf::Route) -> Option<Arc<Self>> {
-        if route.rate_limits.is_empty() && route.concurrency.is_none() {
+        if route.rate_limits.is_empty()
+            && route.token_limits.is_empty()
+            && route.concurrency.is_none()
+        {
             return None;
         }
-        let mut rates = Vec::with_capacity(route.rate_limits.len());
-        let mut policy = Vec::with_capacity(route.rate_limits.len());
-        for limit in &route.rate_limits {
+        let tokens: Vec<conf::RateLimit> = route
+            .token_limits
+            .iter()
+            .map(conf::TokenLimit::as_rate_limit)
+            .collect();
+        let in_flight = route.concurrency.as_ref().and_then(|c| {
+            let key = KeySource::parse(&c.key).ok()?;
+            Some((Arc::new(InFlight::new(c.max_in_flight, c.max_per_key)), key))
+        });
+        Some(Arc::new(Self {
+            rates: Rules::compile(&route.name, &route.rate_limits),
+            tokens: Rules::compile(&route.name, &tokens),
+            in_flight,
+        }))
+    }
+
+    /// The route counts tokens.
+    pub fn counts_tokens(&self) -> bool {
+        !self.tokens.list.is_empty()
+    }
+}
+
+impl Rules {
+    fn compile(route: &str, limits: &[conf::RateLimit]) -> Self {
+        let mut rates = Vec::with_capacity(limits.len());
+        let mut policy = Vec::with_capacity(limits.len());
+        for limit in limits {
             let (Ok(rate), Ok(key)) =
                 (conf::Rate::parse(&limit.rate), KeySource::parse(&limit.key))
             else {
@@ -68,19 +103,14 @@ impl RouteLimits {
                 key,
                 emission,
                 tolerance: emission.saturating_mul(burst),
-                id: Arc::from(format!("{}:{}:{}/{}", route.name, name, rate.count, window)),
+                id: Arc::from(format!("{route}:{name}:{}/{window}", rate.count)),
                 name,
             });
         }
-        let in_flight = route.concurrency.as_ref().and_then(|c| {
-            let key = KeySource::parse(&c.key).ok()?;
-            Some((Arc::new(InFlight::new(c.max_in_flight, c.max_per_key)), key))
-        });
-        Some(Arc::new(Self {
-            rates,
+        Self {
+            list: rates,
             policy: policy.join(", "),
-            in_flight,
-        }))
+        }
     }
 }
 
@@ -257,12 +287,88 @@ pub async fn admit(
             }
         }
     }
-    if limits.rates.is_empty() {
+    if limits.rates.list.is_empty() {
         return Ok(slot);
     }
     let keys = rate_keys(limiter, trusted, limits, subject);
     admit_message(limiter, limits, route, &keys).await?;
     Ok(slot)
+}
+
+/// What a request was charged against its route's token quotas, to be corrected once the
+/// provider's usage is known.
+pub struct TokenCharge {
+    keys: RateKeys,
+    estimate: u64,
+}
+
+/// Charges `estimate` tokens against the route's token quotas: the charge, or the 429 that
+/// refuses the request when a quota is spent.
+pub async fn charge_tokens(
+    limiter: &Limiter,
+    trusted: &TrustedProxies,
+    limits: &RouteLimits,
+    subject: &Subject<'_>,
+    estimate: u64,
+) -> Result<TokenCharge, Problem> {
+    let keys = keys_for(limiter, trusted, &limits.tokens, subject);
+    // A request may ask more than a quota's burst: charged the burst, it can pass when the
+    // quota is whole, and its real usage is settled after.
+    let burst = limits
+        .tokens
+        .list
+        .iter()
+        .map(|rule| rule.tolerance / rule.emission.max(1))
+        .min();
+    let estimate = estimate.min(burst.unwrap_or(u64::MAX)).max(1);
+    if let Some((rule, retry_nanos)) = check_rules(limiter, &limits.tokens, &keys, estimate).await {
+        return Err(refusal(
+            &limits.tokens,
+            subject.route,
+            rule,
+            retry_nanos,
+            "token-limited",
+            "token quota",
+        ));
+    }
+    Ok(TokenCharge { keys, estimate })
+}
+
+/// Corrects a charge with the tokens the answer really cost (`used`; `None` when the provider
+/// gave no usage: the estimate stands).
+pub async fn settle_tokens(
+    limiter: &Limiter,
+    limits: &RouteLimits,
+    charge: TokenCharge,
+    used: Option<u64>,
+) {
+    let Some(used) = used else { return };
+    let tokens = i128::from(used) - i128::from(charge.estimate);
+    if tokens == 0 {
+        return;
+    }
+    let delta = |rule: &RateRule| -> i64 {
+        i64::try_from(tokens * i128::from(rule.emission)).unwrap_or(if tokens > 0 {
+            i64::MAX
+        } else {
+            i64::MIN
+        })
+    };
+    if let Some(redis) = &limiter.redis {
+        let deltas: Vec<i64> = limits
+            .tokens
+            .list
+            .iter()
+            .map(|rule| delta(rule) / 1000)
+            .collect();
+        if redis.adjust(&charge.keys.redis, &deltas).await {
+            return;
+        }
+    }
+    let now = limiter.local.now();
+    for (rule, &key) in limits.tokens.list.iter().zip(&charge.keys.local) {
+        limiter.local.adjust(key, now, delta(rule));
+    }
 }
 
 /// The keys a request's rate limits count it under, one per limit. A socket that publishes
@@ -283,11 +389,20 @@ pub fn rate_keys(
     limits: &RouteLimits,
     subject: &Subject<'_>,
 ) -> RateKeys {
+    keys_for(limiter, trusted, &limits.rates, subject)
+}
+
+fn keys_for(
+    limiter: &Limiter,
+    trusted: &TrustedProxies,
+    rules: &Rules,
+    subject: &Subject<'_>,
+) -> RateKeys {
     let mut keys = RateKeys {
         local: [0; conf::MAX_RATE_LIMITS],
         redis: Vec::new(),
     };
-    for (rule, local) in limits.rates.iter().zip(&mut keys.local) {
+    for (rule, local) in rules.list.iter().zip(&mut keys.local) {
         let (kind, value) = key_value(&rule.key, subject, trusted);
         let mut hasher = limiter.hasher.build_hasher();
         rule.id.hash(&mut hasher);
@@ -316,40 +431,62 @@ pub async fn admit_message(
     route: &str,
     keys: &RateKeys,
 ) -> Result<(), Problem> {
-    let Some((rule, retry_nanos)) = check_rates(limiter, limits, keys).await else {
+    let Some((rule, retry_nanos)) = check_rules(limiter, &limits.rates, keys, 1).await else {
         return Ok(());
     };
+    Err(refusal(
+        &limits.rates,
+        route,
+        rule,
+        retry_nanos,
+        "rate-limited",
+        "rate limit",
+    ))
+}
+
+/// The 429 of a spent limit, with `Retry-After` and the `RateLimit` headers.
+fn refusal(
+    rules: &Rules,
+    route: &str,
+    rule: &RateRule,
+    retry_nanos: u64,
+    kind: &'static str,
+    what: &str,
+) -> Problem {
     let retry = retry_nanos.div_ceil(1_000_000_000).max(1);
     METRICS
         .ratelimit_rejections
         .with_label_values(&[route, &*rule.name])
         .inc();
-    Err(Problem::new(
+    Problem::new(
         429,
-        "rate-limited",
+        kind,
         "Too Many Requests",
-        format!("rate limit `{}` exceeded; retry in {retry}s", rule.name),
+        format!("{what} `{}` exceeded; retry in {retry}s", rule.name),
     )
     .with_header("retry-after", retry.to_string())
-    .with_header("ratelimit-policy", limits.policy.clone())
-    .with_header("ratelimit", format!("\"{}\";r=0;t={retry}", rule.name)))
+    .with_header("ratelimit-policy", rules.policy.clone())
+    .with_header("ratelimit", format!("\"{}\";r=0;t={retry}", rule.name))
 }
 
-/// Checks every rate limit under `keys`; the refusing limit and nanoseconds until retry, if any.
-async fn check_rates<'l>(
+/// Counts `cost` units (one request, or tokens) under `keys` against every rule; the refusing
+/// rule and nanoseconds until retry, if any (then nothing is counted).
+async fn check_rules<'l>(
     limiter: &Limiter,
-    limits: &'l RouteLimits,
+    rules: &'l Rules,
     keys: &RateKeys,
+    cost: u64,
 ) -> Option<(&'l RateRule, u64)> {
+    let charge = |rule: &RateRule| rule.emission.saturating_mul(cost);
     if let Some(redis) = &limiter.redis {
-        let mut args = Vec::with_capacity(limits.rates.len() * 2);
-        for rule in &limits.rates {
-            args.push((rule.emission / 1000).max(1));
+        let mut args = Vec::with_capacity(rules.list.len() * 2);
+        for rule in &rules.list {
+            args.push((charge(rule) / 1000).max(1));
             args.push((rule.tolerance / 1000).max(1));
         }
         if let Some(answers) = redis.check(&keys.redis, &args).await {
-            return limits
-                .rates
+            return rules
+                .list
                 .iter()
                 .zip(answers)
                 .find(|(_, answer)| !answer.allowed)
@@ -357,13 +494,13 @@ async fn check_rates<'l>(
         }
     }
     let now = limiter.local.now();
-    for (index, (rule, &key)) in limits.rates.iter().zip(&keys.local).enumerate() {
+    for (index, (rule, &key)) in rules.list.iter().zip(&keys.local).enumerate() {
         if let Decision::Deny { retry } =
-            limiter.local.check(key, now, rule.emission, rule.tolerance)
+            limiter.local.check(key, now, charge(rule), rule.tolerance)
         {
-            // The limits before this one counted a request that does not happen.
-            for (earlier, &key) in limits.rates.iter().zip(&keys.local).take(index) {
-                limiter.local.refund(key, earlier.emission);
+            // The limits before this one counted what does not happen.
+            for (earlier, &key) in rules.list.iter().zip(&keys.local).take(index) {
+                limiter.local.refund(key, charge(earlier));
             }
             return Some((rule, retry));
         }

@@ -813,3 +813,127 @@ routes:
     assert_eq!(bodies[2], bodies[0]);
     assert_eq!(openai.count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_quota_refuses_once_spent_and_serves_again_after_its_window() {
+    // Each answer is 100 words: 100 output tokens, more than the quota's 60 per 2 s.
+    let openai = Provider::start(Kind::OpenAi, answer(&"word ".repeat(100))).await;
+    let config = format!(
+        r#"
+server: {{ shutdown_grace: 1s }}
+upstreams:
+  openai-api: {{ targets: ["{openai}"] }}
+llm:
+  providers:
+    openai: {{ kind: openai, upstream: openai-api, keys: [k1] }}
+  models:
+    gpt: {{ targets: [{{ provider: openai, model: gpt-4o-mini }}] }}
+routes:
+  - name: ai
+    match: {{ prefix: /v1 }}
+    llm: {{}}
+    token_limits: [{{ key: ip, tokens: 60/2s }}]
+"#,
+        openai = openai.addr,
+    );
+    let gw = Holdfast::start(&config).await;
+    let client = reqwest::Client::new();
+    // Charged about 23 tokens up front (its bytes ÷ 4, and max_tokens): two would fit in 60,
+    // but the answer's real usage is settled after.
+    let chat = json!({"model": "gpt", "max_tokens": 5,
+                      "messages": [{"role": "user", "content": "go on"}]});
+    let post = || {
+        client
+            .post(gw.url("/v1/chat/completions"))
+            .json(&chat)
+            .send()
+    };
+
+    // The first fits its estimate; its real usage (about 100 tokens) leaves a debt.
+    assert_eq!(post().await.expect("post").status(), 200);
+    let refused = post().await.expect("post");
+    assert_eq!(refused.status(), 429);
+    let header = |name: &str| {
+        refused
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    let retry: u64 = header("retry-after")
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!(
+        (2..=5).contains(&retry),
+        "a debt of about 100 tokens at 30/s: {retry}"
+    );
+    assert_eq!(header("ratelimit-policy"), r#""tokens:ip:60/2s";q=60;w=2"#);
+    assert_eq!(
+        header("ratelimit"),
+        format!(r#""tokens:ip:60/2s";r=0;t={retry}"#)
+    );
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["type"], "urn:holdfast:problem:token-limited");
+    assert_eq!(
+        body["detail"],
+        format!("token quota `tokens:ip:60/2s` exceeded; retry in {retry}s")
+    );
+    assert_eq!(openai.count(), 1, "the refused request was not sent");
+
+    // Once the window has passed, the quota serves again.
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(post().await.expect("post").status(), 200);
+    assert_eq!(openai.count(), 2);
+    let text = gw.metrics().await;
+    let sample = r#"holdfast_ratelimit_rejections_total{limit="tokens:ip:60/2s",route="ai"}"#;
+    assert_eq!(holdfast_tests::metric_value(&text, sample), Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_quota_is_shared_by_the_instances_through_redis() {
+    let redis = holdfast_tests::RedisServer::start().await;
+    let openai = Provider::start(Kind::OpenAi, answer(&"word ".repeat(100))).await;
+    let config = format!(
+        r#"
+server: {{ shutdown_grace: 1s }}
+backplane: {{ redis: {{ url: "{redis}" }} }}
+upstreams:
+  openai-api: {{ targets: ["{openai}"] }}
+llm:
+  providers:
+    openai: {{ kind: openai, upstream: openai-api, keys: [k1] }}
+  models:
+    gpt: {{ targets: [{{ provider: openai, model: gpt-4o-mini }}] }}
+routes:
+  - name: ai
+    match: {{ prefix: /v1 }}
+    llm: {{}}
+    token_limits: [{{ key: header.x-team, tokens: 60/m, name: team-tokens }}]
+"#,
+        redis = redis.url(),
+        openai = openai.addr,
+    );
+    let a = Holdfast::start(&config).await;
+    let b = Holdfast::start(&config).await;
+    let client = reqwest::Client::new();
+    // Charged about 23 tokens up front (its bytes ÷ 4, and max_tokens): two would fit in 60,
+    // but the answer's real usage is settled after.
+    let chat = json!({"model": "gpt", "max_tokens": 5,
+                      "messages": [{"role": "user", "content": "go on"}]});
+    let post = |gw: &Holdfast, team: &str| {
+        client
+            .post(gw.url("/v1/chat/completions"))
+            .header("x-team", team)
+            .json(&chat)
+            .send()
+    };
+    // Team red spends its quota (and more) on A: B refuses it; team blue is not touched.
+    assert_eq!(post(&a, "red").await.expect("post").status(), 200);
+    let refused = post(&b, "red").await.expect("post");
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["type"], "urn:holdfast:problem:token-limited");
+    assert_eq!(post(&b, "blue").await.expect("post").status(), 200);
+    assert_eq!(openai.count(), 2);
+}

@@ -13,6 +13,7 @@ use crate::actions::Admitted;
 use crate::core::spec::llm::cache::{Cached, Lookup};
 use crate::core::spec::llm::{AliasSpec, LlmSpec};
 use crate::exchange::{body, Exchange, Reply};
+use crate::limits;
 use crate::observe::trace::SpanParent;
 use crate::problem::Problem;
 use attempt::Tried;
@@ -59,22 +60,70 @@ fn door(head: &pingora_http::RequestHeader) -> Option<Door> {
     }
 }
 
+/// The route's token quotas and whom a request is charged to.
+pub struct Quota<'a> {
+    pub limiter: &'a limits::Limiter,
+    pub trusted: &'a limits::TrustedProxies,
+    pub limits: &'a limits::RouteLimits,
+    pub route: &'a Arc<str>,
+    pub peer: Option<std::net::IpAddr>,
+    pub identity: Option<&'a auth::Identity>,
+}
+
+/// How an `llm` request was served, what the access log records of it, and the token charge
+/// to correct once its usage is known.
+pub type Outcome = (Served, Option<Record>, Option<limits::TokenCharge>);
+
 /// Serves an `llm` route's request.
 pub async fn serve(
     exchange: &mut impl Exchange,
     admitted: &Admitted<'_>,
     spec: &LlmSpec,
-) -> Result<(Served, Option<Record>)> {
+    quota: Option<Quota<'_>>,
+) -> Result<Outcome> {
     let asked = match read(exchange, admitted, spec).await? {
         Ok(asked) => asked,
-        Err(reply) => return Ok((Served::Reply(reply), None)),
+        Err(reply) => return Ok((Served::Reply(reply), None, None)),
     };
+    let charge = match quota {
+        Some(quota) => {
+            let subject = limits::Subject {
+                route: quota.route,
+                peer: quota.peer,
+                headers: &exchange.head().headers,
+                identity: quota.identity,
+            };
+            let charged = limits::charge_tokens(
+                quota.limiter,
+                quota.trusted,
+                quota.limits,
+                &subject,
+                asked.estimate(),
+            );
+            match charged.await {
+                Ok(charge) => Some(charge),
+                Err(problem) => return Ok((Served::Reply(Reply::problem(&problem)), None, None)),
+            }
+        }
+        None => None,
+    };
+    let (served, record) = answer(exchange, admitted, spec, &asked).await;
+    Ok((served, record, charge))
+}
+
+/// Answers a request read and charged: from the route's cache, or from its models.
+async fn answer(
+    exchange: &impl Exchange,
+    admitted: &Admitted<'_>,
+    spec: &LlmSpec,
+    asked: &Asked,
+) -> (Served, Option<Record>) {
     let trace = admitted.trace.map(|trace| trace.server.clone());
     let route = &admitted.route.name;
     let mut record = None;
     let Some(cache) = &spec.cache else {
-        let served = ask(&asked, route, trace, &mut record).await;
-        return Ok((served, record));
+        let served = ask(asked, route, trace, &mut record).await;
+        return (served, record);
     };
     let cache_control = exchange.head().headers.get(http::header::CACHE_CONTROL);
     let door = match asked.format {
@@ -83,12 +132,12 @@ pub async fn serve(
     };
     let lookup = cache.lookup(door, &asked.alias.name, &asked.request, cache_control);
     let filler = match lookup.await {
-        Lookup::Hit(cached) => return Ok((Served::Reply(replay(&cached)), None)),
+        Lookup::Hit(cached) => return (Served::Reply(replay(&cached)), None),
         Lookup::Bypass => None,
         Lookup::Miss(filler) => Some(filler),
     };
     let result = if filler.is_some() { "miss" } else { "bypass" };
-    let served = match ask(&asked, route, trace, &mut record).await {
+    let served = match ask(asked, route, trace, &mut record).await {
         Served::Reply(reply) => {
             if let (Some(filler), 200) = (filler, reply.status) {
                 let cached = Cached {
@@ -106,7 +155,7 @@ pub async fn serve(
             Served::Stream(head.header(CACHE_HEADER, result), stream)
         }
     };
-    Ok((served, record))
+    (served, record)
 }
 
 /// Says whether the answer came from the route's cache (`hit`), was asked and kept (`miss`),
@@ -142,10 +191,26 @@ pub struct Asked {
     client_version: Option<http::HeaderValue>,
 }
 
+/// The answer's tokens a request is charged before its usage is known, when it gives no
+/// `max_tokens` (nor `max_completion_tokens`).
+const DEFAULT_ANSWER_TOKENS: u64 = 1024;
+
 impl Asked {
     /// The client asked for a streamed answer.
     pub fn streams(&self) -> bool {
         translate::streams(&self.request)
+    }
+
+    /// The tokens the request is charged before its usage is known: its input at four bytes a
+    /// token (the usual rate of English text; JSON's punctuation makes it an overestimate),
+    /// and its answer's limit.
+    pub fn estimate(&self) -> u64 {
+        let input = self.raw.len() as u64 / 4;
+        let answer = ["max_completion_tokens", "max_tokens"]
+            .iter()
+            .find_map(|field| self.request.get(*field).and_then(serde_json::Value::as_u64))
+            .unwrap_or(DEFAULT_ANSWER_TOKENS);
+        input.saturating_add(answer)
     }
 }
 

@@ -56,9 +56,9 @@ async fn serve(
         Action::Call(spec) => call::serve(runtime, exchange, &mut admitted, spec).await,
         Action::Fanin(spec) => fanin::serve(runtime, exchange, &mut admitted, spec).await,
         Action::Job(spec) => jobs::serve(runtime, exchange, &mut admitted, spec).await,
-        Action::Llm(spec) => match super::llm::serve(exchange, &admitted, spec).await {
-            Ok((super::llm::Served::Reply(reply), _)) => Ok(Some(reply)),
-            Ok((super::llm::Served::Stream(..), _)) => panic!("streams are the pipeline's"),
+        Action::Llm(spec) => match super::llm::serve(exchange, &admitted, spec, None).await {
+            Ok((super::llm::Served::Reply(reply), ..)) => Ok(Some(reply)),
+            Ok((super::llm::Served::Stream(..), ..)) => panic!("streams are the pipeline's"),
             Err(error) => Err(error),
         },
         Action::Proxy(_) => panic!("proxied routes are Pingora's"),

@@ -111,6 +111,25 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Moves `key`'s TAT by `delta` ns: a charge corrected once the real cost is known (more
+    /// spent than charged: later; less: earlier). A debt starts from `now` when the bucket was
+    /// full.
+    pub fn adjust(&self, key: u64, now: u64, delta: i64) {
+        let mut shard = self
+            .shard(key)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tat = shard.get(&key).copied().unwrap_or(now);
+        let moved = if delta >= 0 {
+            tat.max(now).saturating_add(delta.unsigned_abs())
+        } else {
+            tat.saturating_sub(delta.unsigned_abs())
+        };
+        shard.insert(key, moved);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +162,26 @@ mod tests {
             store.check(1, 500_000_000, e, tol),
             Decision::Allow { .. }
         ));
+    }
+
+    #[test]
+    fn a_charge_is_corrected_both_ways() {
+        // 1 token per ms, burst 10: a charge of 10 spends the bucket.
+        let store = Store::default();
+        let (e, tol) = (1_000_000, 10_000_000);
+        assert!(matches!(
+            store.check(7, 0, 10 * e, tol),
+            Decision::Allow { .. }
+        ));
+        assert_eq!(store.check(7, 0, e, tol), Decision::Deny { retry: e });
+        // Only 4 were used: 6 come back.
+        store.adjust(7, 0, -6 * e as i64);
+        assert!(matches!(
+            store.check(7, 0, 6 * e, tol),
+            Decision::Allow { .. }
+        ));
+        // 5 more were used than charged: a debt of 5 ms.
+        store.adjust(7, 0, 5 * e as i64);
+        assert_eq!(store.check(7, 0, e, tol), Decision::Deny { retry: 6 * e });
     }
 }

@@ -48,6 +48,24 @@ end
 return out
 "#;
 
+/// KEYS: one per limit. ARGV: per limit, µs to move its TAT by (a charge corrected).
+const ADJUST: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+for i, key in ipairs(KEYS) do
+  local delta = tonumber(ARGV[i])
+  local tat = tonumber(redis.call('GET', key) or now)
+  if delta > 0 and tat < now then tat = now end
+  tat = tat + delta
+  if tat > now then
+    redis.call('SET', key, string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+  else
+    redis.call('DEL', key)
+  end
+end
+return 1
+"#;
+
 /// One limit's answer from Redis, in µs.
 #[derive(Clone, Copy, Debug)]
 pub struct Answer {
@@ -58,6 +76,7 @@ pub struct Answer {
 pub struct RedisLimits {
     conn: ConnectionManager,
     script: redis::Script,
+    adjust: redis::Script,
     pub prefix: String,
     /// Local fallback until this time (ns since `epoch`); 0 when Redis is in use.
     fallback_until: AtomicU64,
@@ -81,6 +100,7 @@ impl RedisLimits {
         Ok(Self {
             conn,
             script: redis::Script::new(SCRIPT),
+            adjust: redis::Script::new(ADJUST),
             prefix: format!("{}rl:", redis.prefix),
             fallback_until: AtomicU64::new(0),
             down: AtomicBool::new(false),
@@ -130,6 +150,25 @@ impl RedisLimits {
         self.mark_down(&error);
         METRICS.ratelimit_fallbacks.inc();
         None
+    }
+
+    /// Moves each key's TAT by its delta (µs); `false` when Redis did not take it (the caller
+    /// corrects locally).
+    pub async fn adjust(&self, keys: &[Vec<u8>], deltas: &[i64]) -> bool {
+        let until = self.fallback_until.load(Ordering::Relaxed);
+        if keys.is_empty() || (until != 0 && self.now() < until) {
+            return false;
+        }
+        let mut invocation = self.adjust.prepare_invoke();
+        for key in keys {
+            invocation.key(key.as_slice());
+        }
+        for delta in deltas {
+            invocation.arg(*delta);
+        }
+        let mut conn = self.conn.clone();
+        let call = invocation.invoke_async::<i64>(&mut conn);
+        matches!(tokio::time::timeout(CALL_TIMEOUT, call).await, Ok(Ok(_)))
     }
 
     fn mark_up(&self) {

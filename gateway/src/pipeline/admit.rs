@@ -209,6 +209,7 @@ async fn stream_events(
 /// Serves an `llm` route: its reply, or a streamed answer's head (counted and stamped as any
 /// reply) and then its events until it ends.
 async fn serve_llm(
+    runtime: &Runtime,
     inbound: &mut impl Inbound,
     ctx: &mut RequestCtx,
     route: &crate::core::routes::CompiledRoute,
@@ -218,10 +219,23 @@ async fn serve_llm(
         mapped_body: ctx.mapped.body(),
         ..ctx.admitted(route)
     };
-    let (served, record) = llm::serve(inbound, &admitted, spec).await?;
+    let state = ctx.state.clone();
+    let token_limits = route.limits.as_deref().filter(|l| l.counts_tokens());
+    let quota = match (token_limits, &state) {
+        (Some(limits), Some(state)) => Some(llm::Quota {
+            limiter: &runtime.limiter,
+            trusted: &state.trusted_proxies,
+            limits,
+            route: &route.name,
+            peer: inbound.client_ip(),
+            identity: ctx.identity.as_ref(),
+        }),
+        _ => None,
+    };
+    let (served, record, charge) = llm::serve(inbound, &admitted, spec, quota).await?;
     ctx.llm = record.map(Box::new);
-    match served {
-        llm::Served::Reply(reply) => Ok(Some(reply)),
+    let reply = match served {
+        llm::Served::Reply(reply) => Some(reply),
         llm::Served::Stream(head, stream) => {
             respond::reply(inbound, ctx, head).await?;
             let (outcome, usage) = stream.run(inbound).await;
@@ -229,9 +243,15 @@ async fn serve_llm(
             if let Some(record) = &mut ctx.llm {
                 record.usage = usage;
             }
-            Ok(None)
+            None
         }
+    };
+    if let (Some(charge), Some(limits)) = (charge, token_limits) {
+        let used = ctx.llm.as_ref().and_then(|record| record.usage);
+        let used = used.map(|usage| usage.input + usage.output);
+        limits::settle_tokens(&runtime.limiter, limits, charge, used).await;
     }
+    Ok(reply)
 }
 
 /// Runs the route's action (every one but proxying); its reply, or `None` when the client left.
@@ -249,7 +269,7 @@ pub async fn dispatch(
         }
     }
     if let Action::Llm(spec) = &route.action {
-        return Box::pin(serve_llm(inbound, ctx, &route, spec)).await;
+        return Box::pin(serve_llm(runtime, inbound, ctx, &route, spec)).await;
     }
     let upstream_head = match &route.action {
         Action::Call(_) | Action::Fanin(_) | Action::Job(_) => {
