@@ -7,6 +7,7 @@
 # `[DONE]` (port PORT_BASE+1). Contenders, one worker each:
 #   plain     Holdfast `upstream:` route (bytes proxied, nothing read)     PORT_BASE+2
 #   llm       Holdfast `llm:` route, alias `fast` → that provider          PORT_BASE+2
+#   llm-quota the `llm` route with a token quota no request exhausts       PORT_BASE+2
 #   litellm   LiteLLM proxy (`litellm --num_workers 1`), model `fast`      PORT_BASE+4
 # Rounds: whole answers (wrk -c$CONNS), then streams (wrk -c$STREAMS: $STREAMS streams open at
 # once; a stream's latency is the time to its last event, which the fixed stream sends at once,
@@ -128,6 +129,11 @@ routes:
   - { name: plain-held, match: { prefix: /plainheld }, upstream: held }
   - { name: llm, match: { prefix: /v1 }, llm: {} }
   - { name: cached, match: { prefix: /cached }, llm: { models: [fast], cache: { ttl: 1h } } }
+  # the llm route with a token quota no request exhausts: its check and settlement cost
+  - name: quota
+    match: { prefix: /quota }
+    llm: { models: [fast, fast-stream] }
+    token_limits: [{ key: ip, tokens: 1000000000/h }]
 EOF
 stop_one() { # pid — stops one process started here (TERM, then waits) and forgets it
     local pid kept=()
@@ -144,7 +150,7 @@ start_holdfast() { # [NAME=value…] — Holdfast's environment
 }
 start_holdfast
 
-CONTENDERS=(plain llm)
+CONTENDERS=(plain llm llm-quota)
 # pip puts `litellm` beside the python3 that installed it (a pyenv's bin may not be on PATH).
 LITELLM="${LITELLM:-$(command -v litellm || python3 -c 'import os, sys; print(os.path.join(os.path.dirname(sys.executable), "litellm"))')}"
 if [ -z "${SKIP_LITELLM:-}" ] && [ -x "$LITELLM" ]; then
@@ -195,6 +201,7 @@ url_of() { # contender stream? -> URL
     case "$1" in
         plain) [ "$2" = 1 ] && echo "http://127.0.0.1:$HOLDFAST_PORT/plainsse/v1/chat/completions" || echo "http://127.0.0.1:$HOLDFAST_PORT/plain/v1/chat/completions" ;;
         llm) echo "http://127.0.0.1:$HOLDFAST_PORT/v1/chat/completions" ;;
+        llm-quota) echo "http://127.0.0.1:$HOLDFAST_PORT/quota/v1/chat/completions" ;;
         litellm) echo "http://127.0.0.1:$LITELLM_PORT/v1/chat/completions" ;;
     esac
 }
@@ -228,7 +235,7 @@ done
 
 echo "# bench/llm.sh — $(date -u +%Y-%m-%dT%H:%M:%SZ) — $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# wrk -t$WRK_THREADS -d${DURATION}s --latency; whole: -c$CONNS; streams: -c$STREAMS; one worker each"
-printf '%-6s %-8s %-7s %10s %9s %9s %8s %10s\n' round who kind "req/s" "p50 ms" "p99 ms" errors "CPU µs/req"
+printf '%-6s %-9s %-7s %10s %9s %9s %8s %10s\n' round who kind "req/s" "p50 ms" "p99 ms" errors "CPU µs/req"
 declare -A SUM_RPS SUM_P99 SUM_P50 SUM_CPU
 measure() { # contender url lua conns — wrk after a warm-up; sets rps p50 p99 errors cpu
     wrk -t"$WRK_THREADS" -c"$4" -d"${WARMUP}s" -s "$3" "$2" >/dev/null 2>&1 || true
@@ -249,7 +256,7 @@ for round in $(seq 1 "$ROUNDS"); do
         [ "$stream" = 1 ] && { conns=$STREAMS; kind=stream; }
         for contender in "${CONTENDERS[@]}"; do
             measure "$contender" "$(url_of "$contender" $stream)" "$(lua_for $stream)" "$conns"
-            printf '%-6s %-8s %-7s %10s %9s %9s %8s %10s\n' "$round" "$contender" "$kind" "$rps" "$p50" "$p99" "$errors" "$cpu"
+            printf '%-6s %-9s %-7s %10s %9s %9s %8s %10s\n' "$round" "$contender" "$kind" "$rps" "$p50" "$p99" "$errors" "$cpu"
             key="$contender/$kind"
             SUM_RPS[$key]="$(awk -v a="${SUM_RPS[$key]:-0}" -v b="$rps" 'BEGIN { print a + b }')"
             SUM_P50[$key]="$(awk -v a="${SUM_P50[$key]:-0}" -v b="$p50" 'BEGIN { print a + b }')"
@@ -265,8 +272,14 @@ for kind in whole stream; do
         key="$contender/$kind"
         awk -v n="$contender" -v k="$kind" -v r="${SUM_RPS[$key]}" -v p5="${SUM_P50[$key]}" -v p="${SUM_P99[$key]}" \
             -v br="${SUM_RPS[plain/$kind]}" -v bp="${SUM_P99[plain/$kind]}" -v c="${SUM_CPU[$key]}" -v m="$ROUNDS" \
-            'BEGIN { printf "%-8s %-7s %9.0f req/s  p50 %8.3f ms  p99 %8.3f ms  ratio %.2f  added p99 %+8.3f ms  CPU %7.1f µs/request\n", n, k, r / m, p5 / m, p / m, r / br, (p - bp) / m, c / m }'
+            'BEGIN { printf "%-9s %-7s %9.0f req/s  p50 %8.3f ms  p99 %8.3f ms  ratio %.2f  added p99 %+8.3f ms  CPU %7.1f µs/request\n", n, k, r / m, p5 / m, p / m, r / br, (p - bp) / m, c / m }'
     done
+done
+
+for kind in whole stream; do
+    awk -v k="$kind" -v q="${SUM_RPS[llm-quota/$kind]}" -v l="${SUM_RPS[llm/$kind]}" \
+        -v cq="${SUM_CPU[llm-quota/$kind]}" -v cl="${SUM_CPU[llm/$kind]}" \
+        'BEGIN { printf "token quota, %s: llm-quota ÷ llm %.2f in req/s (goal ≥ 0.9), CPU %+.1f µs/request\n", k, q / l, (cq - cl) / '"$ROUNDS"' }'
 done
 
 # Cache hits: the same whole request (temperature 0) again and again, answered from Holdfast's
