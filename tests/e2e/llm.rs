@@ -814,13 +814,13 @@ routes:
     assert_eq!(openai.count(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_token_quota_refuses_once_spent_and_serves_again_after_its_window() {
-    // Each answer is 100 words: 100 output tokens, more than the quota's 60 per 2 s.
-    let openai = Provider::start(Kind::OpenAi, answer(&"word ".repeat(100))).await;
-    let config = format!(
+/// A gateway with alias `gpt` on `openai`, `extra` at the top level, and one route with the
+/// token quota `limit`.
+fn quota_config(openai: &Provider, extra: &str, limit: &str) -> String {
+    format!(
         r#"
 server: {{ shutdown_grace: 1s }}
+{extra}
 upstreams:
   openai-api: {{ targets: ["{openai}"] }}
 llm:
@@ -832,16 +832,25 @@ routes:
   - name: ai
     match: {{ prefix: /v1 }}
     llm: {{}}
-    token_limits: [{{ key: ip, tokens: 60/2s }}]
+    token_limits: [{limit}]
 "#,
         openai = openai.addr,
-    );
-    let gw = Holdfast::start(&config).await;
+    )
+}
+
+/// A request charged about 23 tokens up front (its bytes ÷ 4, and `max_tokens`): two would fit
+/// in a quota of 60, but the answer's real usage is settled after.
+fn quota_chat() -> Value {
+    json!({"model": "gpt", "max_tokens": 5, "messages": [{"role": "user", "content": "go on"}]})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_quota_refuses_once_spent_and_serves_again_after_its_window() {
+    // Each answer is 100 words: 100 output tokens, more than the quota's 60 per 2 s.
+    let openai = Provider::start(Kind::OpenAi, answer(&"word ".repeat(100))).await;
+    let gw = Holdfast::start(&quota_config(&openai, "", "{ key: ip, tokens: 60/2s }")).await;
     let client = reqwest::Client::new();
-    // Charged about 23 tokens up front (its bytes ÷ 4, and max_tokens): two would fit in 60,
-    // but the answer's real usage is settled after.
-    let chat = json!({"model": "gpt", "max_tokens": 5,
-                      "messages": [{"role": "user", "content": "go on"}]});
+    let chat = quota_chat();
     let post = || {
         client
             .post(gw.url("/v1/chat/completions"))
@@ -894,33 +903,15 @@ routes:
 async fn a_token_quota_is_shared_by_the_instances_through_redis() {
     let redis = holdfast_tests::RedisServer::start().await;
     let openai = Provider::start(Kind::OpenAi, answer(&"word ".repeat(100))).await;
-    let config = format!(
-        r#"
-server: {{ shutdown_grace: 1s }}
-backplane: {{ redis: {{ url: "{redis}" }} }}
-upstreams:
-  openai-api: {{ targets: ["{openai}"] }}
-llm:
-  providers:
-    openai: {{ kind: openai, upstream: openai-api, keys: [k1] }}
-  models:
-    gpt: {{ targets: [{{ provider: openai, model: gpt-4o-mini }}] }}
-routes:
-  - name: ai
-    match: {{ prefix: /v1 }}
-    llm: {{}}
-    token_limits: [{{ key: header.x-team, tokens: 60/m, name: team-tokens }}]
-"#,
-        redis = redis.url(),
-        openai = openai.addr,
+    let config = quota_config(
+        &openai,
+        &format!("backplane: {{ redis: {{ url: \"{}\" }} }}", redis.url()),
+        "{ key: header.x-team, tokens: 60/m, name: team-tokens }",
     );
     let a = Holdfast::start(&config).await;
     let b = Holdfast::start(&config).await;
     let client = reqwest::Client::new();
-    // Charged about 23 tokens up front (its bytes ÷ 4, and max_tokens): two would fit in 60,
-    // but the answer's real usage is settled after.
-    let chat = json!({"model": "gpt", "max_tokens": 5,
-                      "messages": [{"role": "user", "content": "go on"}]});
+    let chat = quota_chat();
     let post = |gw: &Holdfast, team: &str| {
         client
             .post(gw.url("/v1/chat/completions"))

@@ -158,33 +158,27 @@ fn post_request(url: &Url, body: &str, close: bool, header: Option<&str>) -> Vec
     .into_bytes()
 }
 
-/// Of the given processes' memory, what transparent huge pages back (AnonHugePages in
-/// /proc/PID/smaps_rollup), summed, in KiB.
-fn huge_kib(pids: &[u32]) -> u64 {
+/// A `Name:  N kB` line of a /proc/PID file, summed over the given processes, in KiB.
+fn proc_kib(pids: &[u32], file: &str, field: &str) -> u64 {
     pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
-        .filter_map(|rollup| {
-            rollup
-                .lines()
-                .find(|l| l.starts_with("AnonHugePages:"))
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok())
+        .filter_map(|text| {
+            text.lines()
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .sum()
 }
 
+/// Of the given processes' memory, what transparent huge pages back, summed, in KiB.
+fn huge_kib(pids: &[u32]) -> u64 {
+    proc_kib(pids, "smaps_rollup", "AnonHugePages:")
+}
+
 /// Resident memory of the given processes, summed, in KiB.
 fn rss_kib(pids: &[u32]) -> u64 {
-    pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        .filter_map(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .sum()
+    proc_kib(pids, "status", "VmRSS:")
 }
 
 fn realtime_ns() -> i128 {
