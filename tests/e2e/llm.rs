@@ -39,7 +39,13 @@ async fn sdk(sdk: &str, gw: &Holdfast, model: &str, stream: bool, tool: bool) ->
 /// A gateway in front of `openai` and `anthropic` fakes: alias `gpt` on the first, `claude` on
 /// the second; `extra` adds YAML under `llm.models`.
 async fn gateway(openai: &Provider, anthropic: &Provider, extra: &str) -> Holdfast {
-    let config = format!(
+    let routes = "  - { name: ai, match: { prefix: /v1 }, llm: {} }";
+    Holdfast::start(&two_providers(openai, anthropic, extra, routes)).await
+}
+
+/// The config of [`gateway`], with `routes` (YAML list items) for its routes.
+fn two_providers(openai: &Provider, anthropic: &Provider, extra: &str, routes: &str) -> String {
+    format!(
         r#"
 server: {{ shutdown_grace: 1s }}
 upstreams:
@@ -54,12 +60,11 @@ llm:
     claude: {{ targets: [{{ provider: claude, model: claude-sonnet-4-5 }}] }}
 {extra}
 routes:
-  - {{ name: ai, match: {{ prefix: /v1 }}, llm: {{}} }}
+{routes}
 "#,
         openai = openai.addr,
         anthropic = anthropic.addr,
-    );
-    Holdfast::start(&config).await
+    )
 }
 
 fn answer(reply: &str) -> Behaviour {
@@ -491,25 +496,9 @@ routes:
 async fn a_job_over_an_llm_route_answers_202_and_its_answer_is_long_polled() {
     let openai = Provider::start(Kind::OpenAi, answer("unused")).await;
     let anthropic = Provider::start(Kind::Anthropic, Behaviour::Stall { millis: 700 }).await;
-    let config = format!(
-        r#"
-server: {{ shutdown_grace: 1s }}
-upstreams:
-  openai-api: {{ targets: ["{openai}"] }}
-  anthropic-api: {{ targets: ["{anthropic}"] }}
-llm:
-  providers:
-    openai: {{ kind: openai, upstream: openai-api, keys: [k1] }}
-    claude: {{ kind: anthropic, upstream: anthropic-api, keys: [a1] }}
-  models:
-    claude: {{ targets: [{{ provider: claude, model: claude-sonnet-4-5 }}] }}
-    gpt: {{ targets: [{{ provider: openai, model: gpt-4o-mini }}] }}
-routes:
-  - {{ name: ai-jobs, match: {{ prefix: /jobs }}, llm: {{}}, job: {{ ttl: 60s, timeout: 10s }} }}
-"#,
-        openai = openai.addr,
-        anthropic = anthropic.addr,
-    );
+    let routes =
+        "  - { name: ai-jobs, match: { prefix: /jobs }, llm: {}, job: { ttl: 60s, timeout: 10s } }";
+    let config = two_providers(&openai, &anthropic, "", routes);
     let gw = Holdfast::start(&config).await;
     let client = reqwest::Client::new();
     let chat = |model: &str, stream: bool| {
@@ -633,29 +622,9 @@ routes:
 async fn answers_are_cached_replayed_as_they_were_and_shared_in_flight() {
     let openai = Provider::start(Kind::OpenAi, answer("Kept for later")).await;
     let anthropic = Provider::start(Kind::Anthropic, answer("unused")).await;
-    let config = format!(
-        r#"
-server: {{ shutdown_grace: 1s }}
-upstreams:
-  openai-api: {{ targets: ["{openai}"] }}
-  anthropic-api: {{ targets: ["{anthropic}"] }}
-llm:
-  providers:
-    openai: {{ kind: openai, upstream: openai-api, keys: [k1] }}
-    claude: {{ kind: anthropic, upstream: anthropic-api, keys: [a1] }}
-  models:
-    gpt: {{ targets: [{{ provider: openai, model: gpt-4o-mini }}] }}
-routes:
-  - name: strict
-    match: {{ prefix: /strict }}
-    llm: {{ cache: {{ ttl: 60s, max_entry: 2KiB }} }}
-  - name: ai
-    match: {{ prefix: /v1 }}
-    llm: {{ cache: {{ ttl: 60s, allow_sampling: true }} }}
-"#,
-        openai = openai.addr,
-        anthropic = anthropic.addr,
-    );
+    let routes = "  - { name: strict, match: { prefix: /strict }, llm: { cache: { ttl: 60s, max_entry: 2KiB } } }
+  - { name: ai, match: { prefix: /v1 }, llm: { cache: { ttl: 60s, allow_sampling: true } } }";
+    let config = two_providers(&openai, &anthropic, "", routes);
     let gw = Holdfast::start(&config).await;
     let client = reqwest::Client::new();
     let chat = |stream: bool, temperature: f64| {
