@@ -506,13 +506,15 @@ async fn a_job_over_an_llm_route_answers_202_and_its_answer_is_long_polled() {
                "messages": [{"role": "user", "content": "take your time"}]})
     };
 
+    let start = |body: Value| {
+        client
+            .post(gw.url("/jobs/v1/chat/completions"))
+            .json(&body)
+            .send()
+    };
+
     // The POST answers 202 at once, while the provider still stalls.
-    let response = client
-        .post(gw.url("/jobs/v1/chat/completions"))
-        .json(&chat("claude", false))
-        .send()
-        .await
-        .expect("post");
+    let response = start(chat("claude", false)).await.expect("post");
     assert_eq!(response.status(), 202);
     let started: Value = response.json().await.expect("json");
     let poll = started["poll"].as_str().expect("a poll path").to_owned();
@@ -579,12 +581,7 @@ async fn a_job_over_an_llm_route_answers_202_and_its_answer_is_long_polled() {
 
     // Bad input is refused at once, not kept as a job.
     let before = anthropic.count();
-    let response = client
-        .post(gw.url("/jobs/v1/chat/completions"))
-        .json(&chat("claude", true))
-        .send()
-        .await
-        .expect("post");
+    let response = start(chat("claude", true)).await.expect("post");
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.expect("json");
     assert_eq!(
@@ -595,12 +592,7 @@ async fn a_job_over_an_llm_route_answers_202_and_its_answer_is_long_polled() {
             &json!("stream: a job keeps the whole answer for its polls; ask without `stream`")
         )
     );
-    let response = client
-        .post(gw.url("/jobs/v1/chat/completions"))
-        .json(&chat("gtp", false))
-        .send()
-        .await
-        .expect("post");
+    let response = start(chat("gtp", false)).await.expect("post");
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["type"], "urn:holdfast:problem:unknown-model");
