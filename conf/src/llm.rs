@@ -129,8 +129,8 @@ pub struct LlmRoute {
 }
 
 /// An exact-match cache of an `llm` route's answers. Two requests are the same when they name
-/// the same alias at the same door with the same body but for `stream_options` — messages,
-/// tools, sampling parameters, `stream` (a streamed answer is replayed as the events it was).
+/// the same alias at the same door with the same body — messages, tools, sampling parameters,
+/// `stream` and `stream_options` (a streamed answer is replayed as the events it was).
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnswerCache {
@@ -140,7 +140,8 @@ pub struct AnswerCache {
     /// Where answers are kept: `memory` (this instance) or `redis` (the backplane's, shared).
     #[serde(default)]
     pub store: CacheStore,
-    /// The most answers kept in memory (the oldest go first).
+    /// The most answers kept in memory (the oldest go first): at most `max_entries ×
+    /// max_entry` bytes (256 MiB by default).
     #[serde(default = "default_cache_entries")]
     pub max_entries: usize,
     /// The largest answer kept; a larger one is served but not kept (counted `too_large`).
@@ -165,7 +166,7 @@ fn default_cache_ttl() -> Duration {
 }
 
 fn default_cache_entries() -> usize {
-    10_000
+    1_000
 }
 
 fn default_cache_entry() -> crate::ByteSize {

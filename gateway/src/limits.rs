@@ -68,8 +68,9 @@ impl RouteLimits {
             Some((Arc::new(InFlight::new(c.max_in_flight, c.max_per_key)), key))
         });
         Some(Arc::new(Self {
-            rates: Rules::compile(&route.name, &route.rate_limits),
-            tokens: Rules::compile(&route.name, &tokens),
+            rates: Rules::compile(&route.name, "", &route.rate_limits),
+            // Apart from the request limits in the stores, whatever their names.
+            tokens: Rules::compile(&route.name, "tokens:", &tokens),
             in_flight,
         }))
     }
@@ -81,7 +82,8 @@ impl RouteLimits {
 }
 
 impl Rules {
-    fn compile(route: &str, limits: &[conf::RateLimit]) -> Self {
+    /// `kind` starts each rule's id in the stores.
+    fn compile(route: &str, kind: &str, limits: &[conf::RateLimit]) -> Self {
         let mut rates = Vec::with_capacity(limits.len());
         let mut policy = Vec::with_capacity(limits.len());
         for limit in limits {
@@ -103,7 +105,7 @@ impl Rules {
                 key,
                 emission,
                 tolerance: emission.saturating_mul(burst),
-                id: Arc::from(format!("{route}:{name}:{}/{window}", rate.count)),
+                id: Arc::from(format!("{route}:{kind}{name}:{}/{window}", rate.count)),
                 name,
             });
         }
@@ -300,6 +302,8 @@ pub async fn admit(
 pub struct TokenCharge {
     keys: RateKeys,
     estimate: u64,
+    /// Charged in Redis (else in this instance's store, where it is corrected too).
+    in_redis: bool,
 }
 
 /// Charges `estimate` tokens against the route's token quotas: the charge, or the 429 that
@@ -321,7 +325,8 @@ pub async fn charge_tokens(
         .map(|rule| rule.tolerance / rule.emission.max(1))
         .min();
     let estimate = estimate.min(burst.unwrap_or(u64::MAX)).max(1);
-    if let Some((rule, retry_nanos)) = check_rules(limiter, &limits.tokens, &keys, estimate).await {
+    let (refused, in_redis) = check_rules(limiter, &limits.tokens, &keys, estimate).await;
+    if let Some((rule, retry_nanos)) = refused {
         return Err(refusal(
             &limits.tokens,
             subject.route,
@@ -331,7 +336,11 @@ pub async fn charge_tokens(
             "token quota",
         ));
     }
-    Ok(TokenCharge { keys, estimate })
+    Ok(TokenCharge {
+        keys,
+        estimate,
+        in_redis,
+    })
 }
 
 /// Corrects a charge with the tokens the answer really cost (`used`; `None` when the provider
@@ -354,16 +363,19 @@ pub async fn settle_tokens(
             i64::MIN
         })
     };
-    if let Some(redis) = &limiter.redis {
-        let deltas: Vec<i64> = limits
-            .tokens
-            .list
-            .iter()
-            .map(|rule| delta(rule) / 1000)
-            .collect();
-        if redis.adjust(&charge.keys.redis, &deltas).await {
-            return;
+    if charge.in_redis {
+        // Where it was charged; should Redis not take the correction, it is lost (the estimate
+        // stands) rather than made where nothing was charged.
+        if let Some(redis) = &limiter.redis {
+            let deltas: Vec<i64> = limits
+                .tokens
+                .list
+                .iter()
+                .map(|rule| delta(rule) / 1000)
+                .collect();
+            redis.adjust(&charge.keys.redis, &deltas).await;
         }
+        return;
     }
     let now = limiter.local.now();
     for (rule, &key) in limits.tokens.list.iter().zip(&charge.keys.local) {
@@ -431,7 +443,7 @@ pub async fn admit_message(
     route: &str,
     keys: &RateKeys,
 ) -> Result<(), Problem> {
-    let Some((rule, retry_nanos)) = check_rules(limiter, &limits.rates, keys, 1).await else {
+    let Some((rule, retry_nanos)) = check_rules(limiter, &limits.rates, keys, 1).await.0 else {
         return Ok(());
     };
     Err(refusal(
@@ -470,13 +482,14 @@ fn refusal(
 }
 
 /// Counts `cost` units (one request, or tokens) under `keys` against every rule; the refusing
-/// rule and nanoseconds until retry, if any (then nothing is counted).
+/// rule and nanoseconds until retry, if any (then nothing is counted), and whether Redis
+/// counted (else this instance did).
 async fn check_rules<'l>(
     limiter: &Limiter,
     rules: &'l Rules,
     keys: &RateKeys,
     cost: u64,
-) -> Option<(&'l RateRule, u64)> {
+) -> (Option<(&'l RateRule, u64)>, bool) {
     let charge = |rule: &RateRule| rule.emission.saturating_mul(cost);
     if let Some(redis) = &limiter.redis {
         let mut args = Vec::with_capacity(rules.list.len() * 2);
@@ -485,12 +498,13 @@ async fn check_rules<'l>(
             args.push((rule.tolerance / 1000).max(1));
         }
         if let Some(answers) = redis.check(&keys.redis, &args).await {
-            return rules
+            let refused = rules
                 .list
                 .iter()
                 .zip(answers)
                 .find(|(_, answer)| !answer.allowed)
                 .map(|(rule, answer)| (rule, answer.micros.saturating_mul(1000)));
+            return (refused, true);
         }
     }
     let now = limiter.local.now();
@@ -502,10 +516,10 @@ async fn check_rules<'l>(
             for (earlier, &key) in rules.list.iter().zip(&keys.local).take(index) {
                 limiter.local.refund(key, charge(earlier));
             }
-            return Some((rule, retry));
+            return (Some((rule, retry)), false);
         }
     }
-    None
+    (None, false)
 }
 
 /// 413 for a body over the route's limit.

@@ -60,7 +60,8 @@ impl<'p> Target<'p> {
             if !polling {
                 return Self::Start;
             }
-            if rest.trim_end_matches('/').ends_with("models") {
+            let rest = rest.trim_end_matches('/');
+            if rest == "models" || rest.ends_with("/models") {
                 return Self::Models;
             }
         }

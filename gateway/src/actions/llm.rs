@@ -131,12 +131,11 @@ async fn answer(
         Format::Anthropic => "anthropic",
     };
     let lookup = cache.lookup(door, &asked.alias.name, &asked.request, cache_control);
-    let filler = match lookup.await {
+    let (filler, result) = match lookup.await {
         Lookup::Hit(cached) => return (Served::Reply(replay(&cached)), None),
-        Lookup::Bypass => None,
-        Lookup::Miss(filler) => Some(filler),
+        Lookup::Bypass => (None, "bypass"),
+        Lookup::Miss(filler) => (filler, "miss"),
     };
-    let result = if filler.is_some() { "miss" } else { "bypass" };
     let served = match ask(asked, route, trace, &mut record).await {
         Served::Reply(reply) => {
             if let (Some(filler), 200) = (filler, reply.status) {

@@ -234,6 +234,17 @@ async fn serve_llm(
     };
     let (served, record, charge) = llm::serve(inbound, &admitted, spec, quota).await?;
     ctx.llm = record.map(Box::new);
+    // A provider's answer, not a refusal, a failure or a cached answer (which cost no tokens).
+    let from_provider = match &served {
+        llm::Served::Reply(reply) => {
+            reply.status == 200
+                && reply
+                    .headers
+                    .get("holdfast-cache")
+                    .is_none_or(|v| v != "hit")
+        }
+        llm::Served::Stream(..) => true,
+    };
     let reply = match served {
         llm::Served::Reply(reply) => Some(reply),
         llm::Served::Stream(head, stream) => {
@@ -247,8 +258,13 @@ async fn serve_llm(
         }
     };
     if let (Some(charge), Some(limits)) = (charge, token_limits) {
-        let used = ctx.llm.as_ref().and_then(|record| record.usage);
-        let used = used.map(|usage| usage.input + usage.output);
+        let usage = ctx.llm.as_ref().and_then(|record| record.usage);
+        // Without usage, an answer keeps its estimate; what no provider answered costs nothing.
+        let used = match usage {
+            Some(usage) => Some(usage.input + usage.output),
+            None if from_provider => None,
+            None => Some(0),
+        };
         limits::settle_tokens(&runtime.limiter, limits, charge, used).await;
     }
     Ok(reply)

@@ -17,7 +17,15 @@ use serde_json::Value;
 struct Request<'a> {
     #[serde(borrow)]
     model: &'a RawValue,
+    /// Any `stream_options`, `null` included (`Option` alone reads `null` as absent).
+    #[serde(default, deserialize_with = "present")]
     stream_options: Option<IgnoredAny>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<IgnoredAny>, D::Error> {
+    IgnoredAny::deserialize(deserializer).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -34,7 +42,7 @@ const STREAM_USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
 /// With `stream_usage`, the request also asks for the stream's usage — when it has no
 /// `stream_options` of its own (with some, the caller merges them the slow way).
 pub fn request(json: &[u8], model: &str, stream_usage: bool) -> Option<Vec<u8>> {
-    let found: Request = serde_json::from_slice(json).ok()?;
+    let found: Request = object(json)?;
     let mut out = replaced(json, found.model, model)?;
     if stream_usage {
         if found.stream_options.is_some() {
@@ -49,7 +57,7 @@ pub fn request(json: &[u8], model: &str, stream_usage: bool) -> Option<Vec<u8>> 
 
 /// A whole answer in the client's own format, with `alias` as its model, and its usage.
 pub fn answer(json: &[u8], alias: &str, format: Format) -> Option<(Vec<u8>, Option<Usage>)> {
-    let found: Answer = serde_json::from_slice(json).ok()?;
+    let found: Answer = object(json)?;
     let out = replaced(json, found.model, alias)?;
     let usage = found
         .usage
@@ -57,8 +65,19 @@ pub fn answer(json: &[u8], alias: &str, format: Format) -> Option<(Vec<u8>, Opti
     Some((out, usage.and_then(|body| super::usage(&body, format))))
 }
 
+/// `json` read as `T` when it is a JSON object (serde would also read a struct from an array).
+pub fn object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Option<T> {
+    if json.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
+}
+
 /// `json` with the bytes of `old` (a value borrowed from it) replaced by the string `new`.
 fn replaced(json: &[u8], old: &RawValue, new: &str) -> Option<Vec<u8>> {
+    if !old.get().starts_with('"') {
+        return None; // `null` or a number: the translating way says what it makes of it
+    }
     let start = (old.get().as_ptr() as usize).checked_sub(json.as_ptr() as usize)?;
     let end = start + old.get().len();
     let quoted = serde_json::to_vec(new).ok()?;
@@ -98,6 +117,8 @@ mod tests {
         );
         let raw = br#"{"model":"fast","stream":true,"stream_options":{}}"#;
         assert_eq!(request(raw, "m", true), None);
+        let raw = br#"{"model":"fast","stream":true,"stream_options":null}"#;
+        assert_eq!(request(raw, "m", true), None, "null is a member too");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! An `llm` route's answer cache (`llm: { cache: … }`): exact match on the alias, the door and
-//! the request body (all but `stream_options`), kept in this instance's memory or in the
+//! the request body, kept in this instance's memory or in the
 //! backplane's Redis for `ttl`. A streamed answer is kept as the events the client got and
 //! replayed byte for byte; a whole one as its JSON. Identical requests in flight on this instance
 //! share one provider call: the first asks, the others wait for its answer. Only requests that
@@ -53,22 +53,35 @@ pub struct AnswerCache {
     settings: conf::AnswerCache,
     memory: Mutex<Memory>,
     /// Answers being fetched, by key: the first request's, which the others wait for.
-    flights: Mutex<HashMap<String, watch::Receiver<Option<Arc<Cached>>>>>,
+    flights: Mutex<HashMap<String, watch::Receiver<Flight>>>,
 }
 
 #[derive(Default)]
 struct Memory {
-    answers: HashMap<String, (Instant, Arc<Cached>)>,
-    /// Keys from the oldest kept, for eviction past `max_entries`.
-    order: VecDeque<String>,
+    /// Each answer with its expiry and the number it was kept under.
+    answers: HashMap<String, (Instant, u64, Arc<Cached>)>,
+    /// Keys from the oldest kept, with the number they were kept under: a key kept again later
+    /// has a newer number, and its older place in the queue evicts nothing.
+    order: VecDeque<(u64, String)>,
+    kept: u64,
+}
+
+/// Where the first of identical requests is.
+#[derive(Clone)]
+enum Flight {
+    Asking,
+    Answered(Arc<Cached>),
+    /// It got no answer to keep: the others ask for themselves, at once.
+    Failed,
 }
 
 /// What the cache says of a request.
 pub enum Lookup {
     /// Served from the cache, or by an identical request's call just made.
     Hit(Arc<Cached>),
-    /// Not there: the answer, once the provider gave it, goes to the filler.
-    Miss(Filler),
+    /// Not there: the answer, once the provider gave it, goes to the filler — none when an
+    /// identical request just failed to get one (this one asks, and keeps nothing).
+    Miss(Option<Filler>),
     /// Not cacheable: asked of the provider, not kept.
     Bypass,
 }
@@ -77,10 +90,10 @@ pub enum Lookup {
 pub struct Filler {
     cache: Arc<AnswerCache>,
     key: String,
-    /// Wakes the requests waiting for this one; dropped unfilled, they ask themselves.
-    done: Option<watch::Sender<Option<Arc<Cached>>>>,
+    /// Wakes the requests waiting for this one; dropped unfilled, they ask for themselves.
+    done: Option<watch::Sender<Flight>>,
     /// This flight's entry in the table, told apart from a later one for the same key.
-    waiting: watch::Receiver<Option<Arc<Cached>>>,
+    waiting: watch::Receiver<Flight>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -132,44 +145,46 @@ impl AnswerCache {
         }
         let key = key(&self.route, door, alias, request);
         let look = !has("no-cache");
-        loop {
-            if look {
-                if let Some(cached) = self.find(&key).await {
-                    self.count("hit");
-                    return Lookup::Hit(cached);
+        if look {
+            if let Some(cached) = self.find(&key).await {
+                self.count("hit");
+                return Lookup::Hit(cached);
+            }
+        }
+        let claim = {
+            let mut flights = lock(&self.flights);
+            match flights.get(&key) {
+                Some(waiting) if look => Err(waiting.clone()),
+                _ => {
+                    let (done, waiting) = watch::channel(Flight::Asking);
+                    flights.insert(key.clone(), waiting.clone());
+                    Ok((done, waiting))
                 }
             }
-            let claim = {
-                let mut flights = lock(&self.flights);
-                match flights.get(&key) {
-                    Some(waiting) if look => Err(waiting.clone()),
-                    _ => {
-                        let (done, waiting) = watch::channel(None);
-                        flights.insert(key.clone(), waiting.clone());
-                        Ok((done, waiting))
-                    }
+        };
+        match claim {
+            Ok((done, waiting)) => {
+                self.count("miss");
+                Lookup::Miss(Some(Filler {
+                    cache: self.clone(),
+                    key,
+                    done: Some(done),
+                    waiting,
+                }))
+            }
+            // An identical request is being answered: its answer serves this one too. If it
+            // gets none, every request that waited asks for itself at once.
+            Err(mut waiting) => {
+                let flight = waiting
+                    .wait_for(|flight| !matches!(flight, Flight::Asking))
+                    .await
+                    .map(|flight| flight.clone());
+                if let Ok(Flight::Answered(cached)) = flight {
+                    self.count("coalesced");
+                    return Lookup::Hit(cached);
                 }
-            };
-            match claim {
-                Ok((done, waiting)) => {
-                    self.count("miss");
-                    return Lookup::Miss(Filler {
-                        cache: self.clone(),
-                        key,
-                        done: Some(done),
-                        waiting,
-                    });
-                }
-                // An identical request is being answered: its answer serves this one too. If
-                // it fails, this one looks again, and may be the one that asks.
-                Err(mut waiting) => {
-                    if let Ok(answer) = waiting.wait_for(Option::is_some).await {
-                        if let Some(cached) = answer.clone() {
-                            self.count("coalesced");
-                            return Lookup::Hit(cached);
-                        }
-                    }
-                }
+                self.count("miss");
+                Lookup::Miss(None)
             }
         }
     }
@@ -181,7 +196,7 @@ impl AnswerCache {
         }
         let mut memory = lock(&self.memory);
         match memory.answers.get(key) {
-            Some((expires, cached)) if *expires > Instant::now() => Some(cached.clone()),
+            Some((expires, _, cached)) if *expires > Instant::now() => Some(cached.clone()),
             Some(_) => {
                 memory.answers.remove(key);
                 None
@@ -205,22 +220,25 @@ impl AnswerCache {
         }
         let mut memory = lock(&self.memory);
         let expires = Instant::now() + ttl;
-        if memory
+        memory.kept += 1;
+        let number = memory.kept;
+        memory
             .answers
-            .insert(key.to_owned(), (expires, cached.clone()))
-            .is_none()
+            .insert(key.to_owned(), (expires, number, cached.clone()));
+        memory.order.push_back((number, key.to_owned()));
+        // The oldest go first; a queue place whose key was kept again since evicts nothing, and
+        // the queue stays within twice the answers.
+        while memory.answers.len() > self.settings.max_entries
+            || memory.order.len() > self.settings.max_entries * 2
         {
-            memory.order.push_back(key.to_owned());
-        }
-        while memory.answers.len() > self.settings.max_entries {
-            let Some(oldest) = memory.order.pop_front() else {
+            let Some((number, oldest)) = memory.order.pop_front() else {
                 break;
             };
-            memory.answers.remove(&oldest);
-        }
-        // Keys of answers replaced or expired stay in `order` until their turn; bounded too.
-        while memory.order.len() > self.settings.max_entries * 2 {
-            if let Some(oldest) = memory.order.pop_front() {
+            if memory
+                .answers
+                .get(&oldest)
+                .is_some_and(|(_, kept, _)| *kept == number)
+            {
                 memory.answers.remove(&oldest);
             }
         }
@@ -238,7 +256,7 @@ impl Filler {
         let cached = Arc::new(cached);
         self.cache.keep(&self.key, &cached).await;
         if let Some(done) = self.done.take() {
-            let _ = done.send(Some(cached));
+            let _ = done.send(Flight::Answered(cached));
         }
     }
 
@@ -255,6 +273,9 @@ impl Filler {
 
 impl Drop for Filler {
     fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(Flight::Failed);
+        }
         let mut flights = lock(&self.cache.flights);
         if flights
             .get(&self.key)
@@ -270,8 +291,9 @@ fn deterministic(request: &Value) -> bool {
     request.get("temperature").and_then(Value::as_f64) == Some(0.0)
 }
 
-/// The cache key: a digest of the route, door, alias and the body without `stream_options`,
-/// written with its object keys in order so the members' order does not matter.
+/// The cache key: a digest of the route, door, alias and the body but its `model` (the alias
+/// stands for it), written with its object keys in order so the members' order does not
+/// matter. `stream_options` is in it: whether a stream ends with its usage chunk depends on it.
 fn key(route: &str, door: &str, alias: &str, request: &Value) -> String {
     let mut hasher = Sha256::new();
     for part in [route, door, alias] {
@@ -282,7 +304,6 @@ fn key(route: &str, door: &str, alias: &str, request: &Value) -> String {
     match request {
         Value::Object(members) => {
             let mut body = members.clone();
-            body.remove("stream_options");
             body.remove("model");
             write_canonical(&Value::Object(body), &mut canonical);
         }
@@ -331,12 +352,15 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn the_key_ignores_member_order_and_stream_options_but_not_the_rest() {
+    fn the_key_ignores_member_order_but_not_the_rest() {
         let a = json!({"model": "fast", "temperature": 0, "messages": [{"role": "user", "content": "hi"}]});
         let b = json!({"messages": [{"content": "hi", "role": "user"}], "temperature": 0,
-                       "model": "fast", "stream_options": {"include_usage": true}});
+                       "model": "fast"});
         let key_of = |v: &Value| key("ai", "openai", "fast", v);
         assert_eq!(key_of(&a), key_of(&b));
+        let mut usage = a.clone();
+        usage["stream_options"] = json!({"include_usage": true});
+        assert_ne!(key_of(&a), key_of(&usage));
         let mut c = a.clone();
         c["messages"][0]["content"] = json!("hi!");
         assert_ne!(key_of(&a), key_of(&c));
@@ -345,6 +369,67 @@ mod tests {
         assert_ne!(key_of(&a), key_of(&streamed));
         assert_ne!(key_of(&a), key("ai", "anthropic", "fast", &a));
         assert_ne!(key_of(&a), key("ai", "openai", "slow", &a));
+    }
+
+    fn cache(max_entries: usize) -> Arc<AnswerCache> {
+        let settings: conf::AnswerCache = serde_yaml::from_str(&format!(
+            "{{ ttl: 60s, max_entries: {max_entries}, allow_sampling: true }}"
+        ))
+        .expect("settings");
+        Arc::new(AnswerCache::new("test", &settings))
+    }
+
+    fn answer(text: &'static str) -> Cached {
+        Cached {
+            streamed: false,
+            body: Bytes::from_static(text.as_bytes()),
+        }
+    }
+
+    #[tokio::test]
+    async fn when_the_first_request_gets_nothing_the_waiting_ones_all_ask_at_once() {
+        let cache = cache(10);
+        let request = json!({"messages": []});
+        let Lookup::Miss(Some(leader)) = cache.lookup("openai", "a", &request, None).await else {
+            panic!("the first one asks");
+        };
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let (cache, request) = (cache.clone(), request.clone());
+                tokio::spawn(async move { cache.lookup("openai", "a", &request, None).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        drop(leader);
+        for waiter in waiters {
+            let lookup = waiter.await.expect("joined");
+            assert!(matches!(lookup, Lookup::Miss(None)), "asks, keeps nothing");
+        }
+        // The next one leads again; its answer serves the one after.
+        let Lookup::Miss(Some(leader)) = cache.lookup("openai", "a", &request, None).await else {
+            panic!("a new flight");
+        };
+        leader.fill(answer("{}")).await;
+        assert!(matches!(
+            cache.lookup("openai", "a", &request, None).await,
+            Lookup::Hit(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_oldest_answer_goes_first_even_when_a_key_was_kept_again() {
+        let cache = cache(2);
+        let keep = |name: &'static str| {
+            let cache = cache.clone();
+            async move { cache.keep(name, &Arc::new(answer(name))).await }
+        };
+        keep("a").await;
+        keep("b").await;
+        keep("a").await; // kept again: now newer than b
+        keep("c").await; // evicts b, not a
+        assert!(cache.find("a").await.is_some());
+        assert!(cache.find("b").await.is_none());
+        assert!(cache.find("c").await.is_some());
     }
 
     #[test]

@@ -157,7 +157,7 @@ fn plain_chunk(
     progress: &mut Progress,
     out: &mut Vec<u8>,
 ) -> Option<()> {
-    let chunk: Chunk = serde_json::from_str(&event.data).ok()?;
+    let chunk: Chunk = super::super::splice::object(event.data.as_bytes())?;
     if given(chunk.error) {
         return None;
     }
@@ -189,6 +189,9 @@ fn plain_chunk(
     // so the earlier ranges stay where they are.
     let mut edits = Vec::with_capacity(2);
     if let Some(model) = chunk.model {
+        if !model.get().starts_with('"') {
+            return None;
+        }
         let alias = serde_json::to_string(&client.alias).ok()?;
         edits.push((span(&event.data, model)?, alias));
     }
