@@ -234,17 +234,13 @@ async fn serve_llm(
     };
     let (served, record, charge) = llm::serve(inbound, &admitted, spec, quota).await?;
     ctx.llm = record.map(Box::new);
-    // A provider's answer, not a refusal, a failure or a cached answer (which cost no tokens).
-    let from_provider = match &served {
-        llm::Served::Reply(reply) => {
-            reply.status == 200
-                && reply
-                    .headers
-                    .get("holdfast-cache")
-                    .is_none_or(|v| v != "hit")
-        }
-        llm::Served::Stream(..) => true,
-    };
+    // Only a provider's answer costs tokens; a refusal, a failure or a cached answer (which
+    // has no record) costs none.
+    let from_provider = ctx.llm.is_some()
+        && match &served {
+            llm::Served::Reply(reply) => reply.status == 200,
+            llm::Served::Stream(..) => true,
+        };
     let reply = match served {
         llm::Served::Reply(reply) => Some(reply),
         llm::Served::Stream(head, stream) => {
