@@ -44,7 +44,8 @@ pub use limits::{
 };
 pub use listener::{Certificate, Listener, ListenerTls};
 pub use llm::{
-    AnswerCache, CacheStore, FallbackOn, Llm, LlmRoute, ModelAlias, Provider, ProviderKind, Target,
+    AnswerCache, CacheStore, FallbackOn, Llm, LlmRoute, ModelAlias, Provider, ProviderKind,
+    Resumable, Target,
 };
 pub use load::{load, load_str};
 pub use route::{Match, Route, RouteAction};

@@ -126,6 +126,48 @@ pub struct LlmRoute {
     /// Keep answers, and serve an identical request from them (off unless given).
     #[serde(default)]
     pub cache: Option<AnswerCache>,
+    /// Keep each streamed answer so that a client that lost its connection can resume it at
+    /// `…/streams/<id>`: `true`, or `{ ttl: 10m }`.
+    #[serde(default, deserialize_with = "resumable")]
+    #[schemars(with = "Option<crate::schema::BoolOr<Resumable>>")]
+    pub resumable: Option<Resumable>,
+}
+
+/// Streamed answers kept for clients that lost their connection. The provider's answer is
+/// read to its end whether or not a client still listens, for at most `ttl`, and then kept
+/// for `ttl`.
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resumable {
+    #[serde(default = "default_resumable_ttl")]
+    pub ttl: Duration,
+}
+
+impl Default for Resumable {
+    fn default() -> Self {
+        Self {
+            ttl: default_resumable_ttl(),
+        }
+    }
+}
+
+fn default_resumable_ttl() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn resumable<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Resumable>, D::Error> {
+    use serde::de::Error;
+    match serde_yaml::Value::deserialize(deserializer)? {
+        serde_yaml::Value::Bool(on) => Ok(on.then(Resumable::default)),
+        value @ serde_yaml::Value::Mapping(_) => {
+            crate::suggest::from_map::<Resumable, _>(value).map(Some)
+        }
+        _ => Err(D::Error::custom(
+            "resumable must be `true`, `false` or `{ ttl: 10m }`",
+        )),
+    }
 }
 
 /// An exact-match cache of an `llm` route's answers. Two requests are the same when they name
@@ -270,6 +312,18 @@ pub(crate) fn check(config: &Config, errors: &mut Vec<FieldError>) {
         if let Some(cache) = &action.cache {
             check_cache(config, cache, &format!("routes[{index}].llm.cache"), errors);
         }
+        if let Some(resumable) = &action.resumable {
+            let at = format!("routes[{index}].llm.resumable");
+            if resumable.ttl.get().is_zero() {
+                errors.push(FieldError::new(format!("{at}.ttl"), "must be more than 0s"));
+            }
+            if route.job.is_some() {
+                errors.push(FieldError::new(
+                    at,
+                    "a job keeps its whole answer for its polls already; its route does not stream",
+                ));
+            }
+        }
         for (at, alias) in action.models.iter().enumerate() {
             if !llm.models.contains_key(alias) {
                 errors.push(crate::validate::unknown_reference(
@@ -359,5 +413,27 @@ routes:
             &format!("{HEAD}  - {{ name: ai, llm: {{ cache: {{ store: disk }} }} }}\n"),
         );
         assert!(unknown.is_err());
+    }
+
+    #[test]
+    fn resumable_streams_are_on_with_true_or_a_ttl_and_not_on_jobs() {
+        assert!(errors("  - { name: ai, llm: { resumable: true } }\n").is_empty());
+        assert!(errors("  - { name: ai, llm: { resumable: { ttl: 1m } } }\n").is_empty());
+        assert_eq!(
+            errors("  - name: ai\n    match: { prefix: /jobs }\n    llm: { resumable: { ttl: 0s } }\n    job: {}\n"),
+            [
+                "c.yaml:12:25: routes[0].llm.resumable.ttl: must be more than 0s",
+                "c.yaml:12:12: routes[0].llm.resumable: a job keeps its whole answer for its polls already; its route does not stream",
+            ]
+        );
+        let wrong = load_str(
+            Path::new("c.yaml"),
+            &format!("{HEAD}  - {{ name: ai, llm: {{ resumable: 5 }} }}\n"),
+        );
+        let wrong = wrong.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            wrong.contains("resumable must be `true`, `false` or `{ ttl: 10m }`"),
+            "{wrong}"
+        );
     }
 }

@@ -43,6 +43,7 @@ pub(crate) enum ListenerSchema {
 /// `true`/`false` or the settings map.
 #[derive(JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "BoolOr{T}")]
 #[allow(dead_code)]
 pub(crate) enum BoolOr<T> {
     Bool(bool),

@@ -19,6 +19,7 @@ mod deploy {
 }
 mod limits;
 mod llm;
+mod llm_resume;
 mod longpoll;
 mod mapping;
 mod metrics;

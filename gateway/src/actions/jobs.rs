@@ -219,12 +219,14 @@ impl Background {
                     body: reply.body,
                 }),
                 // `read` refused streamed requests: a target never answers with a stream here.
-                llm::Served::Stream(..) => JobResult::Failed(Problem::new(
-                    502,
-                    "upstream-failed",
-                    "Bad Gateway",
-                    "the model answered with a stream to a request for a whole answer",
-                )),
+                llm::Served::Stream(..) | llm::Served::Follow(..) | llm::Served::Gone => {
+                    JobResult::Failed(Problem::new(
+                        502,
+                        "upstream-failed",
+                        "Bad Gateway",
+                        "the model answered with a stream to a request for a whole answer",
+                    ))
+                }
             },
         }
     }

@@ -6,6 +6,7 @@
 
 mod attempt;
 pub mod errors;
+pub mod resume;
 pub mod stream;
 pub mod translate;
 
@@ -28,6 +29,10 @@ pub enum Served {
     Reply(Reply),
     /// By a stream: its head, then the provider's events as they come.
     Stream(Reply, Box<Stream>),
+    /// By a stream of kept events (a resumable answer): its head, then the events.
+    Follow(Reply, resume::Follower),
+    /// Not at all: the client left while its request was held.
+    Gone,
 }
 
 /// What the access log records of an `llm` request: the provider and model that served it
@@ -62,9 +67,9 @@ fn door(head: &pingora_http::RequestHeader) -> Option<Door> {
 
 /// The route's token quotas and whom a request is charged to.
 pub struct Quota<'a> {
-    pub limiter: &'a limits::Limiter,
+    pub limiter: &'a Arc<limits::Limiter>,
     pub trusted: &'a limits::TrustedProxies,
-    pub limits: &'a limits::RouteLimits,
+    pub limits: &'a Arc<limits::RouteLimits>,
     pub route: &'a Arc<str>,
     pub peer: Option<std::net::IpAddr>,
     pub identity: Option<&'a auth::Identity>,
@@ -81,6 +86,15 @@ pub async fn serve(
     spec: &LlmSpec,
     quota: Option<Quota<'_>>,
 ) -> Result<Outcome> {
+    if spec.resumable.is_some() {
+        if let Some(id) = resume::wanted(exchange.head()) {
+            let id = id.to_owned();
+            return Ok((resume::serve(exchange, admitted, &id).await, None, None));
+        }
+    }
+    let settle_in = quota
+        .as_ref()
+        .map(|quota| (quota.limiter.clone(), quota.limits.clone()));
     let asked = match read(exchange, admitted, spec).await? {
         Ok(asked) => asked,
         Err(reply) => return Ok((Served::Reply(reply), None, None)),
@@ -108,6 +122,25 @@ pub async fn serve(
         None => None,
     };
     let (served, record) = answer(exchange, admitted, spec, &asked).await;
+    let (served, charge) = match (served, spec.resumable) {
+        (Served::Stream(head, stream), Some(ttl)) => {
+            // The answer outlives the client's request: its tokens are settled when it ends
+            // (without usage, at the estimate).
+            let on_end = charge.zip(settle_in).map(|(charge, (limiter, limits))| {
+                Box::new(move |usage: Option<translate::Usage>| {
+                    Box::pin(async move {
+                        let used = usage.map(|usage| usage.input + usage.output);
+                        limits::settle_tokens(&limiter, &limits, charge, used).await;
+                    })
+                        as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+                }) as resume::OnEnd
+            });
+            let (id, follower) = resume::detach(stream, ttl, admitted.owner(), on_end);
+            let head = resume::head(head, exchange.head(), &id, asked.format);
+            (Served::Follow(head, follower), None)
+        }
+        (served, _) => (served, charge),
+    };
     Ok((served, record, charge))
 }
 
@@ -153,6 +186,8 @@ async fn answer(
             }
             Served::Stream(head.header(CACHE_HEADER, result), stream)
         }
+        // Asking answers with a reply or the provider's stream; nothing else is kept.
+        served => served,
     };
     (served, record)
 }

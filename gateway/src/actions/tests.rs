@@ -58,7 +58,7 @@ async fn serve(
         Action::Job(spec) => jobs::serve(runtime, exchange, &mut admitted, spec).await,
         Action::Llm(spec) => match super::llm::serve(exchange, &admitted, spec, None).await {
             Ok((super::llm::Served::Reply(reply), ..)) => Ok(Some(reply)),
-            Ok((super::llm::Served::Stream(..), ..)) => panic!("streams are the pipeline's"),
+            Ok(_) => panic!("streams are the pipeline's"),
             Err(error) => Err(error),
         },
         Action::Proxy(_) => panic!("proxied routes are Pingora's"),

@@ -11,6 +11,8 @@ static KV: OnceLock<Kv> = OnceLock::new();
 
 pub struct Kv {
     conn: ConnectionManager,
+    /// For connections of their own: a blocking read holds its connection.
+    client: redis::Client,
     prefix: String,
 }
 
@@ -31,10 +33,11 @@ pub fn init(config: &conf::Config) {
         .set_number_of_retries(1)
         .set_connection_timeout(Some(Duration::from_secs(1)))
         .set_response_timeout(Some(Duration::from_secs(1)));
-    match ConnectionManager::new_lazy_with_config(client, settings) {
+    match ConnectionManager::new_lazy_with_config(client.clone(), settings) {
         Ok(conn) => {
             let _ = KV.set(Kv {
                 conn,
+                client,
                 prefix: redis_conf.prefix.clone(),
             });
         }
@@ -56,6 +59,29 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl Kv {
+    /// `key` under the backplane's prefix.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// The shared connection, for commands that answer at once.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// A connection of its own, for commands that block (`XREAD BLOCK`) up to `wait`.
+    pub async fn own_connection(
+        &self,
+        wait: Duration,
+    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let settings = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(wait + Duration::from_secs(1)));
+        self.client
+            .get_multiplexed_async_connection_with_config(&settings)
+            .await
+    }
+
     /// Stores `value` at `key` for `keep`.
     pub async fn put(&self, key: &str, value: &[u8], keep: Duration) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();

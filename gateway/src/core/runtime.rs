@@ -22,7 +22,7 @@ pub struct Runtime {
     /// Channel settings fixed at start (the hub's buffers are sized by them).
     pub channels: conf::Channels,
     /// Rate-limit counts, kept across reloads.
-    pub limiter: crate::limits::Limiter,
+    pub limiter: std::sync::Arc<crate::limits::Limiter>,
     held: AtomicUsize,
     /// Becomes true once on SIGTERM; held polls answer at once when it does.
     shutdown: watch::Sender<bool>,
@@ -40,7 +40,7 @@ impl Runtime {
         Self {
             access_log,
             channels: state.config.channels.clone(),
-            limiter: crate::limits::Limiter::start(&state.config),
+            limiter: std::sync::Arc::new(crate::limits::Limiter::start(&state.config)),
             state: ArcSwap::from_pointee(state),
             config_path,
             hub,

@@ -220,7 +220,7 @@ async fn serve_llm(
         ..ctx.admitted(route)
     };
     let state = ctx.state.clone();
-    let token_limits = route.limits.as_deref().filter(|l| l.counts_tokens());
+    let token_limits = route.limits.as_ref().filter(|l| l.counts_tokens());
     let quota = match (token_limits, &state) {
         (Some(limits), Some(state)) => Some(llm::Quota {
             limiter: &runtime.limiter,
@@ -239,17 +239,31 @@ async fn serve_llm(
     let from_provider = ctx.llm.is_some()
         && match &served {
             llm::Served::Reply(reply) => reply.status == 200,
-            llm::Served::Stream(..) => true,
+            llm::Served::Stream(..) | llm::Served::Follow(..) => true,
+            llm::Served::Gone => false,
         };
     let reply = match served {
         llm::Served::Reply(reply) => Some(reply),
         llm::Served::Stream(head, stream) => {
             respond::reply(inbound, ctx, head).await?;
-            let (outcome, usage) = stream.run(inbound).await;
+            let (outcome, usage) = stream.run(&mut llm::stream::ToClient(inbound)).await;
             ctx.outcome = Some(outcome);
             if let Some(record) = &mut ctx.llm {
                 record.usage = usage;
             }
+            None
+        }
+        llm::Served::Follow(head, follower) => {
+            respond::reply(inbound, ctx, head).await?;
+            let (outcome, usage) = follower.run(inbound).await;
+            ctx.outcome = Some(outcome);
+            if let Some(record) = &mut ctx.llm {
+                record.usage = usage;
+            }
+            None
+        }
+        llm::Served::Gone => {
+            ctx.outcome = Some("client_gone");
             None
         }
     };

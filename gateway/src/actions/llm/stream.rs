@@ -8,7 +8,40 @@ use crate::core::spec::llm::cache::{Cached, Filler};
 use crate::core::upstream::exchange::Opened;
 use crate::exchange::Exchange;
 use crate::observe::metrics::METRICS;
+use bytes::Bytes;
+use std::future::Future;
 use tokio::time::Instant;
+
+/// Where a streamed answer goes: the client's connection, or the log a resumable answer is
+/// kept in.
+pub trait Sink: Send {
+    /// Writes the next events; `Err` when nobody can receive them any more.
+    fn send(&mut self, events: Bytes) -> impl Future<Output = Result<(), ()>> + Send;
+
+    /// Resolves when the answer is no longer wanted, with the outcome counted for it.
+    fn gone(&mut self) -> impl Future<Output = &'static str> + Send;
+
+    /// The answer is over.
+    fn end(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// The client's own connection.
+pub struct ToClient<'a, E>(pub &'a mut E);
+
+impl<E: Exchange> Sink for ToClient<'_, E> {
+    async fn send(&mut self, events: Bytes) -> Result<(), ()> {
+        self.0.send_chunk(events).await.map_err(|_| ())
+    }
+
+    async fn gone(&mut self) -> &'static str {
+        self.0.client_gone().await;
+        "client_gone"
+    }
+
+    async fn end(&mut self) {
+        let _ = self.0.end_stream().await;
+    }
+}
 
 /// The metric labels of one provider's model on one route (all configured names).
 pub struct Labels {
@@ -85,14 +118,19 @@ impl Stream {
         self.recording = Some((filler, Vec::new()));
     }
 
-    /// Relays the stream to the client until it ends; how it ended (the access log's outcome)
-    /// and the usage the provider gave.
-    pub async fn run(mut self, exchange: &mut impl Exchange) -> (&'static str, Option<Usage>) {
-        let outcome = self.relay(exchange).await;
+    /// The format the client asked in.
+    pub fn client_format(&self) -> super::translate::Format {
+        self.translator.client_format()
+    }
+
+    /// Relays the stream to `sink` until it ends; how it ended (the access log's outcome) and
+    /// the usage the provider gave.
+    pub async fn run(mut self, sink: &mut impl Sink) -> (&'static str, Option<Usage>) {
+        let outcome = self.relay(sink).await;
         (outcome, self.translator.usage())
     }
 
-    async fn relay(&mut self, exchange: &mut impl Exchange) -> &'static str {
+    async fn relay(&mut self, sink: &mut impl Sink) -> &'static str {
         let mut first_token = false;
         let Some(opened) = self.opened.as_mut() else {
             return "error";
@@ -100,28 +138,28 @@ impl Stream {
         loop {
             let next = tokio::select! {
                 next = opened.next() => next,
-                () = exchange.client_gone() => {
-                    self.labels.count("client_gone");
-                    return "client_gone";
+                outcome = sink.gone() => {
+                    self.labels.count(outcome);
+                    return outcome;
                 }
             };
             let piece = match next {
                 Ok(Some(chunk)) => self.translator.feed(&chunk),
                 Ok(None) => break,
                 Err(error) => {
-                    return self.failed(exchange, &error.to_string()).await;
+                    return self.failed(sink, &error.to_string()).await;
                 }
             };
             let out = match piece {
                 Ok(out) => out,
-                Err(error) => return self.failed(exchange, &error.to_string()).await,
+                Err(error) => return self.failed(sink, &error.to_string()).await,
             };
             if !first_token && self.translator.started() {
                 first_token = true;
                 self.labels.first_token(self.started.elapsed());
             }
             record(&mut self.recording, &out);
-            if !out.is_empty() && exchange.send_chunk(out).await.is_err() {
+            if !out.is_empty() && sink.send(out).await.is_err() {
                 self.labels.count("client_gone");
                 return "client_gone";
             }
@@ -129,7 +167,7 @@ impl Stream {
         if !self.translator.complete() {
             return self
                 .failed(
-                    exchange,
+                    sink,
                     "the provider ended its stream before the answer was complete",
                 )
                 .await;
@@ -140,11 +178,11 @@ impl Stream {
             opened.finish().await;
         }
         record(&mut self.recording, &last);
-        if !last.is_empty() && exchange.send_chunk(last).await.is_err() {
+        if !last.is_empty() && sink.send(last).await.is_err() {
             self.labels.count("client_gone");
             return "client_gone";
         }
-        let _ = exchange.end_stream().await;
+        sink.end().await;
         if let Some((filler, events)) = self.recording.take() {
             let cached = Cached {
                 streamed: true,
@@ -160,14 +198,14 @@ impl Stream {
     }
 
     /// Ends the client's stream with an error event: the provider failed mid-way.
-    async fn failed(&mut self, exchange: &mut impl Exchange, message: &str) -> &'static str {
+    async fn failed(&mut self, sink: &mut impl Sink, message: &str) -> &'static str {
         self.labels.count("stream_error");
         if let Some(usage) = self.translator.usage() {
             self.labels.tokens(usage);
         }
         let event = self.translator.error_event(message);
-        let _ = exchange.send_chunk(event).await;
-        let _ = exchange.end_stream().await;
+        let _ = sink.send(event).await;
+        sink.end().await;
         "stream_error"
     }
 }

@@ -24,7 +24,8 @@ mod tokens;
 mod tools;
 mod validate;
 
-pub use stream::StreamTranslator;
+pub use sse::read_events;
+pub use stream::{failure_event, StreamTranslator};
 
 use serde_json::Value;
 

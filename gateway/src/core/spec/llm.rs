@@ -167,7 +167,15 @@ impl Models {
             .cache
             .as_ref()
             .map(|settings| Arc::new(cache::AnswerCache::new(route, settings)));
-        LlmSpec { aliases, cache }
+        let resumable = action
+            .resumable
+            .as_ref()
+            .map(|resumable| resumable.ttl.get());
+        LlmSpec {
+            aliases,
+            cache,
+            resumable,
+        }
     }
 }
 
@@ -230,6 +238,9 @@ pub struct LlmSpec {
     aliases: BTreeMap<String, Arc<AliasSpec>>,
     /// The route's answer cache, when it has one.
     pub cache: Option<Arc<cache::AnswerCache>>,
+    /// How long a streamed answer is read without a client, and kept after it ends, when the
+    /// route's streams can be resumed.
+    pub resumable: Option<std::time::Duration>,
 }
 
 impl LlmSpec {

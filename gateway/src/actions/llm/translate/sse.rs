@@ -112,6 +112,17 @@ impl SseParser {
     }
 }
 
+/// The events of a whole, well-formed stream: each one's `event:` name and its data.
+pub fn read_events(bytes: &[u8]) -> Vec<(Option<String>, String)> {
+    let mut parser = SseParser::default();
+    let mut events = parser.feed(bytes).unwrap_or_default();
+    events.extend(parser.finish());
+    events
+        .into_iter()
+        .map(|event| (event.name, event.data))
+        .collect()
+}
+
 /// Appends one event, `event:` line first if named, then its data one `data:` line per line.
 pub(super) fn write_event(out: &mut Vec<u8>, name: Option<&str>, data: &str) {
     if let Some(name) = name {

@@ -68,6 +68,17 @@ enum Direction {
     OpenAiToAnthropic(from_openai::OpenAiToAnthropic),
 }
 
+/// The events, in `format`, that end a stream still open with the error `message` (OpenAI:
+/// an `error` chunk, then `[DONE]`; Anthropic: an `error` event).
+pub fn failure_event(format: Format, message: &str) -> Bytes {
+    let mut out = Vec::new();
+    match format {
+        Format::OpenAi => openai_out::write_error(&mut out, "upstream_error", message),
+        Format::Anthropic => anthropic_out::write_error(&mut out, "api_error", message),
+    }
+    Bytes::from(out)
+}
+
 impl StreamTranslator {
     /// `from`: the provider's format; `to`: the client's; `alias`: the model name the client
     /// used; `client_wants_usage`: for an OpenAI client, whether it asked for the usage chunk (if
@@ -138,6 +149,11 @@ impl StreamTranslator {
         Bytes::from(out)
     }
 
+    /// The format the client gets.
+    pub fn client_format(&self) -> Format {
+        self.client.format
+    }
+
     /// Whether the provider's stream ended properly (OpenAI `[DONE]` or a finish_reason;
     /// Anthropic `message_stop`).
     pub fn complete(&self) -> bool {
@@ -164,18 +180,15 @@ impl StreamTranslator {
     /// The client is told once: when the provider's own error event was already passed on, only
     /// what still ends the stream (OpenAI's `[DONE]`) is returned, or nothing.
     pub fn error_event(&self, message: &str) -> Bytes {
-        let mut out = Vec::new();
-        match (self.client_stream(), self.client.format) {
-            (ClientStream::Open, Format::OpenAi) => {
-                openai_out::write_error(&mut out, "upstream_error", message)
+        match self.client_stream() {
+            ClientStream::Open => failure_event(self.client.format, message),
+            ClientStream::ErrorSent => {
+                let mut out = Vec::new();
+                write_event(&mut out, None, "[DONE]");
+                Bytes::from(out)
             }
-            (ClientStream::Open, Format::Anthropic) => {
-                anthropic_out::write_error(&mut out, "api_error", message)
-            }
-            (ClientStream::ErrorSent, _) => write_event(&mut out, None, "[DONE]"),
-            (ClientStream::Ended, _) => {}
+            ClientStream::Ended => Bytes::new(),
         }
-        Bytes::from(out)
     }
 
     fn client_stream(&self) -> ClientStream {

@@ -1,0 +1,294 @@
+//! Resumable answers: the official OpenAI SDK reads part of a streamed answer, loses its
+//! connection, and resumes after the chunks it had — on the same instance, or on another
+//! through Redis — with the provider asked once; raw clients resume by `Last-Event-ID` and by
+//! long-polls; only the identity that asked may resume; an instance that dies mid-answer
+//! leaves its followers an error event, not silence.
+
+use holdfast_tests::llm_providers::{Behaviour, Kind, Provider};
+use holdfast_tests::Holdfast;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+
+/// A story of `words` words: streamed in pieces of four characters, a piece every 5 ms.
+fn story(words: usize) -> String {
+    (1..=words)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn config(openai: &Provider, backplane: &str) -> String {
+    let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("../auth/src/testdata/keys.yaml");
+    format!(
+        r#"
+server: {{ shutdown_grace: 1s }}
+{backplane}
+auth:
+  keys: {{ api_keys: {{ file: {keys} }}, token: {{ header: authorization }} }}
+upstreams:
+  openai-api: {{ targets: ["{openai}"] }}
+llm:
+  providers:
+    openai: {{ kind: openai, upstream: openai-api, keys: [k1] }}
+  models:
+    gpt: {{ targets: [{{ provider: openai, model: gpt-4o-mini }}] }}
+routes:
+  - {{ name: ai, match: {{ prefix: /v1 }}, auth: {{ provider: keys }}, llm: {{ resumable: {{ ttl: 30s }} }} }}
+"#,
+        keys = keys.display(),
+        openai = openai.addr,
+    )
+}
+
+/// Runs tests/clients/llm_resume.py: asks through `ask`, cuts after `cut` chunks, resumes
+/// through `resume`.
+async fn sdk_resume(ask: &Holdfast, resume: &Holdfast, cut: usize) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/llm_resume.py");
+    let output = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(format!("http://{}", ask.addr))
+        .arg(format!("http://{}", resume.addr))
+        .arg("k-acme")
+        .arg("gpt")
+        .arg(cut.to_string())
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("the SDK finished")
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "the SDK printed no JSON: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn chat() -> Value {
+    json!({"model": "gpt", "stream": true, "messages": [{"role": "user", "content": "a story"}]})
+}
+
+/// Starts a streamed answer as `key` and leaves at once: the stream's id.
+async fn start_and_leave(gw: &Holdfast, key: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&chat())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 200);
+    let id = response.headers()["holdfast-stream"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    drop(response);
+    id
+}
+
+/// The text of OpenAI chunks' SSE events.
+fn sse_text(body: &str) -> String {
+    body.split("\n\n")
+        .filter_map(|event| event.lines().find_map(|line| line.strip_prefix("data: ")))
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .filter_map(|chunk| {
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+async fn get(gw: &Holdfast, path: &str, key: &str, last: Option<&str>) -> (u16, String) {
+    let mut request = reqwest::Client::new().get(gw.url(path)).bearer_auth(key);
+    if let Some(last) = last {
+        request = request.header("last-event-id", last);
+    }
+    let response = request.send().await.expect("get");
+    let status = response.status().as_u16();
+    let body = tokio::time::timeout(Duration::from_secs(20), response.text())
+        .await
+        .expect("the body ended")
+        .expect("body");
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_cut_short_is_resumed_whole_and_only_by_who_asked() {
+    let whole = story(120);
+    let openai = Provider::start(
+        Kind::OpenAi,
+        Behaviour::Answer {
+            reply: whole.clone(),
+        },
+    )
+    .await;
+    let gw = Holdfast::start(&config(&openai, "")).await;
+
+    // The SDK reads five chunks, loses the connection, resumes after them: the whole answer,
+    // nothing twice, nothing missing, from one call to the provider.
+    let resumed = sdk_resume(&gw, &gw, 5).await;
+    assert_eq!(resumed["text"], whole.as_str(), "{resumed}");
+    assert!(!resumed["before"].as_str().unwrap_or_default().is_empty());
+    assert!(!resumed["after"].as_str().unwrap_or_default().is_empty());
+    let id = resumed["stream"]
+        .as_str()
+        .expect("the stream's id")
+        .to_owned();
+    assert_eq!(resumed["resume"], format!("/v1/streams/{id}").as_str());
+    assert_eq!(openai.count(), 1);
+
+    // A client that leaves at once: the answer is read to its end all the same, and a
+    // long-poller collects it, cursor after cursor.
+    let id = start_and_leave(&gw, "k-acme").await;
+    let (mut cursor, mut text, mut numbers) = (0u64, String::new(), Vec::new());
+    loop {
+        let (status, body) = get(
+            &gw,
+            &format!("/v1/streams/{id}?cursor={cursor}"),
+            "k-acme",
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let poll: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(poll["stream"], id.as_str());
+        for event in poll["events"].as_array().expect("events") {
+            numbers.push(event["id"].as_u64().expect("a number"));
+            if let Some(piece) = event["data"]["choices"][0]["delta"]["content"].as_str() {
+                text.push_str(piece);
+            }
+        }
+        cursor = poll["cursor"].as_u64().expect("cursor");
+        if poll["done"] == true {
+            break;
+        }
+    }
+    assert_eq!(text, whole);
+    assert_eq!(
+        numbers,
+        (1..=cursor).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    assert_eq!(openai.count(), 2);
+
+    // As Server-Sent Events after `Last-Event-ID`: the events after it, each with its id.
+    let (status, body) = get(
+        &gw,
+        &format!("/v1/streams/{id}"),
+        "k-acme",
+        Some(&format!("{id}/3")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body.contains(&format!("\nid: {id}/4\n\n")), "{body}");
+    assert!(!body.contains(&format!("id: {id}/3\n")));
+    assert!(
+        body.ends_with(&format!("data: [DONE]\nid: {id}/{cursor}\n\n")),
+        "{body}"
+    );
+    let (_, from_start) = get(&gw, &format!("/v1/streams/{id}"), "k-acme", None).await;
+    assert_eq!(sse_text(&from_start), whole);
+
+    // Anyone else, and any stream that is not here: 404. A position that is none: 400.
+    let not_found = |id: &str| {
+        json!({"type": "urn:holdfast:problem:not-found", "title": "Not Found", "status": 404,
+               "detail": format!("no stream {id} here: it ended longer ago than it is kept, or is not yours")})
+    };
+    let (status, body) = get(&gw, &format!("/v1/streams/{id}"), "k-beta", None).await;
+    assert_eq!(
+        (status, serde_json::from_str::<Value>(&body).ok()),
+        (404, Some(not_found(&id)))
+    );
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let (status, body) = get(&gw, &format!("/v1/streams/{unknown}"), "k-acme", None).await;
+    assert_eq!(
+        (status, serde_json::from_str::<Value>(&body).ok()),
+        (404, Some(not_found(unknown)))
+    );
+    let bad_request = |detail: &str, field: &str| {
+        json!({"type": "urn:holdfast:problem:bad-request", "title": "Bad Request", "status": 400,
+               "detail": detail, "field": field})
+    };
+    let (status, body) = get(&gw, &format!("/v1/streams/{id}?cursor=-1"), "k-acme", None).await;
+    assert_eq!(
+        (status, serde_json::from_str::<Value>(&body).ok()),
+        (
+            400,
+            Some(bad_request(
+                "cursor: not an event's id (`<stream>/<number>`) nor a count of events",
+                "cursor"
+            ))
+        )
+    );
+    let other = format!("{unknown}/2");
+    let (status, body) = get(&gw, &format!("/v1/streams/{id}"), "k-acme", Some(&other)).await;
+    assert_eq!(
+        (status, serde_json::from_str::<Value>(&body).ok()),
+        (
+            400,
+            Some(bad_request(
+                "Last-Event-ID: names another stream",
+                "Last-Event-ID"
+            ))
+        )
+    );
+    let (status, _) = get(&gw, &format!("/v1/streams/{id}"), "k-unknown", None).await;
+    assert_eq!(status, 401, "resuming is authenticated as asking is");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn through_redis_a_stream_resumes_on_another_instance_and_a_dead_one_is_told() {
+    let redis = holdfast_tests::RedisServer::start().await;
+    let whole = story(120);
+    let openai = Provider::start(
+        Kind::OpenAi,
+        Behaviour::Answer {
+            reply: whole.clone(),
+        },
+    )
+    .await;
+    let backplane = format!(r#"backplane: {{ redis: {{ url: "{}" }} }}"#, redis.url());
+    let config = config(&openai, &backplane);
+    let mut a = Holdfast::start(&config).await;
+    let b = Holdfast::start(&config).await;
+
+    // Asked on A, cut, resumed on B: the whole answer.
+    let resumed = sdk_resume(&a, &b, 7).await;
+    assert_eq!(resumed["text"], whole.as_str(), "{resumed}");
+    assert_eq!(openai.count(), 1);
+    // Only who asked, on B too.
+    let id = resumed["stream"].as_str().expect("id");
+    let (status, _) = get(&b, &format!("/v1/streams/{id}"), "k-beta", None).await;
+    assert_eq!(status, 404);
+
+    // A dies halfway through a long answer: a follower on B gets what A had read, then an
+    // error event that says so — never a silent end.
+    openai.set(Behaviour::Answer { reply: story(1500) });
+    let id = start_and_leave(&a, "k-acme").await;
+    holdfast_tests::eventually(
+        Duration::from_secs(10),
+        "A has mirrored some events",
+        async || {
+            let (_, body) = get(&b, &format!("/v1/streams/{id}?cursor=0"), "k-acme", None).await;
+            serde_json::from_str::<Value>(&body).is_ok_and(|poll| poll["cursor"].as_u64() > Some(3))
+        },
+    )
+    .await;
+    a.signal(9);
+    a.wait_exit(Duration::from_secs(5)).await;
+    let (status, body) = get(&b, &format!("/v1/streams/{id}"), "k-acme", None).await;
+    assert_eq!(status, 200);
+    assert!(body.contains(&format!("\nid: {id}/1\n\n")), "{body}");
+    let tail: Vec<&str> = body.trim_end().rsplit("\n\n").take(2).collect();
+    assert_eq!(tail[0], "data: [DONE]", "{body}");
+    let error: Value = serde_json::from_str(tail[1].trim_start_matches("data: ")).expect("json");
+    assert_eq!(
+        error,
+        json!({"error": {"message": "the instance reading this answer stopped before its end; ask again",
+                         "type": "upstream_error"}})
+    );
+    assert!(sse_text(&body).len() < story(1500).len());
+}
