@@ -13,6 +13,12 @@
 #   to_ms VALUE                  wrk's latency ("850.00us", "1.23ms", "1.02s") in milliseconds
 #   cpu_ticks PID                utime+stime of a process, in clock ticks ($TICK per second)
 #   cpu_us_per_request TICKS N   CPU microseconds per request for TICKS spent on N requests
+#   stop_one PID                 stops one process started here (TERM, then waits) and takes it
+#                                out of $PIDS
+#   wrk_measure TICKS URL CONNS [WRK ARG…]
+#                                wrk for $WARMUP s, then for $DURATION s with --latency (threads:
+#                                $WRK_THREADS); TICKS is a command printing the CPU ticks of what
+#                                is measured. Sets rps, p50, p99 (ms), errors and cpu (µs/request)
 
 ROOT="${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 export PATH="$PATH:/usr/sbin"
@@ -101,4 +107,27 @@ TICK="$(getconf CLK_TCK)"
 
 cpu_us_per_request() {
     awk -v t="$1" -v hz="$TICK" -v n="$2" 'BEGIN { printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0) }'
+}
+
+stop_one() {
+    local pid kept=()
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    for pid in "${PIDS[@]}"; do [ "$pid" = "$1" ] || kept+=("$pid"); done
+    PIDS=("${kept[@]}")
+}
+
+wrk_measure() {
+    local ticks="$1" url="$2" conns="$3" before after out requests
+    shift 3
+    wrk -t"$WRK_THREADS" -c"$conns" -d"${WARMUP}s" "$@" "$url" >/dev/null 2>&1 || true
+    before="$($ticks)"
+    out="$(wrk -t"$WRK_THREADS" -c"$conns" -d"${DURATION}s" --latency "$@" "$url" 2>&1)"
+    after="$($ticks)"
+    requests="$(awk '/requests in/ { print $1 }' <<<"$out")"
+    cpu="$(cpu_us_per_request $((after - before)) "$requests")"
+    rps="$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
+    p50="$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"
+    p99="$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
+    errors="$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }' <<<"$out")"
 }

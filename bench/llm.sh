@@ -135,13 +135,6 @@ routes:
     llm: { models: [fast, fast-stream] }
     token_limits: [{ key: ip, tokens: 1000000000/h }]
 EOF
-stop_one() { # pid — stops one process started here (TERM, then waits) and forgets it
-    local pid kept=()
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-    for pid in "${PIDS[@]}"; do [ "$pid" = "$1" ] || kept+=("$pid"); done
-    PIDS=("${kept[@]}")
-}
 start_holdfast() { # [NAME=value…] — Holdfast's environment
     env RUST_LOG=warn "$@" "$HOLDFAST_BIN" run -c "$TMP/holdfast.yaml" 2>>"$TMP/holdfast.log" &
     HOLDFAST_PID=$!
@@ -237,18 +230,8 @@ echo "# bench/llm.sh — $(date -u +%Y-%m-%dT%H:%M:%SZ) — $(nproc) CPUs, load 
 echo "# wrk -t$WRK_THREADS -d${DURATION}s --latency; whole: -c$CONNS; streams: -c$STREAMS; one worker each"
 printf '%-6s %-9s %-7s %10s %9s %9s %8s %10s\n' round who kind "req/s" "p50 ms" "p99 ms" errors "CPU µs/req"
 declare -A SUM_RPS SUM_P99 SUM_P50 SUM_CPU
-measure() { # contender url lua conns — wrk after a warm-up; sets rps p50 p99 errors cpu
-    wrk -t"$WRK_THREADS" -c"$4" -d"${WARMUP}s" -s "$3" "$2" >/dev/null 2>&1 || true
-    local before after out requests
-    before="$(ticks_of "$1")"
-    out="$(wrk -t"$WRK_THREADS" -c"$4" -d"${DURATION}s" --latency -s "$3" "$2" 2>&1)"
-    after="$(ticks_of "$1")"
-    requests="$(awk '/requests in/ { print $1 }' <<<"$out")"
-    cpu="$(cpu_us_per_request $((after - before)) "$requests")"
-    rps="$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
-    p50="$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"
-    p99="$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
-    errors="$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }' <<<"$out")"
+measure() { # contender url lua conns — sets rps p50 p99 errors cpu
+    wrk_measure "ticks_of $1" "$2" "$4" -s "$3"
 }
 for round in $(seq 1 "$ROUNDS"); do
     for stream in 0 1; do

@@ -12,25 +12,36 @@ use std::time::Duration;
 
 /// Runs tests/clients/llm_sdk.py: one chat with `sdk` through `gw`; what the SDK returned.
 async fn sdk(sdk: &str, gw: &Holdfast, model: &str, stream: bool, tool: bool) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/llm_sdk.py");
-    let mut command = tokio::process::Command::new("python3");
-    command
-        .arg(script)
-        .arg(sdk)
-        .arg(format!("http://{}", gw.addr))
-        .arg(model)
-        .arg(if stream { "stream" } else { "whole" });
+    let mut args = vec![
+        sdk.to_owned(),
+        format!("http://{}", gw.addr),
+        model.to_owned(),
+        if stream { "stream" } else { "whole" }.to_owned(),
+    ];
     if tool {
-        command.arg("tool");
+        args.push("tool".to_owned());
     }
-    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+    python_client("llm_sdk.py", &args).await
+}
+
+/// Runs the Python client tests/clients/`script` with `args`: the JSON line it printed.
+pub(crate) async fn python_client(script: &str, args: &[String]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("clients")
+        .join(script);
+    let output = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args(args)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
         .await
-        .expect("the SDK finished")
+        .expect("the client finished")
         .expect("python3 runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
         panic!(
-            "{sdk} printed no JSON: {stdout}\n{}",
+            "{} printed no JSON: {stdout}\n{}",
+            script.display(),
             String::from_utf8_lossy(&output.stderr)
         )
     })

@@ -44,26 +44,20 @@ routes:
 /// Runs tests/clients/llm_resume.py: asks through `ask`, cuts after `cut` chunks, resumes
 /// through `resume`.
 async fn sdk_resume(ask: &Holdfast, resume: &Holdfast, cut: usize) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/llm_resume.py");
-    let output = tokio::process::Command::new("python3")
-        .arg(script)
-        .arg(format!("http://{}", ask.addr))
-        .arg(format!("http://{}", resume.addr))
-        .arg("k-acme")
-        .arg("gpt")
-        .arg(cut.to_string())
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), output)
-        .await
-        .expect("the SDK finished")
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
-        panic!(
-            "the SDK printed no JSON: {stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
+    let args = [
+        format!("http://{}", ask.addr),
+        format!("http://{}", resume.addr),
+        "k-acme".to_owned(),
+        "gpt".to_owned(),
+        cut.to_string(),
+    ];
+    crate::llm::python_client("llm_resume.py", &args).await
+}
+
+/// A provider whose answer is `reply`.
+async fn telling(reply: &str) -> Provider {
+    let reply = reply.to_owned();
+    Provider::start(Kind::OpenAi, Behaviour::Answer { reply }).await
 }
 
 fn chat() -> Value {
@@ -118,13 +112,7 @@ async fn get(gw: &Holdfast, path: &str, key: &str, last: Option<&str>) -> (u16, 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_cut_short_is_resumed_whole_and_only_by_who_asked() {
     let whole = story(120);
-    let openai = Provider::start(
-        Kind::OpenAi,
-        Behaviour::Answer {
-            reply: whole.clone(),
-        },
-    )
-    .await;
+    let openai = telling(&whole).await;
     let gw = Holdfast::start(&config(&openai, "")).await;
 
     // The SDK reads five chunks, loses the connection, resumes after them: the whole answer,
@@ -243,13 +231,7 @@ async fn a_stream_cut_short_is_resumed_whole_and_only_by_who_asked() {
 async fn through_redis_a_stream_resumes_on_another_instance_and_a_dead_one_is_told() {
     let redis = holdfast_tests::RedisServer::start().await;
     let whole = story(120);
-    let openai = Provider::start(
-        Kind::OpenAi,
-        Behaviour::Answer {
-            reply: whole.clone(),
-        },
-    )
-    .await;
+    let openai = telling(&whole).await;
     let backplane = format!(r#"backplane: {{ redis: {{ url: "{}" }} }}"#, redis.url());
     let config = config(&openai, &backplane);
     let mut a = Holdfast::start(&config).await;
