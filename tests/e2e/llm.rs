@@ -810,6 +810,54 @@ routes:
     )
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumable_answer_is_charged_its_usage_though_its_client_left() {
+    let openai = Provider::start(Kind::OpenAi, answer(&"word ".repeat(100))).await;
+    let config = quota_config(&openai, "", "{ key: ip, tokens: 60/2s }")
+        .replace("llm: {}", "llm: { resumable: true }");
+    let gw = Holdfast::start(&config).await;
+    let client = reqwest::Client::new();
+    let mut chat = quota_chat();
+    chat["stream"] = json!(true);
+    // The client leaves as soon as the head is in; the answer is read to its end all the same.
+    let started = client
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(started.status(), 200);
+    let id = started.headers()["holdfast-stream"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    drop(started);
+    let mut cursor = 0;
+    loop {
+        let poll: Value = client
+            .get(gw.url(&format!("/v1/streams/{id}?cursor={cursor}")))
+            .send()
+            .await
+            .expect("poll")
+            .json()
+            .await
+            .expect("json");
+        cursor = poll["cursor"].as_u64().expect("cursor");
+        if poll["done"] == true {
+            break;
+        }
+    }
+    // Its usage (about 100 tokens) was settled when it ended: the quota is in debt.
+    let next = client
+        .post(gw.url("/v1/chat/completions"))
+        .json(&quota_chat())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(next.status(), 429);
+    assert_eq!(openai.count(), 1);
+}
+
 /// A request charged about 23 tokens up front (its bytes ÷ 4, and `max_tokens`): two would fit
 /// in a quota of 60, but the answer's real usage is settled after.
 fn quota_chat() -> Value {

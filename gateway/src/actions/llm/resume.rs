@@ -68,10 +68,11 @@ async fn read(stream: Box<Stream>, mut keeper: Keeper, on_end: Option<OnEnd>) {
             "the answer took longer than the stream's ttl; it was cut there",
         ));
     }
-    keeper.close(usage);
+    // Settled before the end is told, so a client that saw the end is charged what it cost.
     if let Some(on_end) = on_end {
         on_end(usage).await;
     }
+    keeper.close(usage);
 }
 
 /// Where a resumable answer's events go: the kept log, and its mirror.
