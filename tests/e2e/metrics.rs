@@ -57,7 +57,7 @@ llm:
     chat: { targets: [{ provider: flaky, model: m1 }], fallback: [{ provider: steady, model: m2 }] }
 routes:
   - { name: proxied, match: { prefix: /echo }, upstream: pool }
-  - { name: ai, match: { prefix: /v1 }, llm: { cache: { ttl: 60s, allow_sampling: true } } }
+  - { name: ai, match: { prefix: /v1 }, llm: { cache: { ttl: 60s, allow_sampling: true }, resumable: true } }
   - { name: poll, match: { path: /poll, methods: [GET] }, longpoll: { channel: updates, timeout: 20s } }
   - { name: sub, match: { path: "/sub/{ch}", methods: [GET] }, longpoll: { channel: "{ch}" } }
   - { name: slow, match: { path: "/slow/{ch}", methods: [GET] }, longpoll: { channel: "{ch}", max_lag: 16KiB } }
@@ -444,8 +444,24 @@ async fn models(gw: &Holdfast, client: &reqwest::Client, checks: &mut Checks) {
         .await
         .expect("chat");
     assert_eq!(answer.status(), 200);
+    let stream = answer.headers()["holdfast-stream"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
     let text = answer.text().await.expect("stream");
     assert!(text.contains("[DONE]"), "{text}");
+    let resumed = client
+        .get(gw.url(&format!("/v1/streams/{stream}")))
+        .header("last-event-id", "1")
+        .send()
+        .await
+        .expect("resume");
+    assert_eq!(resumed.status(), 200);
+    assert!(resumed.text().await.expect("events").ends_with("\n\n"));
+    checks.counter(
+        "holdfast_llm_resumes_total",
+        &[("route", "ai"), ("result", "events")],
+    );
     let steady = [("route", "ai"), ("provider", "steady"), ("model", "m2")];
     let flaky = [("route", "ai"), ("provider", "flaky"), ("model", "m1")];
     checks.counter(

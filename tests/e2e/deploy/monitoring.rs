@@ -125,7 +125,7 @@ llm:
   models:
     chat: {{ targets: [{{ provider: failing, model: m }}], fallback: [{{ provider: answering, model: m }}] }}
 routes:
-  - {{ name: ai, match: {{ prefix: /v1 }}, llm: {{ cache: {{ ttl: 60s, allow_sampling: true }} }} }}
+  - {{ name: ai, match: {{ prefix: /v1 }}, llm: {{ cache: {{ ttl: 60s, allow_sampling: true }}, resumable: true }} }}
   - {{ name: api, match: {{ prefix: /api }}, upstream: api }}
   - {{ name: private, match: {{ prefix: /private }}, auth: {{ provider: hs }}, upstream: api }}
   - {{ name: partner, match: {{ prefix: /partner }}, auth: {{ provider: idp }}, upstream: api }}
@@ -160,7 +160,23 @@ routes:
         "POST /v1/chat/completions → {} (want 200)",
         status.status()
     ));
+    let stream = status
+        .headers()
+        .get("holdfast-stream")
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let _ = status.text().await;
+    let resumed = client
+        .get(gw.url(&format!("/v1/streams/{stream}")))
+        .send()
+        .await
+        .expect("resume");
+    statuses.push(format!(
+        "GET /v1/streams/<id> → {} (want 200)",
+        resumed.status()
+    ));
+    let _ = resumed.text().await;
     let poll = tokio::spawn(client.get(gw.url("/poll")).send());
     eventually(Duration::from_secs(10), "a held poll", async || {
         gw.metric(r#"holdfast_longpoll_held{route="poll"}"#).await == Some(1.0)

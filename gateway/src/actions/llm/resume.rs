@@ -167,7 +167,14 @@ pub async fn serve(exchange: &mut impl Exchange, admitted: &Admitted<'_>, id: &s
         Err(problem) => return Served::Reply(Reply::problem(&problem)),
     };
     let owner = admitted.owner();
+    let counted = |result: &str| {
+        crate::observe::metrics::METRICS
+            .llm_resumes
+            .with_label_values(&[&admitted.route.name, result])
+            .inc();
+    };
     let Some(source) = find(id, owner.as_deref()).await else {
+        counted("not_found");
         let problem = Problem::new(
             404,
             "not-found",
@@ -178,12 +185,14 @@ pub async fn serve(exchange: &mut impl Exchange, admitted: &Admitted<'_>, id: &s
     };
     let follower = Follower::new(source, after);
     if long_poll.is_some() {
+        counted("poll");
         return match follower.poll(exchange, id, POLL_HOLD).await {
             Some(reply) => Served::Reply(reply),
             // The client left while held: nothing to answer.
             None => Served::Gone,
         };
     }
+    counted("events");
     let head = Reply::new(200)
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")
