@@ -54,7 +54,9 @@ pub fn detach(
     let keeper = Keeper {
         log,
         mirror,
-        deadline: Box::pin(tokio::time::sleep(ttl)),
+        // Pingora's timer wheel: a Tokio timer would wake the runtime's thread through its
+        // eventfd on every answer.
+        deadline: Box::pin(pingora::time::sleep(ttl)),
     };
     tokio::spawn(read(stream, keeper, on_end));
     (id, follower)
@@ -80,7 +82,7 @@ struct Keeper {
     log: Arc<Log>,
     mirror: Option<Mirror>,
     /// `ttl` after the answer began: it is cut there.
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    deadline: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 impl Keeper {

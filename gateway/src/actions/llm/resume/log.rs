@@ -29,10 +29,67 @@ pub struct Log {
 
 #[derive(Default)]
 struct State {
-    events: Vec<Bytes>,
+    events: Events,
     /// When the answer ended (completely or not: a failure is told by its last event).
     ended: Option<Instant>,
     usage: Option<Usage>,
+}
+
+/// The events: one allocation each while the answer comes, then (kept for `ttl`) one for
+/// all, with where each ends — a kept answer costs little more than its bytes.
+enum Events {
+    Coming(Vec<Bytes>),
+    Kept { all: Bytes, ends: Vec<usize> },
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events::Coming(Vec::new())
+    }
+}
+
+impl Events {
+    fn len(&self) -> usize {
+        match self {
+            Events::Coming(events) => events.len(),
+            Events::Kept { ends, .. } => ends.len(),
+        }
+    }
+
+    /// The events after the first `from`.
+    fn after(&self, from: usize) -> Vec<Bytes> {
+        match self {
+            Events::Coming(events) => events.get(from..).unwrap_or_default().to_vec(),
+            Events::Kept { all, ends } => {
+                let mut start = from
+                    .checked_sub(1)
+                    .and_then(|i| ends.get(i))
+                    .copied()
+                    .unwrap_or(0);
+                let mut events = Vec::new();
+                for &end in ends.get(from..).unwrap_or_default() {
+                    events.push(all.slice(start..end));
+                    start = end;
+                }
+                events
+            }
+        }
+    }
+
+    /// Puts the events in one allocation.
+    fn keep(&mut self) {
+        let Events::Coming(events) = self else { return };
+        let mut all = Vec::with_capacity(events.iter().map(Bytes::len).sum());
+        let mut ends = Vec::with_capacity(events.len());
+        for event in events.iter() {
+            all.extend_from_slice(event);
+            ends.push(all.len());
+        }
+        *self = Events::Kept {
+            all: Bytes::from(all),
+            ends,
+        };
+    }
 }
 
 /// The events after a position, and whether nothing will follow them.
@@ -79,11 +136,13 @@ impl Log {
         if state.ended.is_some() {
             return Vec::new();
         }
+        let Events::Coming(kept) = &mut state.events else {
+            return Vec::new();
+        };
         let mut appended = Vec::new();
         for event in split_events(events) {
-            let number = state.events.len() + 1;
-            let framed = frame(event, &self.id, number);
-            state.events.push(framed.clone());
+            let framed = frame(event, &self.id, kept.len() + 1);
+            kept.push(framed.clone());
             appended.push(framed);
         }
         drop(state);
@@ -99,6 +158,7 @@ impl Log {
         if state.ended.is_none() {
             state.ended = Some(Instant::now());
             state.usage = usage;
+            state.events.keep();
         }
         drop(state);
         self.changed.send_replace(());
@@ -115,7 +175,7 @@ impl Log {
             .unwrap_or(usize::MAX)
             .min(state.events.len());
         Batch {
-            events: state.events[from..].to_vec(),
+            events: state.events.after(from),
             ended: state.ended.is_some(),
             usage: state.usage,
         }
@@ -222,6 +282,14 @@ mod tests {
         assert_eq!(batch.events.len(), 2);
         assert!(!batch.ended);
         log.close(None);
+        let kept = log.after(0);
+        assert!(kept.ended);
+        assert_eq!(
+            kept.events,
+            [&appended[..], &named[..]].concat(),
+            "the same once kept"
+        );
+        assert_eq!(log.after(2).events, named);
         assert!(log.after(3).ended);
         assert!(log.after(99).events.is_empty(), "past the end: nothing");
         assert!(
