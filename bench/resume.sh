@@ -5,8 +5,8 @@
 # stream: a short one (port PORT_BASE: role chunk, two content chunks, finish, usage, [DONE])
 # and a long one (PORT_BASE+1: $CHUNKS content chunks of about 100 bytes of JSON each).
 #   1. Streams: the short stream through an `llm` route and through the same route with
-#      `resumable` (ttl 5 s, so memory stays bounded), wrk -c$CONNS; req/s, p50/p99 and CPU µs
-#      per request, and resumable ÷ llm. (No other gateway keeps AI answers to resume them:
+#      `resumable` (ttl 5 s, so memory stays bounded), wrk -c$CONNS, $ROUNDS rounds in swapped
+#      order; req/s, p50/p99 and CPU µs per request, and resumable ÷ llm. (No other gateway keeps AI answers to resume them:
 #      the anchor is Holdfast's own route without it.)
 #   2. Memory per kept answer: a fresh process (MIMALLOC_ALLOW_THP=0, as README recommends for
 #      instances that hold many streams, and once as shipped), $KEPT long answers asked and
@@ -18,7 +18,7 @@
 #      SKIP_REDIS=1) on a second instance that reads it from the backplane.
 #
 # Run:    bench/resume.sh                     (~2 min)
-# Knobs:  DURATION=8 WARMUP=2 CONNS=64 RESUMERS=16 CHUNKS=200 KEPT=1000 PARALLEL=16
+# Knobs:  DURATION=8 ROUNDS=2 WARMUP=2 CONNS=64 RESUMERS=16 CHUNKS=200 KEPT=1000 PARALLEL=16
 #         WRK_THREADS=2 PORT_BASE=28900 HOLDFAST_BIN=… SKIP_REDIS=1
 # Needs:  nginx, wrk, curl, redis-server (Debian packages). Loopback only; everything started
 #         is stopped on exit.
@@ -26,6 +26,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DURATION="${DURATION:-8}"
+ROUNDS="${ROUNDS:-2}"
 WARMUP="${WARMUP:-2}"
 CONNS="${CONNS:-64}"
 RESUMERS="${RESUMERS:-16}"
@@ -126,18 +127,23 @@ echo "# bench/resume.sh — $(date -u +%Y-%m-%dT%H:%M:%SZ) — $(nproc) CPUs, lo
 config "$HOLDFAST_PORT" "$ADMIN_PORT" 5s "" >"$TMP/one.yaml"
 start_holdfast "$TMP/one.yaml" "$HOLDFAST_PORT"
 ONE=$STARTED
-echo "# 1. short streams (5 events), wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s; one worker"
+echo "# 1. short streams (5 events), wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s; one worker; $ROUNDS rounds, the order swapped each round"
 row who "req/s" "p50 ms" "p99 ms" errors "CPU µs/req"
 declare -A RPS CPU
-for who in llm resumable; do
-    path=/v1/chat/completions
-    [ "$who" = resumable ] && path=/kept/v1/chat/completions
-    measure "$ONE" "http://127.0.0.1:$HOLDFAST_PORT$path" "$CONNS" -s "$(lua short short)"
-    row "$who" "$rps" "$p50" "$p99" "$errors" "$cpu"
-    RPS[$who]=$rps CPU[$who]=$cpu
+order=(llm resumable)
+for round in $(seq 1 "$ROUNDS"); do
+    for who in "${order[@]}"; do
+        path=/v1/chat/completions
+        [ "$who" = resumable ] && path=/kept/v1/chat/completions
+        measure "$ONE" "http://127.0.0.1:$HOLDFAST_PORT$path" "$CONNS" -s "$(lua short short)"
+        row "$round $who" "$rps" "$p50" "$p99" "$errors" "$cpu"
+        RPS[$who]="$(awk -v a="${RPS[$who]:-0}" -v b="$rps" 'BEGIN { print a + b }')"
+        CPU[$who]="$(awk -v a="${CPU[$who]:-0}" -v b="$cpu" 'BEGIN { print a + b }')"
+    done
+    order=("${order[1]}" "${order[0]}")
 done
-awk -v a="${RPS[resumable]}" -v b="${RPS[llm]}" -v ca="${CPU[resumable]}" -v cb="${CPU[llm]}" \
-    'BEGIN { printf "resumable ÷ llm: %.2f in req/s, CPU %+.1f µs/request\n", a / b, ca - cb }'
+awk -v a="${RPS[resumable]}" -v b="${RPS[llm]}" -v ca="${CPU[resumable]}" -v cb="${CPU[llm]}" -v n="$ROUNDS" \
+    'BEGIN { printf "mean: resumable ÷ llm %.2f in req/s, CPU %.1f against %.1f µs/request (%+.1f)\n", a / b, ca / n, cb / n, (ca - cb) / n }'
 stop_one "$ONE"
 
 # 2. Memory per kept answer.

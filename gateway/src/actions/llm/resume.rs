@@ -58,7 +58,9 @@ pub fn detach(
         // eventfd on every answer.
         deadline: Box::pin(pingora::time::sleep(ttl)),
     };
-    tokio::spawn(read(stream, keeper, on_end));
+    // Boxed: the reading's future is as large as its largest state (a provider's read in
+    // flight), and spawning moves it more than once.
+    tokio::spawn(Box::pin(read(stream, keeper, on_end)));
     (id, follower)
 }
 
