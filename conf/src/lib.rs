@@ -39,12 +39,12 @@ pub use duration::Duration;
 pub use env::EnvString;
 pub use error::{ConfigError, ConfigErrors, FieldError};
 pub use limits::{
-    parse_cidr, Concurrency, HeadersWithUnderscores, KeySource, Rate, RateLimit, TokenLimit,
-    MAX_RATE_LIMITS,
+    parse_cidr, Concurrency, HeadersWithUnderscores, KeySource, Rate, RateLimit, SpendLimit,
+    TokenLimit, MAX_RATE_LIMITS,
 };
 pub use listener::{Certificate, Listener, ListenerTls};
 pub use llm::{
-    AnswerCache, CacheStore, FallbackOn, Llm, LlmRoute, ModelAlias, Provider, ProviderKind,
+    AnswerCache, CacheStore, FallbackOn, Llm, LlmRoute, ModelAlias, Price, Provider, ProviderKind,
     Resumable, Target,
 };
 pub use load::{load, load_str};

@@ -78,6 +78,60 @@ impl TokenLimit {
     }
 }
 
+/// One spend budget of an `llm` route: `{ key: claim.sub, budget: 5.00/d }`, in US dollars
+/// at the prices of `llm.prices`. A request is charged the most its estimate could cost (its
+/// input at four bytes a token and its `max_tokens`, at the dearest of its alias's models),
+/// and the difference to what its answer did cost, at the serving model's prices, once it is
+/// in. Counted in micro-dollars: a budget is at most $1 a second (`86400/d`).
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpendLimit {
+    /// What the budget counts by, as for rate limits.
+    #[serde(default = "default_key")]
+    pub key: String,
+    /// Dollars per window: `5/d`, `0.50/h`, `100/30d`; at most six decimals.
+    pub budget: String,
+    /// The name in `RateLimit-Policy` and in the metric's `limit` label; default
+    /// `spend:KEY:BUDGET`.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl SpendLimit {
+    /// The budget as a rate limit whose unit is a micro-dollar (a budget may be spent at
+    /// once); `Err` says why the budget cannot be read.
+    pub fn as_rate_limit(&self) -> Result<RateLimit, String> {
+        let (amount, window) = self
+            .budget
+            .split_once('/')
+            .ok_or_else(|| format!("`{}`: write DOLLARS/WINDOW, as `5/d`", self.budget))?;
+        let micros = micro_dollars(amount.trim())
+            .ok_or_else(|| format!("`{amount}` is not an amount of dollars such as 5 or 0.25"))?;
+        Ok(RateLimit {
+            key: self.key.clone(),
+            rate: format!("{micros}/{window}"),
+            burst: None,
+            name: Some(
+                self.name
+                    .clone()
+                    .unwrap_or_else(|| format!("spend:{}:{}", self.key, self.budget)),
+            ),
+        })
+    }
+}
+
+/// `5`, `0.25`, `12.500000` in micro-dollars: digits, at most one point, at most six decimals.
+fn micro_dollars(amount: &str) -> Option<u64> {
+    let (whole, fraction) = amount.split_once('.').unwrap_or((amount, ""));
+    let digits = |text: &str| text.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > 6 {
+        return None;
+    }
+    let whole: u64 = whole.parse().ok()?;
+    let fraction: u64 = format!("{fraction:0<6}").parse().ok()?;
+    whole.checked_mul(1_000_000)?.checked_add(fraction)
+}
+
 /// What happens to request headers whose names contain `_` (`limits.headers_with_underscores`).
 /// CGI-style origins (PHP, WSGI, Rack behind a CGI bridge) read `X_User_Id`, `X-User_Id` and
 /// `x-user-id` all as `HTTP_X_USER_ID`, so a client's look-alike can pass for a header the

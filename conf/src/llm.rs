@@ -15,6 +15,17 @@ pub struct Llm {
     /// The names clients send as `model`, each mapped to providers' real models.
     #[serde(default)]
     pub models: BTreeMap<String, ModelAlias>,
+    /// What models cost, by the provider's model name, for routes' `spend_limits`.
+    #[serde(default)]
+    pub prices: BTreeMap<String, Price>,
+}
+
+/// A model's prices, in US dollars per million tokens (as providers publish them).
+#[derive(Clone, Copy, Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
 }
 
 /// A model provider.
@@ -301,8 +312,26 @@ pub(crate) fn check(config: &Config, errors: &mut Vec<FieldError>) {
             ));
         }
     }
+    for (model, price) in &llm.prices {
+        for (side, value) in [("input", price.input), ("output", price.output)] {
+            if !value.is_finite() || value < 0.0 {
+                errors.push(FieldError::new(
+                    format!("llm.prices.{model}.{side}"),
+                    "must be a number of dollars per million tokens, 0 or more",
+                ));
+            }
+        }
+    }
     for (index, route) in config.routes.iter().enumerate() {
         let Some(action) = &route.llm else { continue };
+        if !route.spend_limits.is_empty() {
+            check_priced(
+                llm,
+                action,
+                &format!("routes[{index}].spend_limits"),
+                errors,
+            );
+        }
         if llm.models.is_empty() {
             errors.push(FieldError::new(
                 format!("routes[{index}].llm"),
@@ -334,6 +363,30 @@ pub(crate) fn check(config: &Config, errors: &mut Vec<FieldError>) {
                 ));
             }
         }
+    }
+}
+
+/// Every model a route with spend budgets may be served by has a price.
+fn check_priced(llm: &Llm, action: &LlmRoute, at: &str, errors: &mut Vec<FieldError>) {
+    let served = llm
+        .models
+        .iter()
+        .filter(|(alias, _)| action.models.is_empty() || action.models.contains(alias));
+    let mut unpriced: Vec<&str> = served
+        .flat_map(|(_, alias)| alias.targets.iter().chain(&alias.fallback))
+        .map(|target| target.model.as_str())
+        .filter(|model| !llm.prices.contains_key(*model))
+        .collect();
+    unpriced.sort_unstable();
+    unpriced.dedup();
+    if !unpriced.is_empty() {
+        errors.push(FieldError::new(
+            at,
+            format!(
+                "spend budgets need the price of every model the route may use; `llm.prices` has none for {}",
+                unpriced.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+            ),
+        ));
     }
 }
 
@@ -413,6 +466,48 @@ routes:
             &format!("{HEAD}  - {{ name: ai, llm: {{ cache: {{ store: disk }} }} }}\n"),
         );
         assert!(unknown.is_err());
+    }
+
+    #[test]
+    fn spend_budgets_need_dollars_and_the_prices_of_the_routes_models() {
+        let priced = HEAD.replace(
+            "routes:\n",
+            "  prices: { m: { input: 0.15, output: 0.6 } }\nroutes:\n",
+        );
+        let errors_with = |head: &str, route: &str| {
+            let config = load_str(Path::new("c.yaml"), &format!("{head}{route}"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            match validate(&config) {
+                Ok(()) => vec![],
+                Err(errors) => errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            }
+        };
+        let route = "  - { name: ai, llm: {}, spend_limits: [{ budget: 5/d }, { budget: 0.25/h, name: hourly }] }\n";
+        assert!(errors_with(&priced, route).is_empty());
+        assert_eq!(
+            errors_with(HEAD, route),
+            ["c.yaml:10:26: routes[0].spend_limits: spend budgets need the price of every model the route may use; `llm.prices` has none for `m`"]
+        );
+        assert_eq!(
+            errors_with(
+                &priced,
+                "  - { name: ai, llm: {}, spend_limits: [{ budget: 5 }, { budget: 1.2345678/d }, { budget: 100000/d }] }\n"
+            ),
+            [
+                "c.yaml:11:43: routes[0].spend_limits[0].budget: `5`: write DOLLARS/WINDOW, as `5/d`",
+                "c.yaml:11:58: routes[0].spend_limits[1].budget: `1.2345678` is not an amount of dollars such as 5 or 0.25",
+                "c.yaml:11:83: routes[0].spend_limits[2].budget: `100000/d`: more than $1 a second cannot be counted",
+            ]
+        );
+        assert_eq!(
+            errors_with(&priced, "  - { name: p, upstream: api, spend_limits: [{ budget: 1/d }] }\n"),
+            ["c.yaml:11:31: routes[0].spend_limits: spend budgets count what `llm` routes that answer at once cost (not jobs)"]
+        );
+        let negative = priced.replace("input: 0.15", "input: -1");
+        assert_eq!(
+            errors_with(&negative, route),
+            ["c.yaml:9:18: llm.prices.m.input: must be a number of dollars per million tokens, 0 or more"]
+        );
     }
 
     #[test]

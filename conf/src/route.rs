@@ -37,6 +37,10 @@ pub struct Route {
     /// Token quotas of an `llm` route, all of which a request must pass.
     #[serde(default)]
     pub token_limits: Vec<crate::TokenLimit>,
+    /// Spend budgets of an `llm` route, in dollars at `llm.prices`, all of which a request
+    /// must pass.
+    #[serde(default)]
+    pub spend_limits: Vec<crate::SpendLimit>,
     /// Caps on requests in flight (held polls included), route-wide and per key.
     #[serde(default)]
     pub concurrency: Option<crate::Concurrency>,

@@ -324,6 +324,9 @@ fn check_limits(route: &crate::Route, at: &str, errors: &mut Vec<FieldError>) {
     for (j, limit) in route.token_limits.iter().enumerate() {
         key_check(&limit.key, format!("{at}.token_limits[{j}].key"));
     }
+    for (j, limit) in route.spend_limits.iter().enumerate() {
+        key_check(&limit.key, format!("{at}.spend_limits[{j}].key"));
+    }
     if let Some(concurrency) = &route.concurrency {
         key_check(&concurrency.key, format!("{at}.concurrency.key"));
         for (field, value) in [
@@ -354,6 +357,38 @@ fn check_limits(route: &crate::Route, at: &str, errors: &mut Vec<FieldError>) {
         errors.push(FieldError::new(
             format!("{at}.token_limits"),
             "token quotas count the tokens of `llm` routes that answer at once (not jobs)",
+        ));
+    }
+    let mut budgets = Vec::new();
+    for (j, limit) in route.spend_limits.iter().enumerate() {
+        let counted = limit.as_rate_limit().and_then(|rate| {
+            crate::Rate::parse(&rate.rate)
+                .map(|_| rate)
+                .map_err(|message| {
+                    if message.contains("microsecond") {
+                        format!(
+                            "`{}`: more than $1 a second cannot be counted",
+                            limit.budget
+                        )
+                    } else {
+                        format!("`{}`: {message}", limit.budget)
+                    }
+                })
+        });
+        match counted {
+            Ok(rate) => budgets.push(rate),
+            Err(message) => errors.push(FieldError::new(
+                format!("{at}.spend_limits[{j}].budget"),
+                message,
+            )),
+        }
+    }
+    // The rates were checked above; the names are checked with the rest.
+    check_rates(&budgets, &format!("{at}.spend_limits"), "budget", errors);
+    if !route.spend_limits.is_empty() && (route.llm.is_none() || route.job.is_some()) {
+        errors.push(FieldError::new(
+            format!("{at}.spend_limits"),
+            "spend budgets count what `llm` routes that answer at once cost (not jobs)",
         ));
     }
 }

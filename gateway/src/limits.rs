@@ -46,6 +46,8 @@ pub struct RouteLimits {
     rates: Rules,
     /// Token quotas: rates whose unit is one token.
     tokens: Rules,
+    /// Spend budgets: rates whose unit is one micro-dollar.
+    spend: Rules,
     in_flight: Option<(Arc<InFlight>, KeySource)>,
 }
 
@@ -54,6 +56,7 @@ impl RouteLimits {
     pub fn compile(route: &conf::Route) -> Option<Arc<Self>> {
         if route.rate_limits.is_empty()
             && route.token_limits.is_empty()
+            && route.spend_limits.is_empty()
             && route.concurrency.is_none()
         {
             return None;
@@ -63,6 +66,11 @@ impl RouteLimits {
             .iter()
             .map(conf::TokenLimit::as_rate_limit)
             .collect();
+        let spend: Vec<conf::RateLimit> = route
+            .spend_limits
+            .iter()
+            .filter_map(|limit| limit.as_rate_limit().ok()) // refused by conf::validate
+            .collect();
         let in_flight = route.concurrency.as_ref().and_then(|c| {
             let key = KeySource::parse(&c.key).ok()?;
             Some((Arc::new(InFlight::new(c.max_in_flight, c.max_per_key)), key))
@@ -71,13 +79,14 @@ impl RouteLimits {
             rates: Rules::compile(&route.name, "", &route.rate_limits),
             // Apart from the request limits in the stores, whatever their names.
             tokens: Rules::compile(&route.name, "tokens:", &tokens),
+            spend: Rules::compile(&route.name, "spend:", &spend),
             in_flight,
         }))
     }
 
-    /// The route counts tokens.
+    /// The route counts tokens, or what they cost.
     pub fn counts_tokens(&self) -> bool {
-        !self.tokens.list.is_empty()
+        !self.tokens.list.is_empty() || !self.spend.list.is_empty()
     }
 }
 
@@ -297,88 +306,142 @@ pub async fn admit(
     Ok(slot)
 }
 
-/// What a request was charged against its route's token quotas, to be corrected once the
-/// provider's usage is known.
+/// What a request was charged against its route's token quotas and spend budgets, to be
+/// corrected once the provider's usage is known.
 pub struct TokenCharge {
+    tokens: Option<Part>,
+    spend: Option<Part>,
+}
+
+/// A charge against one kind of rule.
+struct Part {
     keys: RateKeys,
     estimate: u64,
     /// Charged in Redis (else in this instance's store, where it is corrected too).
     in_redis: bool,
 }
 
-/// Charges `estimate` tokens against the route's token quotas: the charge, or the 429 that
-/// refuses the request when a quota is spent.
+/// What a request is charged before its answer, or what its answer cost: tokens, and
+/// micro-dollars.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cost {
+    pub tokens: u64,
+    pub spend: u64,
+}
+
+/// Charges `estimate` against the route's token quotas and spend budgets: the charge, or the
+/// 429 that refuses the request when one is spent (and nothing is charged).
 pub async fn charge_tokens(
     limiter: &Limiter,
     trusted: &TrustedProxies,
     limits: &RouteLimits,
     subject: &Subject<'_>,
-    estimate: u64,
+    estimate: Cost,
 ) -> Result<TokenCharge, Problem> {
-    let keys = keys_for(limiter, trusted, &limits.tokens, subject);
-    // A request may ask more than a quota's burst: charged the burst, it can pass when the
+    let tokens = charge_part(limiter, trusted, &limits.tokens, subject, estimate.tokens).await;
+    let tokens = tokens.map_err(|(rule, retry)| {
+        refusal(
+            &limits.tokens,
+            subject.route,
+            rule,
+            retry,
+            "token-limited",
+            "token quota",
+        )
+    })?;
+    let spend = charge_part(limiter, trusted, &limits.spend, subject, estimate.spend).await;
+    let spend = match spend {
+        Ok(spend) => spend,
+        Err((rule, retry)) => {
+            // Refused: what the token quotas were charged is given back.
+            if let Some(part) = tokens {
+                settle_part(limiter, &limits.tokens, part, 0).await;
+            }
+            return Err(refusal(
+                &limits.spend,
+                subject.route,
+                rule,
+                retry,
+                "spend-limited",
+                "spend budget",
+            ));
+        }
+    };
+    Ok(TokenCharge { tokens, spend })
+}
+
+/// Charges `estimate` units against `rules` (`None` when there are none); the refusing rule
+/// and nanoseconds until retry when one is spent.
+async fn charge_part<'l>(
+    limiter: &Limiter,
+    trusted: &TrustedProxies,
+    rules: &'l Rules,
+    subject: &Subject<'_>,
+    estimate: u64,
+) -> Result<Option<Part>, (&'l RateRule, u64)> {
+    if rules.list.is_empty() {
+        return Ok(None);
+    }
+    let keys = keys_for(limiter, trusted, rules, subject);
+    // A request may ask more than a rule's burst: charged the burst, it can pass when the
     // quota is whole, and its real usage is settled after.
-    let burst = limits
-        .tokens
+    let burst = rules
         .list
         .iter()
         .map(|rule| rule.tolerance / rule.emission.max(1))
         .min();
     let estimate = estimate.min(burst.unwrap_or(u64::MAX)).max(1);
-    let (refused, in_redis) = check_rules(limiter, &limits.tokens, &keys, estimate).await;
-    if let Some((rule, retry_nanos)) = refused {
-        return Err(refusal(
-            &limits.tokens,
-            subject.route,
-            rule,
-            retry_nanos,
-            "token-limited",
-            "token quota",
-        ));
+    let (refused, in_redis) = check_rules(limiter, rules, &keys, estimate).await;
+    match refused {
+        Some(refused) => Err(refused),
+        None => Ok(Some(Part {
+            keys,
+            estimate,
+            in_redis,
+        })),
     }
-    Ok(TokenCharge {
-        keys,
-        estimate,
-        in_redis,
-    })
 }
 
-/// Corrects a charge with the tokens the answer really cost (`used`; `None` when the provider
-/// gave no usage: the estimate stands).
+/// Corrects a charge with what the answer really cost (`used`; `None` when the provider gave
+/// no usage: the estimate stands).
 pub async fn settle_tokens(
     limiter: &Limiter,
     limits: &RouteLimits,
     charge: TokenCharge,
-    used: Option<u64>,
+    used: Option<Cost>,
 ) {
     let Some(used) = used else { return };
-    let tokens = i128::from(used) - i128::from(charge.estimate);
-    if tokens == 0 {
+    if let Some(part) = charge.tokens {
+        settle_part(limiter, &limits.tokens, part, used.tokens).await;
+    }
+    if let Some(part) = charge.spend {
+        settle_part(limiter, &limits.spend, part, used.spend).await;
+    }
+}
+
+async fn settle_part(limiter: &Limiter, rules: &Rules, part: Part, used: u64) {
+    let units = i128::from(used) - i128::from(part.estimate);
+    if units == 0 {
         return;
     }
     let delta = |rule: &RateRule| -> i64 {
-        i64::try_from(tokens * i128::from(rule.emission)).unwrap_or(if tokens > 0 {
+        i64::try_from(units * i128::from(rule.emission)).unwrap_or(if units > 0 {
             i64::MAX
         } else {
             i64::MIN
         })
     };
-    if charge.in_redis {
+    if part.in_redis {
         // Where it was charged; should Redis not take the correction, it is lost (the estimate
         // stands) rather than made where nothing was charged.
         if let Some(redis) = &limiter.redis {
-            let deltas: Vec<i64> = limits
-                .tokens
-                .list
-                .iter()
-                .map(|rule| delta(rule) / 1000)
-                .collect();
-            redis.adjust(&charge.keys.redis, &deltas).await;
+            let deltas: Vec<i64> = rules.list.iter().map(|rule| delta(rule) / 1000).collect();
+            redis.adjust(&part.keys.redis, &deltas).await;
         }
         return;
     }
     let now = limiter.local.now();
-    for (rule, &key) in limits.tokens.list.iter().zip(&charge.keys.local) {
+    for (rule, &key) in rules.list.iter().zip(&part.keys.local) {
         limiter.local.adjust(key, now, delta(rule));
     }
 }

@@ -811,6 +811,58 @@ routes:
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_spend_budget_is_charged_at_the_models_prices_and_refuses_once_spent() {
+    // 100 output tokens at $10 per million: 1,000 micro-dollars, the whole budget of $0.001.
+    let openai = Provider::start(Kind::OpenAi, answer(&"word ".repeat(100))).await;
+    let config = quota_config(&openai, "", "{ key: ip, budget: 0.001/2s }")
+        .replace("token_limits:", "spend_limits:")
+        .replace(
+            "  models:",
+            "  prices: { gpt-4o-mini: { input: 1, output: 10 } }\n  models:",
+        );
+    let gw = Holdfast::start(&config).await;
+    let client = reqwest::Client::new();
+    let chat = quota_chat();
+    let post = || {
+        client
+            .post(gw.url("/v1/chat/completions"))
+            .json(&chat)
+            .send()
+    };
+    // The first is charged its estimate (about 70 micro-dollars), then what it cost.
+    assert_eq!(post().await.expect("post").status(), 200);
+    let refused = post().await.expect("post");
+    assert_eq!(refused.status(), 429);
+    let header = |name: &str| {
+        refused
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    let retry: u64 = header("retry-after").parse().expect("seconds");
+    assert_eq!(
+        header("ratelimit-policy"),
+        r#""spend:ip:0.001/2s";q=1000;w=2"#
+    );
+    assert_eq!(
+        header("ratelimit"),
+        format!(r#""spend:ip:0.001/2s";r=0;t={retry}"#)
+    );
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(
+        body,
+        json!({"type": "urn:holdfast:problem:spend-limited", "title": "Too Many Requests",
+               "status": 429,
+               "detail": format!("spend budget `spend:ip:0.001/2s` exceeded; retry in {retry}s")})
+    );
+    assert_eq!(openai.count(), 1, "the refused request was not sent");
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(post().await.expect("post").status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_resumable_answer_is_charged_its_usage_though_its_client_left() {
     let openai = Provider::start(Kind::OpenAi, answer(&"word ".repeat(100))).await;
     let config = quota_config(&openai, "", "{ key: ip, tokens: 60/2s }")

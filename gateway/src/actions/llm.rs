@@ -43,6 +43,23 @@ pub struct Record {
     pub model: String,
     pub usage: Option<translate::Usage>,
     pub fallbacks: usize,
+    /// The model's price, when `llm.prices` has it.
+    pub price: Option<conf::Price>,
+}
+
+impl Record {
+    /// What `usage` cost at this record's model.
+    pub fn cost(&self, usage: translate::Usage) -> limits::Cost {
+        cost(self.price, usage)
+    }
+}
+
+/// What `usage` cost at `price`: tokens, and micro-dollars.
+fn cost(price: Option<conf::Price>, usage: translate::Usage) -> limits::Cost {
+    limits::Cost {
+        tokens: usage.input + usage.output,
+        spend: crate::core::spec::llm::cost(price, usage.input, usage.output),
+    }
 }
 
 /// The door a request came in by.
@@ -126,10 +143,11 @@ pub async fn serve(
         (Served::Stream(head, stream), Some(ttl)) => {
             // The answer outlives the client's request: its tokens are settled when it ends
             // (without usage, at the estimate).
+            let price = record.as_ref().and_then(|record| record.price);
             let on_end = charge.zip(settle_in).map(|(charge, (limiter, limits))| {
                 Box::new(move |usage: Option<translate::Usage>| {
                     Box::pin(async move {
-                        let used = usage.map(|usage| usage.input + usage.output);
+                        let used = usage.map(|usage| cost(price, usage));
                         limits::settle_tokens(&limiter, &limits, charge, used).await;
                     })
                         as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
@@ -235,16 +253,20 @@ impl Asked {
         translate::streams(&self.request)
     }
 
-    /// The tokens the request is charged before its usage is known: its input at four bytes a
-    /// token (the usual rate of English text; JSON's punctuation makes it an overestimate),
-    /// and its answer's limit.
-    pub fn estimate(&self) -> u64 {
+    /// What the request is charged before its usage is known: its input at four bytes a
+    /// token (the usual rate of English text; JSON's punctuation makes it an overestimate) and
+    /// its answer's limit, in tokens, and what they would cost at the dearest of the alias's
+    /// models.
+    pub fn estimate(&self) -> limits::Cost {
         let input = self.raw.len() as u64 / 4;
         let answer = ["max_completion_tokens", "max_tokens"]
             .iter()
             .find_map(|field| self.request.get(*field).and_then(serde_json::Value::as_u64))
             .unwrap_or(DEFAULT_ANSWER_TOKENS);
-        input.saturating_add(answer)
+        limits::Cost {
+            tokens: input.saturating_add(answer),
+            spend: self.alias.most_cost(input, answer),
+        }
     }
 }
 
@@ -331,6 +353,7 @@ pub async fn ask(
             model: target.model.clone(),
             usage: tried.usage,
             fallbacks: tried.failures.len(),
+            price: target.price,
         });
         match outcome {
             attempt::Outcome::Served(served) => return served,

@@ -268,12 +268,13 @@ async fn serve_llm(
         }
     };
     if let (Some(charge), Some(limits)) = (charge, token_limits) {
-        let usage = ctx.llm.as_ref().and_then(|record| record.usage);
+        let record = ctx.llm.as_deref();
+        let usage = record.and_then(|record| Some(record.cost(record.usage?)));
         // Without usage, an answer keeps its estimate; what no provider answered costs nothing.
         let used = match usage {
-            Some(usage) => Some(usage.input + usage.output),
+            Some(used) => Some(used),
             None if from_provider => None,
-            None => Some(0),
+            None => Some(limits::Cost::default()),
         };
         limits::settle_tokens(&runtime.limiter, limits, charge, used).await;
     }

@@ -54,6 +54,22 @@ pub struct Target {
     pub provider: Arc<ProviderSpec>,
     pub model: String,
     pub weight: u32,
+    /// What it costs, when `llm.prices` says.
+    pub price: Option<conf::Price>,
+}
+
+/// Micro-dollars for `tokens` at `dollars_per_million` (one micro-dollar a token at $1 per
+/// million), rounded up.
+fn micro_dollars(tokens: u64, dollars_per_million: f64) -> u64 {
+    // An f64 keeps every count of tokens a request can have exactly enough for this.
+    (tokens as f64 * dollars_per_million).ceil() as u64
+}
+
+/// What `input` and `output` tokens cost at `price`, in micro-dollars (0 without a price).
+pub fn cost(price: Option<conf::Price>, input: u64, output: u64) -> u64 {
+    price.map_or(0, |price| {
+        micro_dollars(input, price.input).saturating_add(micro_dollars(output, price.output))
+    })
 }
 
 /// A model alias clients name.
@@ -87,6 +103,20 @@ impl AliasSpec {
     /// Whether `failure` moves a request on to the next target.
     pub fn falls_back_on(&self, failure: FallbackOn) -> bool {
         self.fallback_on.contains(&failure)
+    }
+
+    /// The most `input` and `output` tokens may cost, at the dearest of the targets that may
+    /// serve, in micro-dollars.
+    pub fn most_cost(&self, input: u64, output: u64) -> u64 {
+        let dearest = |side: fn(&conf::Price) -> f64| {
+            self.targets
+                .iter()
+                .chain(&self.fallback)
+                .filter_map(|target| target.price.as_ref().map(side))
+                .fold(0.0, f64::max)
+        };
+        micro_dollars(input, dearest(|price| price.input))
+            .saturating_add(micro_dollars(output, dearest(|price| price.output)))
     }
 }
 
@@ -123,6 +153,7 @@ impl Models {
                 provider: provider.clone(),
                 model: target.model.clone(),
                 weight: target.weight,
+                price: config.llm.prices.get(&target.model).copied(),
             })
         };
         let mut aliases = BTreeMap::new();
