@@ -166,7 +166,7 @@ fn default_resumable_ttl() -> Duration {
     Duration::from_secs(600)
 }
 
-fn resumable<'de, D: serde::Deserializer<'de>>(
+pub(crate) fn resumable<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Resumable>, D::Error> {
     use serde::de::Error;
@@ -520,6 +520,19 @@ routes:
                 "c.yaml:12:25: routes[0].llm.resumable.ttl: must be more than 0s",
                 "c.yaml:12:12: routes[0].llm.resumable: a job keeps its whole answer for its polls already; its route does not stream",
             ]
+        );
+        // On a proxied route: only with `upstream`, and not with what waits for whole answers.
+        assert!(errors("  - { name: sse, upstream: api, resumable: true }\n").is_empty());
+        assert_eq!(
+            errors("  - { name: sse, upstream: api, coalesce: true, resumable: { ttl: 0s } }\n"),
+            [
+                "c.yaml:10:49: routes[0].resumable: a kept stream goes to its client as it comes; `coalesce` waits for whole answers",
+                "c.yaml:10:62: routes[0].resumable.ttl: must be more than 0s",
+            ]
+        );
+        assert_eq!(
+            errors("  - { name: ai, llm: {}, resumable: true }\n"),
+            ["c.yaml:10:26: routes[0].resumable: only an `upstream` route takes this option (an `llm` route: `llm.resumable`)"]
         );
         let wrong = load_str(
             Path::new("c.yaml"),

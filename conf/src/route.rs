@@ -70,6 +70,12 @@ pub struct Route {
     /// Serve an identical request's answer for this long after it came.
     #[serde(default)]
     pub cache: Option<Duration>,
+    /// An `upstream` route whose answers are event streams keeps each one, so that a client
+    /// that lost its connection resumes it by asking again with its `Last-Event-ID`: `true`,
+    /// or `{ ttl: 10m }`.
+    #[serde(default, deserialize_with = "crate::llm::resumable")]
+    #[schemars(with = "Option<crate::schema::BoolOr<crate::Resumable>>")]
+    pub resumable: Option<crate::Resumable>,
     /// Request headers that make two otherwise identical requests different for `coalesce`.
     #[serde(default, deserialize_with = "crate::config::one_or_many")]
     #[schemars(with = "crate::schema::OneOrMany<String>")]

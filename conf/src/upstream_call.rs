@@ -318,6 +318,33 @@ pub(crate) fn check(config: &Config, route: &Route, at: &str, errors: &mut Vec<F
             ));
         }
     }
+    if let Some(resumable) = &route.resumable {
+        let whole = [
+            ("repoll_on", route.repoll_on.is_some()),
+            ("coalesce", route.coalesce.is_some()),
+            ("cache", route.cache.is_some()),
+        ];
+        let why = if route.upstream.is_none() || route.fanin.is_some() || route.job.is_some() {
+            Some("only an `upstream` route takes this option (an `llm` route: `llm.resumable`)")
+        } else if let Some((name, _)) = whole.iter().find(|(_, given)| *given) {
+            errors.push(FieldError::new(
+                format!("{at}.resumable"),
+                format!("a kept stream goes to its client as it comes; `{name}` waits for whole answers"),
+            ));
+            None
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            errors.push(FieldError::new(format!("{at}.resumable"), why));
+        }
+        if resumable.ttl.get().is_zero() {
+            errors.push(FieldError::new(
+                format!("{at}.resumable.ttl"),
+                "must be more than 0s",
+            ));
+        }
+    }
     if let Some(fanin) = &route.fanin {
         check_fanin(config, fanin, &format!("{at}.fanin"), errors);
     }

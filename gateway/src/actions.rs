@@ -13,6 +13,7 @@ pub mod coalesce;
 pub mod fanin;
 pub mod jobs;
 pub mod llm;
+pub mod resume;
 #[cfg(test)]
 mod tests;
 

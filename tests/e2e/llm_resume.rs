@@ -274,3 +274,117 @@ async fn through_redis_a_stream_resumes_on_another_instance_and_a_dead_one_is_to
     );
     assert!(sse_text(&body).len() < story(1500).len());
 }
+
+/// An origin streaming `count` events, one every 10 ms, with its own ids and `\r\n` line ends;
+/// and a JSON answer at /whole.
+async fn ticking(count: usize) -> holdfast_tests::Origin {
+    use axum::routing::get;
+    let ticks = get(move || async move {
+        let stream = futures_util::stream::unfold(1, move |i| async move {
+            if i > count {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let event = format!("id: up-{i}\r\ndata: tick {i}\r\n\r\n");
+            Some((Ok::<_, std::io::Error>(bytes::Bytes::from(event)), i + 1))
+        });
+        (
+            [("content-type", "text/event-stream")],
+            axum::body::Body::from_stream(stream),
+        )
+    });
+    let whole = get(|| async { ([("content-type", "application/json")], r#"{"whole":true}"#) });
+    let router = axum::Router::new()
+        .route("/ticks", ticks)
+        .route("/whole", whole);
+    holdfast_tests::Origin::start(router).await
+}
+
+/// The `data` of each event in `body`.
+fn data_lines(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxied_event_stream_is_resumed_by_asking_again_with_its_last_event_id() {
+    let origin = ticking(40).await;
+    let gw = Holdfast::start(&format!(
+        r#"
+server: {{ shutdown_grace: 1s }}
+upstreams:
+  o: {{ targets: ["{origin}"] }}
+routes:
+  - {{ name: ticks, match: {{ prefix: / }}, upstream: o, resumable: {{ ttl: 30s }} }}
+"#,
+        origin = origin.addr
+    ))
+    .await;
+    let client = reqwest::Client::new();
+
+    // The client reads five events and loses its connection.
+    let mut response = client.get(gw.url("/ticks")).send().await.expect("get");
+    assert_eq!(response.status(), 200);
+    let id = response.headers()["holdfast-stream"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let mut read = String::new();
+    while read.matches("\n\n").count() < 5 {
+        let chunk = response.chunk().await.expect("chunk").expect("more");
+        read.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(response);
+    let events: Vec<&str> = read.split_terminator("\n\n").collect();
+    let last = events[events.len() - 1]
+        .lines()
+        .filter_map(|line| line.strip_prefix("id: "))
+        .next_back()
+        .expect("an id")
+        .to_owned();
+    assert!(
+        events[0].starts_with("id: up-1\ndata: tick 1\nid: "),
+        "the upstream's id, then ours, which wins: {read}"
+    );
+
+    // Asking again with the last id it had, as EventSource does: the rest, once, and the
+    // upstream was asked once.
+    let (status, rest) = get(&gw, "/ticks", "none", Some(&last)).await;
+    assert_eq!(status, 200);
+    let mut ticks = data_lines(&read);
+    ticks.extend(data_lines(&rest));
+    let whole: Vec<String> = (1..=40).map(|i| format!("tick {i}")).collect();
+    assert_eq!(ticks, whole);
+    assert_eq!(origin.count(), 1);
+    assert!(last.starts_with(&format!("{id}/")));
+
+    // An id the upstream gave goes to the upstream; an answer that is no stream comes whole.
+    let (status, _) = get(&gw, "/ticks", "none", Some("up-38")).await;
+    assert_eq!(status, 200);
+    assert_eq!(origin.count(), 2);
+    let seen = origin.seen();
+    let forwarded = seen[1]
+        .headers
+        .iter()
+        .find(|(name, _)| name == "last-event-id");
+    assert_eq!(forwarded.map(|(_, value)| value.as_str()), Some("up-38"));
+    let whole = client.get(gw.url("/whole")).send().await.expect("get");
+    assert!(whole.headers().get("holdfast-stream").is_none());
+    assert_eq!(whole.text().await.expect("body"), r#"{"whole":true}"#);
+
+    // A stream of ours that is not kept here: 404.
+    let gone = "0123456789abcdef0123456789abcdef";
+    let (status, body) = get(&gw, "/ticks", "none", Some(&format!("{gone}/3"))).await;
+    assert_eq!(
+        (status, serde_json::from_str::<Value>(&body).ok()),
+        (
+            404,
+            Some(
+                json!({"type": "urn:holdfast:problem:not-found", "title": "Not Found", "status": 404,
+            "detail": format!("no stream {gone} here: it ended longer ago than it is kept, or is not yours")})
+            )
+        )
+    );
+}

@@ -459,7 +459,7 @@ async fn models(gw: &Holdfast, client: &reqwest::Client, checks: &mut Checks) {
     assert_eq!(resumed.status(), 200);
     assert!(resumed.text().await.expect("events").ends_with("\n\n"));
     checks.counter(
-        "holdfast_llm_resumes_total",
+        "holdfast_stream_resumes_total",
         &[("route", "ai"), ("result", "events")],
     );
     let steady = [("route", "ai"), ("provider", "steady"), ("model", "m2")];

@@ -2,6 +2,8 @@
 //! or `cache`, and for fan-in and jobs: the request built once, the call made again while the
 //! answer is "not ready", the answer buffered whole. See docs/actions.md.
 
+pub mod events;
+
 use crate::actions::{coalesce, Admitted};
 use crate::core::runtime::Runtime;
 use crate::core::spec::call::{CallOptions, CallSpec, Repoll};

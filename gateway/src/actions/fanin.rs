@@ -362,6 +362,7 @@ mod tests {
                 repoll: None,
                 hold: Duration::from_secs(1),
                 coalesce: None,
+                resumable: None,
             },
         }
     }

@@ -6,11 +6,11 @@
 
 mod attempt;
 pub mod errors;
-pub mod resume;
+pub mod kept;
 pub mod stream;
 pub mod translate;
 
-use crate::actions::Admitted;
+use crate::actions::{resume, Admitted};
 use crate::core::spec::llm::cache::{Cached, Lookup};
 use crate::core::spec::llm::{AliasSpec, LlmSpec};
 use crate::exchange::{body, Exchange, Reply};
@@ -30,7 +30,7 @@ pub enum Served {
     /// By a stream: its head, then the provider's events as they come.
     Stream(Reply, Box<Stream>),
     /// By a stream of kept events (a resumable answer): its head, then the events.
-    Follow(Reply, resume::Follower),
+    Follow(Reply, crate::actions::resume::Follower),
     /// Not at all: the client left while its request was held.
     Gone,
 }
@@ -104,9 +104,16 @@ pub async fn serve(
     quota: Option<Quota<'_>>,
 ) -> Result<Outcome> {
     if spec.resumable.is_some() {
-        if let Some(id) = resume::wanted(exchange.head()) {
+        if let Some(id) = kept::wanted(exchange.head()) {
             let id = id.to_owned();
-            return Ok((resume::serve(exchange, admitted, &id).await, None, None));
+            let owner = admitted.owner();
+            let resumed = resume::resume(exchange, &admitted.route.name, owner.as_deref(), &id);
+            let served = match resumed.await {
+                resume::Resumed::Reply(reply) => Served::Reply(reply),
+                resume::Resumed::Follow(head, follower) => Served::Follow(head, follower),
+                resume::Resumed::Gone => Served::Gone,
+            };
+            return Ok((served, None, None));
         }
     }
     let settle_in = quota
@@ -153,8 +160,8 @@ pub async fn serve(
                         as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
                 }) as resume::OnEnd
             });
-            let (id, follower) = resume::detach(stream, ttl, admitted.owner(), on_end);
-            let head = resume::head(head, exchange.head(), &id, asked.format);
+            let (id, follower) = kept::detach(stream, ttl, admitted.owner(), on_end);
+            let head = kept::head(head, exchange.head(), &id, asked.format);
             (Served::Follow(head, follower), None)
         }
         (served, _) => (served, charge),

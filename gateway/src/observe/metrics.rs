@@ -47,7 +47,7 @@ pub struct Metrics {
     pub llm_time_to_first_token: HistogramVec,
     pub llm_fallbacks: IntCounterVec,
     pub llm_cache: IntCounterVec,
-    pub llm_resumes: IntCounterVec,
+    pub stream_resumes: IntCounterVec,
 }
 
 /// The process-wide metrics.
@@ -150,7 +150,7 @@ impl Metrics {
             llm_time_to_first_token: histogram(&r, "holdfast_llm_time_to_first_token_seconds", "Time from a request to the first token of its streamed answer reaching the client.", &["route", "provider", "model"], latency_buckets()),
             llm_fallbacks: counter(&r, "holdfast_llm_fallbacks_total", "Requests moved from one provider to the next of their model's list, by route, the provider left and the reason (429, 5xx, connect, first_byte_timeout, keys_resting).", &["route", "from", "reason"]),
             llm_cache: counter(&r, "holdfast_llm_cache_total", "Requests to llm routes with an answer cache, by route and result (hit; coalesced: served by an identical request's call; miss; bypass: not cacheable, or the client said no-store/no-cache; too_large: answered but not kept).", &["route", "result"]),
-            llm_resumes: counter(&r, "holdfast_llm_resumes_total", "Requests to resume a kept answer (GET …/streams/<id>), by route and result (events: followed as a stream; poll: answered a long-poll; not_found: not kept here, or not the asker's).", &["route", "result"]),
+            stream_resumes: counter(&r, "holdfast_stream_resumes_total", "Requests to resume a kept stream (an llm route's GET …/streams/<id>, or a proxied route asked again with its Last-Event-ID), by route and result (events: followed as a stream; poll: answered a long-poll; not_found: not kept here, or not the asker's).", &["route", "result"]),
             registry: r,
         };
         metrics

@@ -4,7 +4,7 @@
 //! the gateway answered the request itself, `false` when it is to be proxied), and for held
 //! polls on the edge's own HTTP/1 path.
 
-use crate::actions::{call, channels, fanin, jobs, llm, Admitted};
+use crate::actions::{call, channels, fanin, jobs, llm, resume, Admitted};
 use crate::core::routes::{Action, Lookup};
 use crate::core::runtime::Runtime;
 use crate::exchange::Reply;
@@ -281,6 +281,35 @@ async fn serve_llm(
     Ok(reply)
 }
 
+/// Serves an `upstream` route with `resumable`: the upstream's answer, or its event stream kept
+/// and followed (its head counted and stamped as any reply), or a kept stream resumed.
+async fn serve_kept_events(
+    inbound: &mut impl Inbound,
+    ctx: &mut RequestCtx,
+    route: &crate::core::routes::CompiledRoute,
+    spec: &crate::core::spec::call::CallSpec,
+    ttl: std::time::Duration,
+) -> Result<Option<Reply>> {
+    let admitted = Admitted {
+        upstream_head: Some(Box::new(outbound::call_head(inbound, ctx)?)),
+        mapped_body: ctx.mapped.body(),
+        ..ctx.admitted(route)
+    };
+    match call::events::serve(inbound, &admitted, spec, ttl).await? {
+        resume::Resumed::Reply(reply) => Ok(Some(reply)),
+        resume::Resumed::Follow(head, follower) => {
+            respond::reply(inbound, ctx, head).await?;
+            let (outcome, _) = follower.run(inbound).await;
+            ctx.outcome = Some(outcome);
+            Ok(None)
+        }
+        resume::Resumed::Gone => {
+            ctx.outcome = Some("client_gone");
+            Ok(None)
+        }
+    }
+}
+
 /// Runs the route's action (every one but proxying); its reply, or `None` when the client left.
 pub async fn dispatch(
     runtime: &Runtime,
@@ -297,6 +326,11 @@ pub async fn dispatch(
     }
     if let Action::Llm(spec) = &route.action {
         return Box::pin(serve_llm(runtime, inbound, ctx, &route, spec)).await;
+    }
+    if let Action::Call(spec) = &route.action {
+        if let Some(ttl) = spec.options.resumable {
+            return Box::pin(serve_kept_events(inbound, ctx, &route, spec, ttl)).await;
+        }
     }
     let upstream_head = match &route.action {
         Action::Call(_) | Action::Fanin(_) | Action::Job(_) => {

@@ -34,6 +34,8 @@ pub struct CallOptions {
     pub repoll: Option<Repoll>,
     pub hold: Duration,
     pub coalesce: Option<coalesce::Settings>,
+    /// Event-stream answers are kept this long for clients to resume (`resumable`).
+    pub resumable: Option<Duration>,
 }
 
 impl CallOptions {
@@ -55,12 +57,16 @@ impl CallOptions {
             repoll: statuses.map(|statuses| Repoll { statuses, backoff }),
             hold,
             coalesce: coalesce::Settings::compile(route),
+            resumable: route
+                .resumable
+                .as_ref()
+                .map(|resumable| resumable.ttl.get()),
         }
     }
 
     /// Whether a plain `upstream` route must be answered locally rather than proxied.
     pub fn needs_local(&self) -> bool {
-        self.repoll.is_some() || self.coalesce.is_some()
+        self.repoll.is_some() || self.coalesce.is_some() || self.resumable.is_some()
     }
 }
 

@@ -5,7 +5,8 @@
 //! `<stream>/<number>`, numbered from 1, so that a client resumes after the last event it had
 //! — by that id, or by the count of events it read.
 
-use crate::actions::llm::translate::{Format, Usage};
+use super::Dialect;
+use crate::actions::llm::translate::Usage;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
@@ -18,8 +19,8 @@ pub struct Log {
     pub id: Arc<str>,
     /// The identity that asked (`provider:subject`); only it may resume.
     owner: Option<String>,
-    /// The format the answer is in: a failure found later is told in it.
-    pub format: Format,
+    /// How the events are written: a failure found later is told so.
+    pub dialect: Dialect,
     /// How long the events are kept after the answer ends.
     keep: Duration,
     state: Mutex<State>,
@@ -102,11 +103,11 @@ pub struct Batch {
 }
 
 impl Log {
-    pub fn new(id: Arc<str>, owner: Option<String>, format: Format, keep: Duration) -> Arc<Self> {
+    pub fn new(id: Arc<str>, owner: Option<String>, dialect: Dialect, keep: Duration) -> Arc<Self> {
         Arc::new(Self {
             id,
             owner,
-            format,
+            dialect,
             keep,
             state: Mutex::default(),
             changed: watch::channel(()).0,
@@ -264,7 +265,7 @@ mod tests {
 
     #[test]
     fn each_event_gets_its_number_and_the_stream_id() {
-        let log = Log::new("s1".into(), None, Format::OpenAi, Duration::from_secs(1));
+        let log = Log::new("s1".into(), None, Dialect::Sse, Duration::from_secs(1));
         let appended = log.append(b"data: {\"a\":1}\n\ndata: [DONE]\n\n");
         assert_eq!(
             appended,
@@ -303,13 +304,13 @@ mod tests {
         let owned = Log::new(
             "s2".into(),
             Some("main:ann".into()),
-            Format::OpenAi,
+            Dialect::Sse,
             Duration::ZERO,
         );
         assert!(owned.readable_by(Some("main:ann")));
         assert!(!owned.readable_by(Some("main:bob")));
         assert!(!owned.readable_by(None));
-        let open = Log::new("s3".into(), None, Format::OpenAi, Duration::ZERO);
+        let open = Log::new("s3".into(), None, Dialect::Sse, Duration::ZERO);
         assert!(open.readable_by(None));
     }
 }

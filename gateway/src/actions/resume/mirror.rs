@@ -5,11 +5,11 @@
 //! when the lease is gone with no `end` written, the answer was cut by that instance's death:
 //! the follower is told so by an error event, never by silence.
 //!
-//! Keys, under the backplane's prefix: `answer:<id>` (the events), `answer:<id>:meta` (format
+//! Keys, under the backplane's prefix: `answer:<id>` (the events), `answer:<id>:meta` (dialect
 //! and owner), `answer:<id>:live` (the lease).
 
 use super::log::{Batch, Log};
-use crate::actions::llm::translate::{failure_event, Format};
+use super::Dialect;
 use crate::core::kv::Kv;
 use bytes::Bytes;
 use redis::streams::{StreamReadOptions, StreamReadReply};
@@ -46,13 +46,6 @@ fn millis(duration: Duration) -> u64 {
         .max(1)
 }
 
-fn format_name(format: Format) -> &'static str {
-    match format {
-        Format::OpenAi => "openai",
-        Format::Anthropic => "anthropic",
-    }
-}
-
 enum Entry {
     Events(Vec<Bytes>),
     End,
@@ -69,7 +62,7 @@ impl Mirror {
     pub fn start(kv: &'static Kv, log: &Log, ttl: Duration) -> Self {
         let (entries, queued) = mpsc::unbounded_channel();
         let meta = serde_json::json!({
-            "format": format_name(log.format),
+            "dialect": log.dialect.name(),
             "owner": log.owner(),
         })
         .to_string();
@@ -163,7 +156,7 @@ async fn write(
 pub struct Remote {
     conn: redis::aio::MultiplexedConnection,
     keys: Keys,
-    format: Format,
+    dialect: Dialect,
 }
 
 /// Finds answer `id` in Redis: `None` when there is none, or `owner` may not read it.
@@ -172,17 +165,18 @@ pub async fn find(kv: &'static Kv, id: &str, owner: Option<&str>) -> Option<Remo
     let mut shared = kv.connection();
     let meta: Option<String> = shared.get(&keys.meta).await.ok().flatten();
     let meta: serde_json::Value = serde_json::from_str(&meta?).ok()?;
-    let format = match meta["format"].as_str()? {
-        "anthropic" => Format::Anthropic,
-        _ => Format::OpenAi,
-    };
+    let dialect = Dialect::named(meta["dialect"].as_str()?)?;
     if let Some(asker) = meta["owner"].as_str() {
         if Some(asker) != owner {
             return None;
         }
     }
     let conn = kv.own_connection(BLOCK).await.ok()?;
-    Some(Remote { conn, keys, format })
+    Some(Remote {
+        conn,
+        keys,
+        dialect,
+    })
 }
 
 impl Remote {
@@ -235,7 +229,7 @@ impl Remote {
 
     fn failed(&self, message: &str) -> Batch {
         Batch {
-            events: vec![failure_event(self.format, message)],
+            events: vec![self.dialect.failure(message)],
             ended: true,
             usage: None,
         }
