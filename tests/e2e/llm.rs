@@ -1000,3 +1000,42 @@ async fn a_token_quota_is_shared_by_the_instances_through_redis() {
     assert_eq!(post(&b, "blue").await.expect("post").status(), 200);
     assert_eq!(openai.count(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spend_budget_is_shared_by_the_instances_through_redis() {
+    let redis = holdfast_tests::RedisServer::start().await;
+    let openai = Provider::start(Kind::OpenAi, answer(&"word ".repeat(100))).await;
+    let config = quota_config(
+        &openai,
+        &format!("backplane: {{ redis: {{ url: \"{}\" }} }}", redis.url()),
+        "{ key: header.x-team, budget: 0.001/m, name: team-dollars }",
+    )
+    .replace("token_limits:", "spend_limits:")
+    .replace(
+        "  models:",
+        "  prices: { gpt-4o-mini: { input: 1, output: 10 } }\n  models:",
+    );
+    let a = Holdfast::start(&config).await;
+    let b = Holdfast::start(&config).await;
+    let client = reqwest::Client::new();
+    let chat = quota_chat();
+    let post = |gw: &Holdfast, team: &str| {
+        client
+            .post(gw.url("/v1/chat/completions"))
+            .header("x-team", team)
+            .json(&chat)
+            .send()
+    };
+    // Team red spends its budget on A (100 output tokens at $10 per million): B refuses it.
+    assert_eq!(post(&a, "red").await.expect("post").status(), 200);
+    let refused = post(&b, "red").await.expect("post");
+    assert_eq!(refused.status(), 429);
+    assert_eq!(
+        refused.headers()["ratelimit-policy"],
+        r#""team-dollars";q=1000;w=60"#
+    );
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["type"], "urn:holdfast:problem:spend-limited");
+    assert_eq!(post(&b, "blue").await.expect("post").status(), 200);
+    assert_eq!(openai.count(), 2);
+}
