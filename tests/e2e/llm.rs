@@ -814,33 +814,10 @@ routes:
 async fn a_spend_budget_is_charged_at_the_models_prices_and_refuses_once_spent() {
     // 100 output tokens at $10 per million: 1,000 micro-dollars, the whole budget of $0.001.
     let openai = Provider::start(Kind::OpenAi, answer(&"word ".repeat(100))).await;
-    let config = quota_config(&openai, "", "{ key: ip, budget: 0.001/2s }")
-        .replace("token_limits:", "spend_limits:")
-        .replace(
-            "  models:",
-            "  prices: { gpt-4o-mini: { input: 1, output: 10 } }\n  models:",
-        );
+    let config = with_budgets(quota_config(&openai, "", "{ key: ip, budget: 0.001/2s }"));
     let gw = Holdfast::start(&config).await;
-    let client = reqwest::Client::new();
-    let chat = quota_chat();
-    let post = || {
-        client
-            .post(gw.url("/v1/chat/completions"))
-            .json(&chat)
-            .send()
-    };
     // The first is charged its estimate (about 70 micro-dollars), then what it cost.
-    assert_eq!(post().await.expect("post").status(), 200);
-    let refused = post().await.expect("post");
-    assert_eq!(refused.status(), 429);
-    let header = |name: &str| {
-        refused
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .unwrap_or_default()
-    };
+    let (refused, header) = served_then_refused(&gw).await;
     let retry: u64 = header("retry-after").parse().expect("seconds");
     assert_eq!(
         header("ratelimit-policy"),
@@ -859,7 +836,13 @@ async fn a_spend_budget_is_charged_at_the_models_prices_and_refuses_once_spent()
     );
     assert_eq!(openai.count(), 1, "the refused request was not sent");
     tokio::time::sleep(Duration::from_secs(retry)).await;
-    assert_eq!(post().await.expect("post").status(), 200);
+    let again = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&quota_chat())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(again.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -916,6 +899,30 @@ fn quota_chat() -> Value {
     json!({"model": "gpt", "max_tokens": 5, "messages": [{"role": "user", "content": "go on"}]})
 }
 
+/// Posts [`quota_chat`] to `gw` twice: the first is served and spends the quota, the second
+/// is refused; the refusal, and the header a quota's refusal is read by.
+async fn served_then_refused(gw: &Holdfast) -> (reqwest::Response, impl Fn(&str) -> String) {
+    let client = reqwest::Client::new();
+    let post = || {
+        client
+            .post(gw.url("/v1/chat/completions"))
+            .json(&quota_chat())
+            .send()
+    };
+    assert_eq!(post().await.expect("post").status(), 200);
+    let refused = post().await.expect("post");
+    assert_eq!(refused.status(), 429);
+    let headers = refused.headers().clone();
+    let header = move |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    (refused, header)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_quota_refuses_once_spent_and_serves_again_after_its_window() {
     // Each answer is 100 words: 100 output tokens, more than the quota's 60 per 2 s.
@@ -931,17 +938,7 @@ async fn a_token_quota_refuses_once_spent_and_serves_again_after_its_window() {
     };
 
     // The first fits its estimate; its real usage (about 100 tokens) leaves a debt.
-    assert_eq!(post().await.expect("post").status(), 200);
-    let refused = post().await.expect("post");
-    assert_eq!(refused.status(), 429);
-    let header = |name: &str| {
-        refused
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .unwrap_or_default()
-    };
+    let (refused, header) = served_then_refused(&gw).await;
     let retry: u64 = header("retry-after")
         .parse()
         .expect("Retry-After in seconds");
@@ -973,48 +970,38 @@ async fn a_token_quota_refuses_once_spent_and_serves_again_after_its_window() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_quota_is_shared_by_the_instances_through_redis() {
-    let redis = holdfast_tests::RedisServer::start().await;
-    let openai = Provider::start(Kind::OpenAi, answer(&"word ".repeat(100))).await;
-    let config = quota_config(
-        &openai,
-        &format!("backplane: {{ redis: {{ url: \"{}\" }} }}", redis.url()),
-        "{ key: header.x-team, tokens: 60/m, name: team-tokens }",
-    );
-    let a = Holdfast::start(&config).await;
-    let b = Holdfast::start(&config).await;
-    let client = reqwest::Client::new();
-    let chat = quota_chat();
-    let post = |gw: &Holdfast, team: &str| {
-        client
-            .post(gw.url("/v1/chat/completions"))
-            .header("x-team", team)
-            .json(&chat)
-            .send()
-    };
-    // Team red spends its quota (and more) on A: B refuses it; team blue is not touched.
-    assert_eq!(post(&a, "red").await.expect("post").status(), 200);
-    let refused = post(&b, "red").await.expect("post");
-    assert_eq!(refused.status(), 429);
-    let body: Value = refused.json().await.expect("json");
-    assert_eq!(body["type"], "urn:holdfast:problem:token-limited");
-    assert_eq!(post(&b, "blue").await.expect("post").status(), 200);
-    assert_eq!(openai.count(), 2);
+    let limit = "{ key: header.x-team, tokens: 60/m, name: team-tokens }";
+    let refused = shared_through_redis(|config| config, limit).await;
+    assert_eq!(refused["ratelimit-policy"], r#""team-tokens";q=60;w=60"#);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_spend_budget_is_shared_by_the_instances_through_redis() {
-    let redis = holdfast_tests::RedisServer::start().await;
-    let openai = Provider::start(Kind::OpenAi, answer(&"word ".repeat(100))).await;
-    let config = quota_config(
-        &openai,
-        &format!("backplane: {{ redis: {{ url: \"{}\" }} }}", redis.url()),
-        "{ key: header.x-team, budget: 0.001/m, name: team-dollars }",
-    )
-    .replace("token_limits:", "spend_limits:")
-    .replace(
+    // 100 output tokens at $10 per million: 1,000 micro-dollars, the whole budget.
+    let limit = "{ key: header.x-team, budget: 0.001/m, name: team-dollars }";
+    let refused = shared_through_redis(with_budgets, limit).await;
+    assert_eq!(refused["ratelimit-policy"], r#""team-dollars";q=1000;w=60"#);
+}
+
+/// [`quota_config`]'s limit as a spend budget, at $1 and $10 per million tokens.
+fn with_budgets(config: String) -> String {
+    config.replace("token_limits:", "spend_limits:").replace(
         "  models:",
         "  prices: { gpt-4o-mini: { input: 1, output: 10 } }\n  models:",
-    );
+    )
+}
+
+/// Two instances sharing Redis, with the limit `limit` per `x-team` (`edit` makes the config
+/// from [`quota_config`]'s): team red spends it on one and is refused on the other, team blue
+/// is not touched. The refusal's headers.
+async fn shared_through_redis(
+    edit: fn(String) -> String,
+    limit: &str,
+) -> reqwest::header::HeaderMap {
+    let redis = holdfast_tests::RedisServer::start().await;
+    let openai = Provider::start(Kind::OpenAi, answer(&"word ".repeat(100))).await;
+    let backplane = format!("backplane: {{ redis: {{ url: \"{}\" }} }}", redis.url());
+    let config = edit(quota_config(&openai, &backplane, limit));
     let a = Holdfast::start(&config).await;
     let b = Holdfast::start(&config).await;
     let client = reqwest::Client::new();
@@ -1026,16 +1013,21 @@ async fn a_spend_budget_is_shared_by_the_instances_through_redis() {
             .json(&chat)
             .send()
     };
-    // Team red spends its budget on A (100 output tokens at $10 per million): B refuses it.
     assert_eq!(post(&a, "red").await.expect("post").status(), 200);
     let refused = post(&b, "red").await.expect("post");
     assert_eq!(refused.status(), 429);
-    assert_eq!(
-        refused.headers()["ratelimit-policy"],
-        r#""team-dollars";q=1000;w=60"#
-    );
+    let headers = refused.headers().clone();
     let body: Value = refused.json().await.expect("json");
-    assert_eq!(body["type"], "urn:holdfast:problem:spend-limited");
+    let kind = if config.contains("spend_limits") {
+        "spend-limited"
+    } else {
+        "token-limited"
+    };
+    assert_eq!(
+        body["type"],
+        format!("urn:holdfast:problem:{kind}").as_str()
+    );
     assert_eq!(post(&b, "blue").await.expect("post").status(), 200);
     assert_eq!(openai.count(), 2);
+    headers
 }
