@@ -30,7 +30,7 @@ pub enum Served {
     /// By a stream: its head, then the provider's events as they come.
     Stream(Reply, Box<Stream>),
     /// By a stream of kept events (a resumable answer): its head, then the events.
-    Follow(Reply, crate::actions::resume::Follower),
+    Follow(Reply, resume::Follower),
     /// Not at all: the client left while its request was held.
     Gone,
 }
@@ -148,18 +148,11 @@ pub async fn serve(
     let (served, record) = answer(exchange, admitted, spec, &asked).await;
     let (served, charge) = match (served, spec.resumable) {
         (Served::Stream(head, stream), Some(ttl)) => {
-            // The answer outlives the client's request: its tokens are settled when it ends
-            // (without usage, at the estimate).
+            // The answer outlives the client's request: its charge is settled when it ends.
             let price = record.as_ref().and_then(|record| record.price);
-            let on_end = charge.zip(settle_in).map(|(charge, (limiter, limits))| {
-                Box::new(move |usage: Option<translate::Usage>| {
-                    Box::pin(async move {
-                        let used = usage.map(|usage| cost(price, usage));
-                        limits::settle_tokens(&limiter, &limits, charge, used).await;
-                    })
-                        as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-                }) as resume::OnEnd
-            });
+            let on_end = charge
+                .zip(settle_in)
+                .map(|(charge, (limiter, limits))| settle_later(limiter, limits, charge, price));
             let (id, follower) = kept::detach(stream, ttl, admitted.owner(), on_end);
             let head = kept::head(head, exchange.head(), &id, asked.format);
             (Served::Follow(head, follower), None)
@@ -167,6 +160,21 @@ pub async fn serve(
         (served, _) => (served, charge),
     };
     Ok((served, record, charge))
+}
+
+/// Settles `charge` once a kept answer's usage is known (without usage, at the estimate).
+fn settle_later(
+    limiter: Arc<limits::Limiter>,
+    limits: Arc<limits::RouteLimits>,
+    charge: limits::TokenCharge,
+    price: Option<conf::Price>,
+) -> resume::OnEnd {
+    Box::new(move |usage: Option<translate::Usage>| {
+        Box::pin(async move {
+            let used = usage.map(|usage| cost(price, usage));
+            limits::settle_tokens(&limiter, &limits, charge, used).await;
+        })
+    })
 }
 
 /// Answers a request read and charged: from the route's cache, or from its models.
