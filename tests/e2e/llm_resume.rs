@@ -228,13 +228,13 @@ async fn a_stream_cut_short_is_resumed_whole_and_only_by_who_asked() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn through_redis_a_stream_resumes_on_another_instance_and_a_dead_one_is_told() {
+async fn through_redis_a_stream_resumes_on_another_instance() {
     let redis = holdfast_tests::RedisServer::start().await;
     let whole = story(120);
     let openai = telling(&whole).await;
     let backplane = format!(r#"backplane: {{ redis: {{ url: "{}" }} }}"#, redis.url());
     let config = config(&openai, &backplane);
-    let mut a = Holdfast::start(&config).await;
+    let a = Holdfast::start(&config).await;
     let b = Holdfast::start(&config).await;
 
     // Asked on A, cut, resumed on B: the whole answer.
@@ -245,10 +245,27 @@ async fn through_redis_a_stream_resumes_on_another_instance_and_a_dead_one_is_to
     let id = resumed["stream"].as_str().expect("id");
     let (status, _) = get(&b, &format!("/v1/streams/{id}"), "k-beta", None).await;
     assert_eq!(status, 404);
+}
 
-    // A dies halfway through a long answer: a follower on B gets what A had read, then an
-    // error event that says so — never a silent end.
-    openai.set(Behaviour::Answer { reply: story(1500) });
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_killed_mid_answer_leaves_its_followers_an_error_event() {
+    stops_mid_answer(9).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_stopped_mid_answer_exits_and_leaves_its_followers_an_error_event() {
+    stops_mid_answer(15).await;
+}
+
+/// Instance A gets `signal` halfway through reading a long answer: it exits, and a follower
+/// on instance B gets what A had read, then an error event that says so — never a silent end.
+async fn stops_mid_answer(signal: i32) {
+    let redis = holdfast_tests::RedisServer::start().await;
+    let openai = telling(&story(1500)).await;
+    let backplane = format!(r#"backplane: {{ redis: {{ url: "{}" }} }}"#, redis.url());
+    let config = config(&openai, &backplane);
+    let mut a = Holdfast::start(&config).await;
+    let b = Holdfast::start(&config).await;
     let id = start_and_leave(&a, "k-acme").await;
     holdfast_tests::eventually(
         Duration::from_secs(10),
@@ -259,8 +276,10 @@ async fn through_redis_a_stream_resumes_on_another_instance_and_a_dead_one_is_to
         },
     )
     .await;
-    a.signal(9);
-    a.wait_exit(Duration::from_secs(5)).await;
+    a.signal(signal);
+    // Killed, it has no exit code; stopped, it leaves within its shutdown grace, cleanly.
+    let code = a.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(code, (signal == 15).then_some(0));
     let (status, body) = get(&b, &format!("/v1/streams/{id}"), "k-acme", None).await;
     assert_eq!(status, 200);
     assert!(body.contains(&format!("\nid: {id}/1\n\n")), "{body}");
