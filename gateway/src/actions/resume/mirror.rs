@@ -154,7 +154,11 @@ async fn write(
 
 /// An answer read from Redis by an instance that does not have it.
 pub struct Remote {
-    conn: redis::aio::MultiplexedConnection,
+    kv: &'static Kv,
+    /// The process's shared connection, for reads that answer at once.
+    shared: redis::aio::ConnectionManager,
+    /// A connection of its own, made when a read must wait: `XREAD BLOCK` holds it.
+    waiting: Option<redis::aio::MultiplexedConnection>,
     keys: Keys,
     dialect: Dialect,
 }
@@ -171,25 +175,48 @@ pub async fn find(kv: &'static Kv, id: &str, owner: Option<&str>) -> Option<Remo
             return None;
         }
     }
-    let conn = kv.own_connection(BLOCK).await.ok()?;
     Some(Remote {
-        conn,
+        kv,
+        shared,
+        waiting: None,
         keys,
         dialect,
     })
 }
 
 impl Remote {
-    /// The events after the first `after`, waiting for one when there is none yet.
+    /// The events after the first `after`, waiting for one when there is none yet. What is
+    /// there already is read on the shared connection; only a wait takes one of its own.
     pub async fn next(&mut self, after: u64) -> Batch {
-        let read = StreamReadOptions::default()
-            .count(256)
-            .block(usize::try_from(BLOCK.as_millis()).unwrap_or(1000));
+        let at_once = StreamReadOptions::default().count(256);
+        let from = format!("0-{after}");
+        let reply: redis::RedisResult<Option<StreamReadReply>> = self
+            .shared
+            .xread_options(&[&self.keys.events], &[&from], &at_once)
+            .await;
+        match reply {
+            Ok(Some(reply)) => {
+                let batch = batch(reply);
+                if !batch.events.is_empty() || batch.ended {
+                    return batch;
+                }
+            }
+            Ok(None) => {}
+            Err(error) => return self.failed(&format!("the backplane failed: {error}")),
+        }
+        let waiting = at_once.block(usize::try_from(BLOCK.as_millis()).unwrap_or(1000));
         loop {
-            let from = format!("0-{after}");
-            let reply: redis::RedisResult<Option<StreamReadReply>> = self
-                .conn
-                .xread_options(&[&self.keys.events], &[&from], &read)
+            let conn = match &mut self.waiting {
+                Some(conn) => conn,
+                None => match self.kv.own_connection(BLOCK).await {
+                    Ok(conn) => self.waiting.insert(conn),
+                    Err(error) => {
+                        return self.failed(&format!("the backplane failed: {error}"));
+                    }
+                },
+            };
+            let reply: redis::RedisResult<Option<StreamReadReply>> = conn
+                .xread_options(&[&self.keys.events], &[&from], &waiting)
                 .await;
             let batch = match reply {
                 Ok(Some(reply)) => batch(reply),
@@ -199,7 +226,7 @@ impl Remote {
             if !batch.events.is_empty() || batch.ended {
                 return batch;
             }
-            let live: bool = self.conn.exists(&self.keys.live).await.unwrap_or(false);
+            let live: bool = self.shared.exists(&self.keys.live).await.unwrap_or(false);
             if !live {
                 return self.unleased().await;
             }
@@ -209,7 +236,7 @@ impl Remote {
     /// The lease is gone: the answer ended (its `end` is its last entry) or was cut.
     async fn unleased(&mut self) -> Batch {
         let last: redis::RedisResult<redis::streams::StreamRangeReply> = self
-            .conn
+            .shared
             .xrevrange_count(&self.keys.events, "+", "-", 1)
             .await;
         let ended = last.is_ok_and(|last| {
