@@ -12,7 +12,6 @@ use super::log::{Batch, Log};
 use super::Dialect;
 use crate::core::kv::Kv;
 use bytes::Bytes;
-use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::AsyncCommands;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -188,23 +187,11 @@ impl Remote {
     /// The events after the first `after`, waiting for one when there is none yet. What is
     /// there already is read on the shared connection; only a wait takes one of its own.
     pub async fn next(&mut self, after: u64) -> Batch {
-        let at_once = StreamReadOptions::default().count(256);
-        let from = format!("0-{after}");
-        let reply: redis::RedisResult<Option<StreamReadReply>> = self
-            .shared
-            .xread_options(&[&self.keys.events], &[&from], &at_once)
-            .await;
-        match reply {
-            Ok(Some(reply)) => {
-                let batch = batch(reply);
-                if !batch.events.is_empty() || batch.ended {
-                    return batch;
-                }
-            }
-            Ok(None) => {}
+        match read(&mut self.shared, &self.keys.events, after, None).await {
+            Ok(batch) if !batch.events.is_empty() || batch.ended => return batch,
+            Ok(_) => {}
             Err(error) => return self.failed(&format!("the backplane failed: {error}")),
         }
-        let waiting = at_once.block(usize::try_from(BLOCK.as_millis()).unwrap_or(1000));
         loop {
             let conn = match &mut self.waiting {
                 Some(conn) => conn,
@@ -215,12 +202,8 @@ impl Remote {
                     }
                 },
             };
-            let reply: redis::RedisResult<Option<StreamReadReply>> = conn
-                .xread_options(&[&self.keys.events], &[&from], &waiting)
-                .await;
-            let batch = match reply {
-                Ok(Some(reply)) => batch(reply),
-                Ok(None) => Batch::default(),
+            let batch = match read(conn, &self.keys.events, after, Some(BLOCK)).await {
+                Ok(batch) => batch,
                 Err(error) => return self.failed(&format!("the backplane failed: {error}")),
             };
             if !batch.events.is_empty() || batch.ended {
@@ -263,17 +246,96 @@ impl Remote {
     }
 }
 
-/// The events of one `XREAD` answer, and whether the `end` was among them.
-fn batch(reply: StreamReadReply) -> Batch {
+/// The entries of `key` after event `after` (`XREAD`, waiting up to `block` for one): its
+/// events, and whether its `end` was among them. Read from the reply as it is (no map per
+/// entry), the events' bytes moved out of it.
+async fn read(
+    conn: &mut impl redis::aio::ConnectionLike,
+    key: &str,
+    after: u64,
+    block: Option<Duration>,
+) -> redis::RedisResult<Batch> {
+    let mut command = redis::cmd("XREAD");
+    command.arg("COUNT").arg(256);
+    if let Some(block) = block {
+        command.arg("BLOCK").arg(millis(block));
+    }
+    command.arg("STREAMS").arg(key).arg(format!("0-{after}"));
+    let reply: redis::Value = command.query_async(conn).await?;
+    Ok(batch(reply))
+}
+
+/// The events of one `XREAD` reply (`[[key, [[id, [field, value, …]], …]]]`, or a map of keys
+/// under RESP3), and whether the `end` was among them.
+fn batch(reply: redis::Value) -> Batch {
+    use redis::Value;
     let mut batch = Batch::default();
-    for entry in reply.keys.into_iter().flat_map(|key| key.ids) {
-        if entry.map.contains_key("end") {
-            batch.ended = true;
-            break;
-        }
-        if let Some(redis::Value::BulkString(event)) = entry.map.get("e") {
-            batch.events.push(Bytes::copy_from_slice(event));
+    let streams = match reply {
+        Value::Array(streams) => streams
+            .into_iter()
+            .filter_map(|stream| match stream {
+                Value::Array(mut parts) if parts.len() == 2 => parts.pop(),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(streams) => streams.into_iter().map(|(_, entries)| entries).collect(),
+        _ => Vec::new(),
+    };
+    for entries in streams {
+        let Value::Array(entries) = entries else {
+            continue;
+        };
+        for entry in entries {
+            let Value::Array(mut parts) = entry else {
+                continue;
+            };
+            let Some(Value::Array(fields)) = parts.pop() else {
+                continue;
+            };
+            let mut fields = fields.into_iter();
+            while let (Some(Value::BulkString(name)), Some(value)) = (fields.next(), fields.next())
+            {
+                match (name.as_slice(), value) {
+                    (b"end", _) => {
+                        batch.ended = true;
+                        return batch;
+                    }
+                    (b"e", Value::BulkString(event)) => batch.events.push(Bytes::from(event)),
+                    _ => {}
+                }
+            }
         }
     }
     batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::Value;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    fn entry(id: &str, field: &str, value: &str) -> Value {
+        Value::Array(vec![bulk(id), Value::Array(vec![bulk(field), bulk(value)])])
+    }
+
+    #[test]
+    fn an_xread_reply_gives_its_events_up_to_the_end() {
+        let entries = Value::Array(vec![
+            entry("0-1", "e", "data: a\n\n"),
+            entry("0-2", "e", "data: b\n\n"),
+            entry("0-3", "end", "1"),
+        ]);
+        let resp2 = Value::Array(vec![Value::Array(vec![bulk("answer:x"), entries.clone()])]);
+        let read = batch(resp2);
+        assert_eq!(read.events, ["data: a\n\n", "data: b\n\n"]);
+        assert!(read.ended);
+        let resp3 = Value::Map(vec![(bulk("answer:x"), entries)]);
+        assert_eq!(batch(resp3).events.len(), 2);
+        let nothing = batch(Value::Nil);
+        assert!(nothing.events.is_empty() && !nothing.ended);
+    }
 }
