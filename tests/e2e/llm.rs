@@ -867,21 +867,7 @@ async fn a_resumable_answer_is_charged_its_usage_though_its_client_left() {
         .expect("ascii")
         .to_owned();
     drop(started);
-    let mut cursor = 0;
-    loop {
-        let poll: Value = client
-            .get(gw.url(&format!("/v1/streams/{id}?cursor={cursor}")))
-            .send()
-            .await
-            .expect("poll")
-            .json()
-            .await
-            .expect("json");
-        cursor = poll["cursor"].as_u64().expect("cursor");
-        if poll["done"] == true {
-            break;
-        }
-    }
+    crate::llm_resume::poll_to_end(&gw, &id, "none").await;
     // Its usage (about 100 tokens) was settled when it ended: the quota is in debt.
     let next = client
         .post(gw.url("/v1/chat/completions"))

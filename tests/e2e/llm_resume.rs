@@ -82,6 +82,24 @@ async fn start_and_leave(gw: &Holdfast, key: &str) -> String {
     id
 }
 
+/// Long-polls kept stream `id` as `key` (a bearer key, sent on routes without auth too),
+/// cursor after cursor, until it is done: its events.
+pub(crate) async fn poll_to_end(gw: &Holdfast, id: &str, key: &str) -> Vec<Value> {
+    let (mut cursor, mut events) = (0, Vec::new());
+    loop {
+        let path = format!("/v1/streams/{id}?cursor={cursor}");
+        let (status, body) = get(gw, &path, key, None).await;
+        assert_eq!(status, 200, "{body}");
+        let poll: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(poll["stream"], id);
+        events.extend(poll["events"].as_array().into_iter().flatten().cloned());
+        cursor = poll["cursor"].as_u64().expect("cursor");
+        if poll["done"] == true {
+            return events;
+        }
+    }
+}
+
 /// The text of OpenAI chunks' SSE events.
 fn sse_text(body: &str) -> String {
     body.split("\n\n")
@@ -131,29 +149,13 @@ async fn a_stream_cut_short_is_resumed_whole_and_only_by_who_asked() {
     // A client that leaves at once: the answer is read to its end all the same, and a
     // long-poller collects it, cursor after cursor.
     let id = start_and_leave(&gw, "k-acme").await;
-    let (mut cursor, mut text, mut numbers) = (0u64, String::new(), Vec::new());
-    loop {
-        let (status, body) = get(
-            &gw,
-            &format!("/v1/streams/{id}?cursor={cursor}"),
-            "k-acme",
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        let poll: Value = serde_json::from_str(&body).expect("json");
-        assert_eq!(poll["stream"], id.as_str());
-        for event in poll["events"].as_array().expect("events") {
-            numbers.push(event["id"].as_u64().expect("a number"));
-            if let Some(piece) = event["data"]["choices"][0]["delta"]["content"].as_str() {
-                text.push_str(piece);
-            }
-        }
-        cursor = poll["cursor"].as_u64().expect("cursor");
-        if poll["done"] == true {
-            break;
-        }
-    }
+    let events = poll_to_end(&gw, &id, "k-acme").await;
+    let numbers: Vec<u64> = events.iter().filter_map(|e| e["id"].as_u64()).collect();
+    let cursor = numbers.len() as u64;
+    let text: String = events
+        .iter()
+        .filter_map(|e| e["data"]["choices"][0]["delta"]["content"].as_str())
+        .collect();
     assert_eq!(text, whole);
     assert_eq!(
         numbers,
