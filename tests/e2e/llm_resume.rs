@@ -380,6 +380,9 @@ routes:
     assert_eq!(ticks, whole);
     assert_eq!(origin.count(), 1);
     assert!(last.starts_with(&format!("{id}/")));
+    // The route's query is the upstream's: `?cursor=` there asks no long-poll.
+    let (status, again) = get(&gw, "/ticks?cursor=1", "none", Some(&last)).await;
+    assert_eq!((status, data_lines(&again)), (200, data_lines(&rest)));
 
     // An id the upstream gave goes to the upstream; an answer that is no stream comes whole.
     let (status, _) = get(&gw, "/ticks", "none", Some("up-38")).await;

@@ -107,7 +107,9 @@ pub async fn serve(
         if let Some(id) = kept::wanted(exchange.head()) {
             let id = id.to_owned();
             let owner = admitted.owner();
-            let resumed = resume::resume(exchange, &admitted.route.name, owner.as_deref(), &id);
+            let route = &admitted.route.name;
+            let asked = resume::Asked::AtItsPath;
+            let resumed = resume::resume(exchange, route, owner.as_deref(), &id, asked);
             let served = match resumed.await {
                 resume::Resumed::Reply(reply) => Served::Reply(reply),
                 resume::Resumed::Follow(head, follower) => Served::Follow(head, follower),

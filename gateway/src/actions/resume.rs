@@ -159,16 +159,27 @@ pub enum Resumed {
     Gone,
 }
 
-/// Resumes stream `id` for `owner` after the client's position (`?cursor=` for one long-poll,
-/// else `Last-Event-ID`, else from the start).
+/// Where a resume request says its position.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// `GET …/streams/<id>`: `?cursor=` for one long-poll, else `Last-Event-ID`.
+    AtItsPath,
+    /// A proxied route's own request, whose query is the upstream's: `Last-Event-ID` only.
+    AgainWithLastEventId,
+}
+
+/// Resumes stream `id` for `owner` after the client's position (see [`Asked`]; from the start
+/// when none is given).
 pub async fn resume(
     exchange: &mut impl Exchange,
     route: &str,
     owner: Option<&str>,
     id: &str,
+    asked: Asked,
 ) -> Resumed {
     let request = exchange.head();
-    let long_poll = request.uri.query().and_then(|query| {
+    let query = request.uri.query().filter(|_| asked == Asked::AtItsPath);
+    let long_poll = query.and_then(|query| {
         form_urlencoded::parse(query.as_bytes())
             .find(|(name, _)| name == "cursor")
             .map(|(_, value)| value)

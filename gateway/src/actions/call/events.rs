@@ -30,7 +30,8 @@ pub async fn serve(
         .map(str::to_owned);
     if let Some(id) = kept {
         let route = &admitted.route.name;
-        return Ok(resume::resume(exchange, route, owner.as_deref(), &id).await);
+        let asked = resume::Asked::AgainWithLastEventId;
+        return Ok(resume::resume(exchange, route, owner.as_deref(), &id, asked).await);
     }
     let outbound = match super::outbound(exchange, admitted).await? {
         Ok(outbound) => outbound,
