@@ -855,18 +855,7 @@ async fn a_resumable_answer_is_charged_its_usage_though_its_client_left() {
     let mut chat = quota_chat();
     chat["stream"] = json!(true);
     // The client leaves as soon as the head is in; the answer is read to its end all the same.
-    let started = client
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(started.status(), 200);
-    let id = started.headers()["holdfast-stream"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
-    drop(started);
+    let id = crate::llm_resume::start_and_leave(&gw, "none", &chat).await;
     crate::llm_resume::poll_to_end(&gw, &id, "none").await;
     // Its usage (about 100 tokens) was settled when it ended: the quota is in debt.
     let next = client

@@ -64,12 +64,12 @@ fn chat() -> Value {
     json!({"model": "gpt", "stream": true, "messages": [{"role": "user", "content": "a story"}]})
 }
 
-/// Starts a streamed answer as `key` and leaves at once: the stream's id.
-async fn start_and_leave(gw: &Holdfast, key: &str) -> String {
+/// Starts the streamed answer to `chat` as `key` and leaves at once: the stream's id.
+pub(crate) async fn start_and_leave(gw: &Holdfast, key: &str, chat: &Value) -> String {
     let response = reqwest::Client::new()
         .post(gw.url("/v1/chat/completions"))
         .bearer_auth(key)
-        .json(&chat())
+        .json(chat)
         .send()
         .await
         .expect("post");
@@ -148,7 +148,7 @@ async fn a_stream_cut_short_is_resumed_whole_and_only_by_who_asked() {
 
     // A client that leaves at once: the answer is read to its end all the same, and a
     // long-poller collects it, cursor after cursor.
-    let id = start_and_leave(&gw, "k-acme").await;
+    let id = start_and_leave(&gw, "k-acme", &chat()).await;
     let events = poll_to_end(&gw, &id, "k-acme").await;
     let numbers: Vec<u64> = events.iter().filter_map(|e| e["id"].as_u64()).collect();
     let cursor = numbers.len() as u64;
@@ -268,7 +268,7 @@ async fn stops_mid_answer(signal: i32) {
     let config = config(&openai, &backplane);
     let mut a = Holdfast::start(&config).await;
     let b = Holdfast::start(&config).await;
-    let id = start_and_leave(&a, "k-acme").await;
+    let id = start_and_leave(&a, "k-acme", &chat()).await;
     holdfast_tests::eventually(
         Duration::from_secs(10),
         "A has mirrored some events",

@@ -254,9 +254,7 @@ async fn serve_llm(
             None
         }
         llm::Served::Follow(head, follower) => {
-            respond::reply(inbound, ctx, head).await?;
-            let (outcome, usage) = follower.run(inbound).await;
-            ctx.outcome = Some(outcome);
+            let usage = follow(inbound, ctx, head, follower).await?;
             if let Some(record) = &mut ctx.llm {
                 record.usage = usage;
             }
@@ -298,9 +296,7 @@ async fn serve_kept_events(
     match call::events::serve(inbound, &admitted, spec, ttl).await? {
         resume::Resumed::Reply(reply) => Ok(Some(reply)),
         resume::Resumed::Follow(head, follower) => {
-            respond::reply(inbound, ctx, head).await?;
-            let (outcome, _) = follower.run(inbound).await;
-            ctx.outcome = Some(outcome);
+            follow(inbound, ctx, head, follower).await?;
             Ok(None)
         }
         resume::Resumed::Gone => {
@@ -308,6 +304,20 @@ async fn serve_kept_events(
             Ok(None)
         }
     }
+}
+
+/// Answers with a kept stream: its head (counted and stamped as any reply), then its events
+/// until it ends or the client goes; the answer's usage, when known.
+async fn follow(
+    inbound: &mut impl Inbound,
+    ctx: &mut RequestCtx,
+    head: Reply,
+    follower: resume::Follower,
+) -> Result<Option<llm::translate::Usage>> {
+    respond::reply(inbound, ctx, head).await?;
+    let (outcome, usage) = follower.run(inbound).await;
+    ctx.outcome = Some(outcome);
+    Ok(usage)
 }
 
 /// Runs the route's action (every one but proxying); its reply, or `None` when the client left.
