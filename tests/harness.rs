@@ -24,7 +24,7 @@ pub use origin::Origin;
 pub use otlp::Collector;
 pub use raw_client::{exchange, RawClient, RawResponse, ReadError};
 pub use raw_origin::{RawOrigin, RawSeen};
-pub use redis::RedisServer;
+pub use redis::{RedisCluster, RedisSentinels, RedisServer};
 
 /// A free TCP port on 127.0.0.1 for a server the test starts (holdfast, redis-server).
 ///

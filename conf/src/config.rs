@@ -140,8 +140,8 @@ impl Default for Limits {
 }
 
 /// Where long-poll channels live: in this process, or in Redis shared by several instances.
-/// Written `backplane: memory` or `backplane: { redis: { url: … } }`.
-#[derive(Clone, Debug, Default)]
+/// Written `backplane: memory` or `backplane: { redis: { url | cluster | sentinel: … } }`.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub enum Backplane {
     #[default]
     Memory,
@@ -169,20 +169,139 @@ impl<'de> Deserialize<'de> for Backplane {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+/// The backplane's Redis: exactly one of `url` (one server), `cluster` (Redis Cluster 7+) or
+/// `sentinel` (a master that Sentinel fails over).
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisBackplane {
-    /// `redis://host:port/db`; may be `${REDIS_URL}`.
-    pub url: EnvString,
+    /// One Redis: `redis://host:port/db`; may be `${REDIS_URL}`.
+    #[serde(default)]
+    pub url: Option<EnvString>,
+    /// Redis Cluster: some of its nodes (`redis://host:port`); the rest are discovered.
+    #[serde(default)]
+    pub cluster: Option<Vec<EnvString>>,
+    /// A master watched by Redis Sentinel; Holdfast follows its failovers.
+    #[serde(default)]
+    pub sentinel: Option<SentinelBackplane>,
     /// Key prefix for every stream and list Holdfast writes.
     #[serde(default = "default_prefix")]
     pub prefix: String,
+    /// `written` (default): a publish is acknowledged once its master has it. `replicated`: once
+    /// a replica has it too (`WAIT 1`), so it survives the master's failover.
+    #[serde(default)]
+    pub durability: Durability,
+    /// How long a `replicated` publish waits for a replica before it is refused with 503.
+    #[serde(default = "default_replication_timeout")]
+    pub replication_timeout: Duration,
+}
+
+/// `sentinel: { master: name, nodes: [redis://host:26379, …] }`.
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelBackplane {
+    /// The name the sentinels monitor the master by.
+    pub master: String,
+    /// The sentinels' addresses.
+    pub nodes: Vec<EnvString>,
+}
+
+/// When a publish counts as stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// The master has it (lost if the master dies before a replica copies it).
+    #[default]
+    Written,
+    /// The master and at least one replica have it.
+    Replicated,
+}
+
+/// Which servers the backplane's Redis is, once validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisServers<'a> {
+    One(&'a str),
+    Cluster(Vec<&'a str>),
+    Sentinel {
+        master: &'a str,
+        nodes: Vec<&'a str>,
+    },
+}
+
+impl RedisBackplane {
+    /// One server at `url`, the other settings at their defaults.
+    pub fn one(url: impl Into<String>) -> Self {
+        Self {
+            url: Some(EnvString(url.into())),
+            cluster: None,
+            sentinel: None,
+            prefix: default_prefix(),
+            durability: Durability::Written,
+            replication_timeout: default_replication_timeout(),
+        }
+    }
+
+    /// The servers; validation made sure exactly one form is given (`url` wins otherwise).
+    pub fn servers(&self) -> RedisServers<'_> {
+        if let Some(nodes) = &self.cluster {
+            if self.url.is_none() {
+                return RedisServers::Cluster(nodes.iter().map(EnvString::as_str).collect());
+            }
+        }
+        if let Some(sentinel) = &self.sentinel {
+            if self.url.is_none() {
+                return RedisServers::Sentinel {
+                    master: &sentinel.master,
+                    nodes: sentinel.nodes.iter().map(EnvString::as_str).collect(),
+                };
+            }
+        }
+        RedisServers::One(self.url.as_ref().map_or("", EnvString::as_str))
+    }
+}
+
+fn default_replication_timeout() -> Duration {
+    Duration::from_secs(1)
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::{load_str, Backplane};
+    use crate::{load_str, validate, Backplane, RedisServers};
     use std::path::Path;
+
+    fn errors(backplane: &str) -> Vec<String> {
+        let text = format!("listen: 127.0.0.1:1\n{backplane}");
+        let config = load_str(Path::new("c.yaml"), &text).unwrap_or_else(|e| panic!("{e}"));
+        match validate(&config) {
+            Ok(()) => vec![],
+            Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn one_redis_a_cluster_or_a_sentinel_and_never_two() {
+        assert_eq!(
+            errors("backplane:\n  redis:\n    url: redis://a:6379\n    cluster: [redis://b:7000]\n"),
+            ["c.yaml:5:5: backplane.redis.cluster: give `url` or `cluster`, not both: one Redis, a cluster and a Sentinel-watched master are different servers"]
+        );
+        assert_eq!(
+            errors("backplane: { redis: { prefix: x } }"),
+            ["c.yaml:2:14: backplane.redis: needs `url` (one Redis), `cluster` (Redis Cluster) or `sentinel`"]
+        );
+        assert_eq!(
+            errors("backplane: { redis: { cluster: [], durability: replicated, replication_timeout: 0s } }"),
+            [
+                "c.yaml:2:23: backplane.redis.cluster: needs at least one node",
+                "c.yaml:2:60: backplane.redis.replication_timeout: must be more than 0 (WAIT 0 would wait forever)",
+            ]
+        );
+        assert_eq!(
+            errors("backplane: { redis: { sentinel: { master: '', nodes: [http://s] } } }"),
+            [
+                "c.yaml:2:35: backplane.redis.sentinel.master: needs the master's name",
+                "c.yaml:2:55: backplane.redis.sentinel.nodes[0]: must start with redis://, rediss:// or unix://",
+            ]
+        );
+    }
 
     #[test]
     fn backplane_forms() {
@@ -191,8 +310,42 @@ mod tests {
             "backplane: { redis: { url: redis://127.0.0.1:6379 } }",
         )
         .expect("loads");
-        assert!(
-            matches!(redis.backplane, Backplane::Redis(ref r) if r.url.as_str() == "redis://127.0.0.1:6379")
+        let Backplane::Redis(redis) = redis.backplane else {
+            panic!("redis")
+        };
+        assert_eq!(redis.servers(), RedisServers::One("redis://127.0.0.1:6379"));
+        assert_eq!(redis.durability, crate::Durability::Written);
+        let cluster = load_str(
+            Path::new("c"),
+            "backplane: { redis: { cluster: [redis://a:7000, redis://b:7001], durability: replicated, replication_timeout: 250ms } }",
+        )
+        .expect("loads");
+        let Backplane::Redis(cluster) = cluster.backplane else {
+            panic!("redis")
+        };
+        assert_eq!(
+            cluster.servers(),
+            RedisServers::Cluster(vec!["redis://a:7000", "redis://b:7001"])
+        );
+        assert_eq!(cluster.durability, crate::Durability::Replicated);
+        assert_eq!(
+            cluster.replication_timeout.get(),
+            std::time::Duration::from_millis(250)
+        );
+        let sentinel = load_str(
+            Path::new("c"),
+            "backplane: { redis: { sentinel: { master: main, nodes: [redis://s:26379] } } }",
+        )
+        .expect("loads");
+        let Backplane::Redis(sentinel) = sentinel.backplane else {
+            panic!("redis")
+        };
+        assert_eq!(
+            sentinel.servers(),
+            RedisServers::Sentinel {
+                master: "main",
+                nodes: vec!["redis://s:26379"]
+            }
         );
         let memory = load_str(Path::new("c"), "backplane: memory").expect("loads");
         assert!(matches!(memory.backplane, Backplane::Memory));

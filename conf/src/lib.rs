@@ -34,7 +34,10 @@ mod validate;
 pub use channel::{
     ChannelMode, Channels, LongPoll, OnTimeout, PollFormat, Publish, StartAt, Transport,
 };
-pub use config::{AccessLog, Backplane, Config, Cors, Limits, RedisBackplane, Server};
+pub use config::{
+    AccessLog, Backplane, Config, Cors, Durability, Limits, RedisBackplane, RedisServers,
+    SentinelBackplane, Server,
+};
 pub use duration::Duration;
 pub use env::EnvString;
 pub use error::{ConfigError, ConfigErrors, FieldError};

@@ -47,16 +47,7 @@ fn check_server(config: &Config, errors: &mut Vec<FieldError>) {
         }
     }
     if let crate::Backplane::Redis(redis) = &config.backplane {
-        let url = redis.url.as_str();
-        if !(url.starts_with("redis://")
-            || url.starts_with("rediss://")
-            || url.starts_with("unix://"))
-        {
-            errors.push(FieldError::new(
-                "backplane.redis.url",
-                "must start with redis://, rediss:// or unix://",
-            ));
-        }
+        check_redis(redis, errors);
     }
     if let Some(ca_file) = &config.server.ca_file {
         if let Err(error) = std::fs::metadata(ca_file) {
@@ -70,6 +61,91 @@ fn check_server(config: &Config, errors: &mut Vec<FieldError>) {
         errors.push(FieldError::new(
             "channels.buffer_messages",
             "must be at least 1",
+        ));
+    }
+}
+
+/// Exactly one of `url`, `cluster` and `sentinel`, each address a Redis URL.
+fn check_redis(redis: &crate::RedisBackplane, errors: &mut Vec<FieldError>) {
+    let given: Vec<&str> = [
+        ("url", redis.url.is_some()),
+        ("cluster", redis.cluster.is_some()),
+        ("sentinel", redis.sentinel.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    match given.as_slice() {
+        [] => errors.push(FieldError::new(
+            "backplane.redis",
+            "needs `url` (one Redis), `cluster` (Redis Cluster) or `sentinel`",
+        )),
+        [_] => {}
+        [first, rest @ ..] => {
+            for other in rest {
+                errors.push(FieldError::new(
+                    format!("backplane.redis.{other}"),
+                    format!("give `{first}` or `{other}`, not both: one Redis, a cluster and a Sentinel-watched master are different servers"),
+                ));
+            }
+        }
+    }
+    let check_url = |at: String, url: &str, errors: &mut Vec<FieldError>| {
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://"))
+        {
+            errors.push(FieldError::new(
+                at,
+                "must start with redis://, rediss:// or unix://",
+            ));
+        }
+    };
+    if let Some(url) = &redis.url {
+        check_url("backplane.redis.url".into(), url.as_str(), errors);
+    }
+    if let Some(nodes) = &redis.cluster {
+        if nodes.is_empty() {
+            errors.push(FieldError::new(
+                "backplane.redis.cluster",
+                "needs at least one node",
+            ));
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            check_url(
+                format!("backplane.redis.cluster[{i}]"),
+                node.as_str(),
+                errors,
+            );
+        }
+    }
+    if let Some(sentinel) = &redis.sentinel {
+        if sentinel.master.is_empty() {
+            errors.push(FieldError::new(
+                "backplane.redis.sentinel.master",
+                "needs the master's name",
+            ));
+        }
+        if sentinel.nodes.is_empty() {
+            errors.push(FieldError::new(
+                "backplane.redis.sentinel.nodes",
+                "needs at least one sentinel",
+            ));
+        }
+        for (i, node) in sentinel.nodes.iter().enumerate() {
+            check_url(
+                format!("backplane.redis.sentinel.nodes[{i}]"),
+                node.as_str(),
+                errors,
+            );
+        }
+    }
+    if redis.durability == crate::Durability::Replicated
+        && redis.replication_timeout.get().is_zero()
+    {
+        errors.push(FieldError::new(
+            "backplane.redis.replication_timeout",
+            "must be more than 0 (WAIT 0 would wait forever)",
         ));
     }
 }

@@ -78,8 +78,8 @@ impl Default for Settings {
 /// Why the hub could not be built (a configuration problem; Redis being down is not one).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("backplane.redis.url: {0}")]
-    RedisUrl(String),
+    #[error("backplane.redis: {0}")]
+    Redis(String),
     #[error("the long-poll hub must be started inside a tokio runtime")]
     NoRuntime,
 }
@@ -155,12 +155,14 @@ impl Hub {
             limit: request.limit.max(1),
             ..request
         };
-        match &self.inner.backend {
+        let outcome = match &self.inner.backend {
             Backend::Memory(memory) => memory.poll(key, request, deadline, on_waiting).await,
             // Boxed: the Redis poll's state (a script call in flight) is far bigger than a
             // memory poll's, and a future is as big as its biggest branch.
             Backend::Redis(redis) => Box::pin(redis.poll(key, request, deadline, on_waiting)).await,
-        }
+        };
+        count_unavailable("poll", &outcome);
+        outcome
     }
 
     /// [`Hub::wait`] with nobody to tell.
@@ -199,10 +201,12 @@ impl Hub {
             .filter(|ct| !ct.is_empty())
             .map(Arc::<str>::from);
         let event = event.filter(|e| !e.is_empty()).map(Arc::<str>::from);
-        match &self.inner.backend {
+        let published = match &self.inner.backend {
             Backend::Memory(memory) => memory.publish(key, body, content_type, event),
             Backend::Redis(redis) => redis.publish(key, body, content_type, event).await,
-        }
+        };
+        count_unavailable("publish", &published);
+        published
     }
 
     /// Whether the backplane is reachable (always true for memory).
@@ -246,6 +250,19 @@ impl Drop for Inner {
             task.abort();
         }
     }
+}
+
+/// `holdfast_backplane_unavailable_total`: what the backplane could not take, and why.
+fn count_unavailable<T>(operation: &str, result: &Result<T, HubError>) {
+    let reason = match result {
+        Err(HubError::Unavailable(_)) => "down",
+        Err(HubError::Unreplicated(_)) => "unreplicated",
+        _ => return,
+    };
+    crate::observe::metrics::METRICS
+        .backplane_unavailable
+        .with_label_values(&[operation, reason])
+        .inc();
 }
 
 /// Ages out buffers and forgets idle channels, a few times per `idle_expiry`. Holds the hub

@@ -6,6 +6,7 @@
 const LAYERS: &[(&str, u8)] = &[
     ("problem", 0),
     ("observe", 1),
+    ("backplane", 1),
     ("limits", 2),
     ("hub", 2),
     ("wire", 2),

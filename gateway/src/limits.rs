@@ -485,13 +485,21 @@ fn keys_for(
         value.hash_with(&mut hasher);
         *local = hasher.finish();
         if let Some(redis) = &limiter.redis {
+            let tagged = redis.key_shape() == crate::backplane::KeyShape::Tagged;
             let mut key = Vec::with_capacity(64);
             key.extend_from_slice(redis.prefix.as_bytes());
+            if tagged {
+                key.push(b'{');
+            }
             key.extend_from_slice(rule.id.as_bytes());
             key.push(b':');
             key.push(b'0' + kind);
             key.push(b':');
             value.append_to(&mut key);
+            if tagged {
+                // A `}` in the value ends the tag early, but at the same place every time.
+                key.push(b'}');
+            }
             keys.redis.push(key);
         }
     }

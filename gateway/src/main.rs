@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 mod actions;
 mod app;
+mod backplane;
 mod core;
 mod edge;
 mod exchange;

@@ -3,6 +3,7 @@
 
 mod access_log;
 mod auth;
+mod backplanes;
 mod config;
 /// The deploy artefacts (deploy/, examples/), one module per kind of check, with the helpers they
 /// share in `support`.
@@ -24,6 +25,7 @@ mod longpoll;
 mod mapping;
 mod metrics;
 mod proxy;
+
 mod security;
 mod slow_subscribers;
 mod streams;

@@ -44,6 +44,9 @@ pub(super) fn hub_problem(error: &HubError) -> Problem {
     }
     match error.status() {
         400 => Problem::new(400, "bad-request", "Bad Request", error.to_string()),
+        503 if matches!(error, HubError::Unreplicated(_)) => unavailable(
+            "no replica acknowledged the message in time, so it is not acknowledged as stored; publish it again".to_owned(),
+        ),
         503 => unavailable("the channel backplane is unreachable; try again shortly".to_owned()),
         507 => Problem::new(507, "queue-full", "Insufficient Storage", error.to_string()),
         _ => Problem::new(

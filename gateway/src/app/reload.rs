@@ -62,6 +62,21 @@ impl Reloader {
         match loaded {
             Ok(Ok(new_state)) => {
                 let old = self.runtime.state.load();
+                if old.config.backplane != new_state.config.backplane {
+                    // The hub keeps the backplane it started with; a new one that does not
+                    // answer would still be wrong to accept, since a restart would then fail.
+                    if let conf::Backplane::Redis(redis) = &new_state.config.backplane {
+                        if let Err(error) = crate::backplane::Link::check(redis).await {
+                            METRICS.config_reloads.with_label_values(&["error"]).inc();
+                            tracing::error!(
+                                trigger = why,
+                                "configuration reload refused; the running configuration stays:\nbackplane.redis: {error}"
+                            );
+                            return;
+                        }
+                    }
+                    tracing::warn!("the backplane changes only on restart; the rest of the new configuration applies now");
+                }
                 // Certificates may change; what each address speaks may not.
                 let shape = |config: &conf::Config| -> Vec<_> {
                     config

@@ -2,7 +2,7 @@
 //! rate limits: job results and cached answers. One lazy connection for the process, made at
 //! start when `backplane` is redis; every key is under the backplane's `prefix` and expires.
 
-use redis::aio::ConnectionManager;
+use crate::backplane::Link;
 use redis::AsyncCommands;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -10,9 +10,10 @@ use std::time::Duration;
 static KV: OnceLock<Kv> = OnceLock::new();
 
 pub struct Kv {
-    conn: ConnectionManager,
-    /// For connections of their own: a blocking read holds its connection.
-    client: redis::Client,
+    link: Link,
+    /// The backplane's settings, for connections of their own: a blocking read holds its
+    /// connection.
+    settings: conf::RedisBackplane,
     prefix: String,
 }
 
@@ -22,22 +23,11 @@ pub fn init(config: &conf::Config) {
     let conf::Backplane::Redis(redis_conf) = &config.backplane else {
         return;
     };
-    let client = match redis::Client::open(redis_conf.url.as_str()) {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::error!(%error, "job results and cached answers cannot use the Redis backplane");
-            return;
-        }
-    };
-    let settings = redis::aio::ConnectionManagerConfig::new()
-        .set_number_of_retries(1)
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(Some(Duration::from_secs(1)));
-    match ConnectionManager::new_lazy_with_config(client.clone(), settings) {
-        Ok(conn) => {
+    match Link::lazy(redis_conf, Duration::from_secs(1)) {
+        Ok(link) => {
             let _ = KV.set(Kv {
-                conn,
-                client,
+                link,
+                settings: redis_conf.clone(),
                 prefix: redis_conf.prefix.clone(),
             });
         }
@@ -59,41 +49,37 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl Kv {
-    /// `key` under the backplane's prefix.
+    /// `key` under the backplane's prefix, as its own hash tag in a cluster: the keys of one
+    /// record share the tag (`key("answer:7", ":live")`) so a script or pipeline may touch them
+    /// all.
     pub fn key(&self, key: &str) -> String {
-        format!("{}{key}", self.prefix)
+        self.link.key_shape().key(&self.prefix, key, "")
+    }
+
+    /// Like [`Kv::key`], with `suffix` after the tag.
+    pub fn key_with(&self, key: &str, suffix: &str) -> String {
+        self.link.key_shape().key(&self.prefix, key, suffix)
     }
 
     /// The shared connection, for commands that answer at once.
-    pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
+    pub fn connection(&self) -> Link {
+        self.link.clone()
     }
 
     /// A connection of its own, for commands that block (`XREAD BLOCK`) up to `wait`.
-    pub async fn own_connection(
-        &self,
-        wait: Duration,
-    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        let settings = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(wait + Duration::from_secs(1)));
-        self.client
-            .get_multiplexed_async_connection_with_config(&settings)
-            .await
+    pub async fn own_connection(&self, wait: Duration) -> redis::RedisResult<Link> {
+        self.link.own(&self.settings, wait).await
     }
 
     /// Stores `value` at `key` for `keep`.
     pub async fn put(&self, key: &str, value: &[u8], keep: Duration) -> redis::RedisResult<()> {
-        let mut conn = self.conn.clone();
-        conn.pset_ex(format!("{}{key}", self.prefix), value, millis(keep))
-            .await
+        let mut conn = self.link.clone();
+        conn.pset_ex(self.key(key), value, millis(keep)).await
     }
 
     /// The value at `key`; `None` when there is none, or Redis did not answer.
     pub async fn fetch(&self, key: &str) -> Option<Vec<u8>> {
-        let mut conn = self.conn.clone();
-        conn.get(format!("{}{key}", self.prefix))
-            .await
-            .unwrap_or(None)
+        let mut conn = self.link.clone();
+        conn.get(self.key(key)).await.unwrap_or(None)
     }
 }

@@ -27,6 +27,10 @@ pub enum HubError {
     /// The backplane (Redis) cannot be reached or did not answer in time (→ 503).
     #[error("the channel backplane is unavailable: {0}")]
     Unavailable(String),
+    /// `durability: replicated` and no replica acknowledged the message in time (→ 503): it
+    /// is on the master and may still be delivered, but it is not acknowledged as stored.
+    #[error("no replica acknowledged the message in time: {0}")]
+    Unreplicated(String),
     /// The backplane answered something Holdfast did not write (→ 500).
     #[error("the channel backplane returned unexpected data: {0}")]
     Corrupt(String),
@@ -38,7 +42,7 @@ impl HubError {
         match self {
             HubError::BadCursor(_) | HubError::CursorAhead { .. } | HubError::BadChannel(_) => 400,
             HubError::QueueFull { .. } => 507,
-            HubError::Unavailable(_) => 503,
+            HubError::Unavailable(_) | HubError::Unreplicated(_) => 503,
             HubError::Corrupt(_) => 500,
         }
     }

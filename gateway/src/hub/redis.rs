@@ -14,8 +14,8 @@ use super::message::{PollOutcome, PollRequest, Published};
 use super::queue_waiters::QueueWaiters;
 use super::shards::Shards;
 use super::{ChannelKey, HubError, OnWaiting, Settings, StartError};
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, RedisError};
+use crate::backplane::{is_outage, KeyShape, Link};
+use ::redis::RedisError;
 use bytes::Bytes;
 use fetch::FetchCache;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,9 +33,17 @@ const READ_GRACE: Duration = Duration::from_millis(100);
 const HEALTH_EVERY: Duration = Duration::from_millis(500);
 
 pub(crate) struct RedisHub {
-    conn: ConnectionManager,
+    /// For reads.
+    conn: Link,
+    /// For writes that must not run twice: publishes (and their `WAIT`), queue pops and
+    /// give-backs.
+    writes: Link,
     keys: Keys,
     settings: Settings,
+    /// With `durability: replicated`, how long a publish waits for a replica.
+    replicated_within: Option<Duration>,
+    /// In a cluster: the connection that holds this instance's shard subscriptions.
+    shard_subscriptions: Option<::redis::cluster_async::ClusterConnection>,
     local: Shards<Local>,
     health: Health,
     runtime: tokio::runtime::Handle,
@@ -49,6 +57,8 @@ pub(crate) struct Local {
     fetches: FetchCache,
     /// Queue: the line of local pollers and the dispatcher's state.
     queue: Mutex<LocalQueue>,
+    /// In a cluster: set once this instance is subscribed to the channel's shard channel.
+    subscribed: tokio::sync::OnceCell<()>,
 }
 
 #[derive(Default)]
@@ -66,32 +76,64 @@ impl Local {
             notify: Notify::new(),
             fetches: FetchCache::default(),
             queue: Mutex::new(LocalQueue::default()),
+            subscribed: tokio::sync::OnceCell::new(),
         }
     }
 }
 
-/// Redis key names under the configured prefix.
+/// Redis key names under the configured prefix. On one Redis every wake-up goes to one
+/// pub/sub channel; in a cluster each channel has a shard channel beside its keys (one hash tag),
+/// so a publish wakes only the instances holding polls on that channel, through one shard.
 struct Keys {
     prefix: String,
+    shape: KeyShape,
     notify: String,
 }
 
 impl Keys {
-    fn new(prefix: &str) -> Self {
+    fn new(prefix: &str, shape: KeyShape) -> Self {
         Self {
             prefix: prefix.to_owned(),
+            shape,
             notify: format!("{prefix}notify"),
         }
     }
 
     fn data(&self, key: &ChannelKey) -> String {
-        format!("{}{}", self.prefix, wake_payload(key))
+        self.shape.key(&self.prefix, &wake_payload(key), "")
     }
 
     fn queue_seq(&self, key: &ChannelKey) -> String {
-        format!("{}qseq:{}", self.prefix, key.name)
+        match self.shape {
+            KeyShape::Plain => format!("{}qseq:{}", self.prefix, key.name),
+            KeyShape::Tagged => self.shape.key(&self.prefix, &wake_payload(key), ":seq"),
+        }
+    }
+
+    /// The wake-up command and the channel it publishes on.
+    fn wake(&self, key: &ChannelKey) -> (&'static str, String) {
+        match self.shape {
+            KeyShape::Plain => ("PUBLISH", self.notify.clone()),
+            KeyShape::Tagged => ("SPUBLISH", self.shard_channel(key)),
+        }
+    }
+
+    fn shard_channel(&self, key: &ChannelKey) -> String {
+        self.shape
+            .key(&self.prefix, &wake_payload(key), SHARD_SUFFIX)
+    }
+
+    /// The channel a shard channel name wakes, for a subscription change the server sent.
+    fn channel_of(&self, shard_channel: &[u8]) -> Option<ChannelKey> {
+        let name = std::str::from_utf8(shard_channel).ok()?;
+        let tagged = name.strip_prefix(self.prefix.as_str())?.strip_prefix('{')?;
+        let payload = tagged.strip_suffix(SHARD_SUFFIX)?.strip_suffix('}')?;
+        parse_wake_payload(payload.as_bytes())
     }
 }
+
+/// What follows a channel's hash tag in its shard channel's name.
+const SHARD_SUFFIX: &str = ":wake";
 
 /// What `PUBLISH` carries and what the listener parses back: `b:<name>` or `q:<name>`.
 fn wake_payload(key: &ChannelKey) -> String {
@@ -152,27 +194,30 @@ impl RedisHub {
         settings: Settings,
         runtime: &tokio::runtime::Handle,
     ) -> Result<(Arc<Self>, Vec<AbortHandle>), StartError> {
-        let url_error = |e: RedisError| StartError::RedisUrl(e.to_string());
-        let client = Client::open(redis_conf.url.as_str()).map_err(url_error)?;
-        // Fail fast instead of the manager's default of retrying for seconds: callers have
-        // deadlines, and the manager reconnects again on the next command anyway.
-        let manager_config = ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500))
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(COMMAND_TIMEOUT));
-        let conn = {
-            // The manager spawns its connection driver on the current runtime.
+        let link_error = |e: crate::backplane::LinkError| StartError::Redis(e.to_string());
+        let (conn, writes, wakes) = {
+            // The connections' drivers run on the hub's runtime.
             let _entered = runtime.enter();
-            ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
-                .map_err(url_error)?
+            let conn = Link::lazy(redis_conf, COMMAND_TIMEOUT).map_err(link_error)?;
+            let writes = match &conn {
+                Link::Cluster(_) => {
+                    Link::lazy_for_writes(redis_conf, COMMAND_TIMEOUT).map_err(link_error)?
+                }
+                _ => conn.clone(),
+            };
+            let wakes = subscriber::Wakes::new(redis_conf, &conn)
+                .map_err(|e| StartError::Redis(e.to_string()))?;
+            (conn, writes, wakes)
         };
         let (up, _) = watch::channel(false);
         let hub = Arc::new(Self {
+            keys: Keys::new(&redis_conf.prefix, conn.key_shape()),
             conn,
-            keys: Keys::new(&redis_conf.prefix),
+            writes,
             settings,
+            replicated_within: (redis_conf.durability == conf::Durability::Replicated)
+                .then(|| redis_conf.replication_timeout.get()),
+            shard_subscriptions: wakes.shard_subscriptions(),
             local: Shards::new(),
             health: Health {
                 commands: AtomicBool::new(false),
@@ -181,11 +226,9 @@ impl RedisHub {
             },
             runtime: runtime.clone(),
         });
-        let listener =
-            subscriber::Listener::new(&client, hub.keys.notify.clone()).map_err(url_error)?;
         let tasks = vec![
             runtime
-                .spawn(listener.run(Arc::downgrade(&hub)))
+                .spawn(wakes.run(hub.keys.notify.clone(), Arc::downgrade(&hub)))
                 .abort_handle(),
             runtime
                 .spawn(health_loop(Arc::downgrade(&hub)))
@@ -202,9 +245,74 @@ impl RedisHub {
         self.local.len()
     }
 
-    /// Forgets local channels nobody waits on.
+    /// Forgets local channels nobody waits on (in a cluster, with their shard subscriptions).
     pub(crate) fn sweep(&self) {
-        self.local.sweep(|_, _| true);
+        let mut gone = Vec::new();
+        self.local.sweep(|key, local| {
+            if local.subscribed.initialized() {
+                gone.push(self.keys.shard_channel(key));
+            }
+            true
+        });
+        if let (Some(subscriptions), false) = (&self.shard_subscriptions, gone.is_empty()) {
+            let mut subscriptions = subscriptions.clone();
+            self.runtime.spawn(async move {
+                // A poll that came meanwhile subscribed again; the listener sees this
+                // unsubscription confirmed and subscribes that channel once more.
+                let _ = subscriptions.sunsubscribe(gone).await;
+            });
+        }
+    }
+
+    /// In a cluster, subscribes this instance to the channel's shard channel before its first
+    /// read, so that no publish after that read goes unheard.
+    async fn subscribe(&self, key: &ChannelKey, local: &Local) -> Result<(), HubError> {
+        let Some(subscriptions) = &self.shard_subscriptions else {
+            return Ok(());
+        };
+        let channel = self.keys.shard_channel(key);
+        local
+            .subscribed
+            .get_or_try_init(|| async {
+                let mut subscriptions = subscriptions.clone();
+                self.call(subscriptions.ssubscribe(channel)).await
+            })
+            .await
+            .map(drop)
+    }
+
+    /// Subscribes again to a shard channel the server dropped (its slot moved to another
+    /// master) when polls still wait on it, and wakes them: a wake-up may have been missed.
+    fn resubscribe(self: &Arc<Self>, shard_channel: &[u8]) {
+        let Some(key) = self.keys.channel_of(shard_channel) else {
+            return;
+        };
+        let (Some(local), Some(subscriptions)) = (self.local.get(&key), &self.shard_subscriptions)
+        else {
+            return;
+        };
+        let mut subscriptions = subscriptions.clone();
+        let channel = self.keys.shard_channel(&key);
+        let hub = self.clone();
+        self.runtime.spawn(async move {
+            if let Err(error) = hub.call(subscriptions.ssubscribe(channel)).await {
+                tracing::warn!(channel = %key.name, %error, "could not subscribe again to a moved shard channel");
+            }
+            hub.wake_local(&key, &local);
+        });
+    }
+
+    /// A (re)subscription the server confirmed: after a reconnect or a topology change the
+    /// client subscribes again by itself, and what was published meanwhile woke nobody here.
+    fn resubscribed(self: &Arc<Self>, shard_channel: &[u8]) {
+        let Some(key) = self.keys.channel_of(shard_channel) else {
+            return;
+        };
+        if let Some(local) = self.local.get(&key) {
+            if local.subscribed.initialized() {
+                self.wake_local(&key, &local);
+            }
+        }
     }
 
     fn check_up(&self) -> Result<(), HubError> {
@@ -224,7 +332,7 @@ impl RedisHub {
         let until = Instant::now() + COMMAND_TIMEOUT;
         match tokio::time::timeout_at(until, call).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) if is_connection_error(&error) => {
+            Ok(Err(error)) if is_outage(&error) => {
                 self.health.set(&self.health.commands, false);
                 Err(HubError::Unavailable(error.to_string()))
             }
@@ -245,16 +353,17 @@ impl RedisHub {
     ) -> Result<Published, HubError> {
         self.check_up()?;
         let now_ms = unix_ms(SystemTime::now());
-        let mut conn = self.conn.clone();
+        let mut conn = self.writes.clone();
         let (id, listeners): (String, i64) = match key.mode {
             conf::ChannelMode::Broadcast => {
                 let ttl = self.settings.buffer_age + self.settings.idle_expiry;
+                let (command, channel) = self.keys.wake(key);
                 let invocation = scripts::publish_broadcast(
                     &self.keys.data(key),
                     self.settings.buffer_messages.max(1),
                     millis(self.settings.buffer_age),
                     millis(ttl).max(1),
-                    &self.keys.notify,
+                    (command, &channel),
                     &wake_payload(key),
                     &body,
                     content_type.as_deref(),
@@ -271,11 +380,12 @@ impl RedisHub {
                     event.as_deref(),
                     &body,
                 );
+                let (command, channel) = self.keys.wake(key);
                 let invocation = scripts::publish_queue(
                     &self.keys.data(key),
                     &self.keys.queue_seq(key),
                     self.settings.queue_max_messages,
-                    &self.keys.notify,
+                    (command, &channel),
                     &wake_payload(key),
                     &item,
                 );
@@ -287,12 +397,36 @@ impl RedisHub {
                 max: self.settings.queue_max_messages,
             });
         }
+        if let Some(within) = self.replicated_within {
+            self.wait_replica(key, &mut conn, within).await?;
+        }
         let cursor =
             Cursor::parse(&id).map_err(|_| HubError::Corrupt(format!("message id {id:?}")))?;
         Ok(Published {
             cursor,
             delivered_to: usize::try_from(listeners).unwrap_or(0),
         })
+    }
+
+    /// `durability: replicated`: the publish is acknowledged only once a replica has it. When
+    /// none does in time the client is told 503, though the message may still be delivered: a
+    /// publisher that tries again may publish it twice, but never loses one it was told is stored.
+    async fn wait_replica(
+        &self,
+        key: &ChannelKey,
+        conn: &mut Link,
+        within: Duration,
+    ) -> Result<(), HubError> {
+        let data = self.keys.data(key);
+        let replicas: i64 =
+            tokio::time::timeout(within + COMMAND_TIMEOUT, conn.wait_replica(&data, within))
+                .await
+                .map_err(|_| HubError::Unavailable("no replica answered in time".into()))?
+                .map_err(|error| HubError::Unavailable(error.to_string()))?;
+        if replicas < 1 {
+            return Err(HubError::Unreplicated(format!("waited {within:?}")));
+        }
+        Ok(())
     }
 
     pub(crate) async fn poll(
@@ -304,6 +438,7 @@ impl RedisHub {
     ) -> Result<PollOutcome, HubError> {
         self.check_up()?;
         let local = self.local.get_or_create(key, Local::new);
+        self.subscribe(key, &local).await?;
         match key.mode {
             conf::ChannelMode::Broadcast => {
                 self.poll_broadcast(key, &local, request, deadline, on_waiting)
@@ -326,6 +461,7 @@ impl RedisHub {
     ) -> Result<PollOutcome, HubError> {
         let stream = self.keys.data(key);
         let mut cursor = request.cursor;
+        let mut held = false;
         loop {
             // Registered before reading, so a wake-up during the read is not lost.
             let notified = local.notify.notified();
@@ -334,56 +470,97 @@ impl RedisHub {
             // Reads end with the poll's deadline (a little later if it has passed, so a poll
             // with no wait still sees what is there) and are never cut short otherwise.
             let read_until = deadline.max(Instant::now() + READ_GRACE);
-            let from = match cursor {
-                Some(cursor) => cursor,
-                None => {
-                    let Ok(read) =
-                        tokio::time::timeout_at(read_until, Box::pin(self.read(&stream, None, 0)))
-                            .await
-                    else {
-                        return Ok(PollOutcome::Timeout { cursor });
-                    };
-                    *cursor.get_or_insert(read?.start(request.start))
-                }
-            };
-            let cell = local.fetches.cell(from, request.limit);
-            // The reads are boxed: they are done before the wait, and inline they would size
-            // the state every held poll keeps while it waits.
-            let shared_read =
-                Box::pin(cell.get_or_try_init(|| self.read(&stream, Some(from), request.limit)));
-            let Ok(read) = tokio::time::timeout_at(read_until, shared_read).await else {
-                return Ok(PollOutcome::Timeout { cursor });
-            };
-            let mut read = read?.clone();
-            if read.check_cursor(from).is_err() {
-                // A shared read may predate the message this cursor names (its wake-up still
-                // on the way): only a fresh read refuses the cursor.
-                let Ok(fresh) = tokio::time::timeout_at(
-                    read_until,
-                    Box::pin(self.read(&stream, Some(from), request.limit)),
-                )
+            match self
+                .look(&stream, local, &mut cursor, request, read_until)
                 .await
-                else {
-                    return Ok(PollOutcome::Timeout { cursor });
-                };
-                read = fresh?;
-                read.check_cursor(from)?;
-            }
-            if let Some(oldest) = read.gone(from) {
-                return Ok(PollOutcome::Gone { oldest });
-            }
-            if let Some(last) = read.messages.last() {
-                return Ok(PollOutcome::Messages {
-                    cursor: last.id,
-                    messages: read.messages.clone(),
-                });
+            {
+                Ok(Some(outcome)) => return Ok(outcome),
+                Ok(None) => {}
+                Err(HubError::Unavailable(_)) if held => {
+                    // The backplane went away (a failover) while this poll was held: it stays
+                    // held, and looks again from its cursor when the backplane is back.
+                    if !self.wait_up(deadline).await {
+                        return Ok(PollOutcome::Timeout { cursor });
+                    }
+                    continue;
+                }
+                Err(error) => return Err(error),
             }
             // Only now is the place taken: a poll without a cursor starts where its first
             // read found the stream's end.
             on_waiting.tell();
+            held = true;
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep_until(deadline) => return Ok(PollOutcome::Timeout { cursor }),
+            }
+        }
+    }
+
+    /// One look at the stream after `cursor` (which a poll without one takes from the stream's
+    /// end): the outcome when there is one, `None` when the poll should wait.
+    async fn look(
+        &self,
+        stream: &str,
+        local: &Local,
+        cursor: &mut Option<Cursor>,
+        request: PollRequest,
+        read_until: Instant,
+    ) -> Result<Option<PollOutcome>, HubError> {
+        let timeout = |cursor: Option<Cursor>| Ok(Some(PollOutcome::Timeout { cursor }));
+        let from = match *cursor {
+            Some(cursor) => cursor,
+            None => {
+                let Ok(read) =
+                    tokio::time::timeout_at(read_until, Box::pin(self.read(stream, None, 0))).await
+                else {
+                    return timeout(*cursor);
+                };
+                *cursor.get_or_insert(read?.start(request.start))
+            }
+        };
+        let cell = local.fetches.cell(from, request.limit);
+        // The reads are boxed: they are done before the wait, and inline they would size
+        // the state every held poll keeps while it waits.
+        let shared_read =
+            Box::pin(cell.get_or_try_init(|| self.read(stream, Some(from), request.limit)));
+        let Ok(read) = tokio::time::timeout_at(read_until, shared_read).await else {
+            return timeout(*cursor);
+        };
+        let mut read = read?.clone();
+        if read.check_cursor(from).is_err() {
+            // A shared read may predate the message this cursor names (its wake-up still
+            // on the way): only a fresh read refuses the cursor.
+            let Ok(fresh) = tokio::time::timeout_at(
+                read_until,
+                Box::pin(self.read(stream, Some(from), request.limit)),
+            )
+            .await
+            else {
+                return timeout(*cursor);
+            };
+            read = fresh?;
+            read.check_cursor(from)?;
+        }
+        if let Some(oldest) = read.gone(from) {
+            return Ok(Some(PollOutcome::Gone { oldest }));
+        }
+        Ok(read.messages.last().map(|last| PollOutcome::Messages {
+            cursor: last.id,
+            messages: read.messages.clone(),
+        }))
+    }
+
+    /// Waits until the backplane is up again; false when `deadline` comes first.
+    async fn wait_up(&self, deadline: Instant) -> bool {
+        let mut up = self.health.up.subscribe();
+        loop {
+            if *up.borrow_and_update() {
+                return true;
+            }
+            tokio::select! {
+                changed = up.changed() => if changed.is_err() { return false },
+                _ = tokio::time::sleep_until(deadline) => return false,
             }
         }
     }
@@ -435,22 +612,13 @@ async fn health_loop(hub: std::sync::Weak<RedisHub>) {
     loop {
         let Some(strong) = hub.upgrade() else { return };
         let mut conn = strong.conn.clone();
-        let ping: Result<String, HubError> = strong
-            .call(::redis::cmd("PING").query_async(&mut conn))
-            .await;
+        let ping = strong.call(conn.ping()).await;
         if strong.health.set(&strong.health.commands, ping.is_ok()) {
             strong.wake_all();
         }
         drop(strong);
         tokio::time::sleep(HEALTH_EVERY).await;
     }
-}
-
-fn is_connection_error(error: &RedisError) -> bool {
-    error.is_io_error()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-        || error.is_timeout()
 }
 
 fn unix_ms(time: SystemTime) -> u64 {

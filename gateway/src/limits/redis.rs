@@ -7,8 +7,8 @@
 //! one per request. The switch is logged once each way and shown by
 //! `holdfast_ratelimit_backend{backend}` and `holdfast_ratelimit_fallbacks_total`.
 
+use crate::backplane::{KeyShape, Link};
 use crate::observe::metrics::METRICS;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -74,7 +74,7 @@ pub struct Answer {
 }
 
 pub struct RedisLimits {
-    conn: ConnectionManager,
+    conn: Link,
     script: redis::Script,
     adjust: redis::Script,
     pub prefix: String,
@@ -87,15 +87,8 @@ pub struct RedisLimits {
 impl RedisLimits {
     /// A lazy connection: nothing is dialled until the first check. Must run inside a runtime
     /// that lives as long as the process (the manager's driver runs there).
-    pub fn connect(redis: &conf::RedisBackplane) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(redis.url.as_str())?;
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500))
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+    pub fn connect(redis: &conf::RedisBackplane) -> Result<Self, crate::backplane::LinkError> {
+        let conn = Link::lazy(redis, CALL_TIMEOUT)?;
         show_backend(true);
         Ok(Self {
             conn,
@@ -106,6 +99,11 @@ impl RedisLimits {
             down: AtomicBool::new(false),
             epoch: std::time::Instant::now(),
         })
+    }
+
+    /// How this Redis wants keys named: in a cluster each limit's key is its own hash tag.
+    pub fn key_shape(&self) -> KeyShape {
+        self.conn.key_shape()
     }
 
     fn now(&self) -> u64 {
@@ -119,17 +117,19 @@ impl RedisLimits {
             METRICS.ratelimit_fallbacks.inc();
             return None;
         }
-        let mut invocation = self.script.prepare_invoke();
-        for key in keys {
-            invocation.key(key.as_slice());
-        }
-        for arg in args {
-            invocation.arg(*arg);
-        }
-        let mut conn = self.conn.clone();
-        let result =
-            tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async::<Vec<i64>>(&mut conn))
-                .await;
+        let result = if keys.len() > 1 && self.key_shape() == KeyShape::Tagged {
+            tokio::time::timeout(CALL_TIMEOUT, self.check_each(keys, args)).await
+        } else {
+            let mut invocation = self.script.prepare_invoke();
+            for key in keys {
+                invocation.key(key.as_slice());
+            }
+            for arg in args {
+                invocation.arg(*arg);
+            }
+            let mut conn = self.conn.clone();
+            tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async::<Vec<i64>>(&mut conn)).await
+        };
         let error = match result {
             Ok(Ok(values)) if values.len() == keys.len() * 2 => {
                 self.mark_up();
@@ -152,12 +152,58 @@ impl RedisLimits {
         None
     }
 
+    /// In a cluster each limit's key is on a slot of its own, where one script cannot reach
+    /// them all: each is checked by itself (at once, side by side), and when one refuses, the
+    /// ones that passed are given their charge back, so a refused request costs nothing, as it
+    /// does on one Redis.
+    async fn check_each(&self, keys: &[Vec<u8>], args: &[u64]) -> redis::RedisResult<Vec<i64>> {
+        let checks = keys.iter().zip(args.chunks_exact(2)).map(|(key, pair)| {
+            let mut invocation = self.script.prepare_invoke();
+            invocation.key(key.as_slice()).arg(pair[0]).arg(pair[1]);
+            let mut conn = self.conn.clone();
+            async move { invocation.invoke_async::<Vec<i64>>(&mut conn).await }
+        });
+        let answers = futures_util::future::join_all(checks).await;
+        let mut out = Vec::with_capacity(keys.len() * 2);
+        for answer in answers {
+            out.extend(answer?);
+        }
+        let refused = out.chunks_exact(2).any(|pair| pair[0] != 1);
+        if refused {
+            let (passed, refunds): (Vec<Vec<u8>>, Vec<i64>) = keys
+                .iter()
+                .zip(args.chunks_exact(2))
+                .zip(out.chunks_exact(2))
+                .filter(|(_, answer)| answer[0] == 1)
+                .map(|((key, pair), _)| (key.clone(), -i64::try_from(pair[0]).unwrap_or(i64::MAX)))
+                .unzip();
+            for (key, refund) in passed.iter().zip(&refunds) {
+                let mut invocation = self.adjust.prepare_invoke();
+                invocation.key(key.as_slice()).arg(*refund);
+                let mut conn = self.conn.clone();
+                let _: redis::RedisResult<i64> = invocation.invoke_async(&mut conn).await;
+            }
+        }
+        Ok(out)
+    }
+
     /// Moves each key's TAT by its delta (µs); `false` when Redis did not take it (the caller
     /// corrects locally).
     pub async fn adjust(&self, keys: &[Vec<u8>], deltas: &[i64]) -> bool {
         let until = self.fallback_until.load(Ordering::Relaxed);
         if keys.is_empty() || (until != 0 && self.now() < until) {
             return false;
+        }
+        if keys.len() > 1 && self.key_shape() == KeyShape::Tagged {
+            // Each key on its own slot (see `check_each`).
+            let each = keys.iter().zip(deltas).map(|(key, delta)| {
+                let mut invocation = self.adjust.prepare_invoke();
+                invocation.key(key.as_slice()).arg(*delta);
+                let mut conn = self.conn.clone();
+                async move { invocation.invoke_async::<i64>(&mut conn).await }
+            });
+            let all = futures_util::future::join_all(each);
+            return matches!(tokio::time::timeout(CALL_TIMEOUT, all).await, Ok(results) if results.iter().all(Result::is_ok));
         }
         let mut invocation = self.adjust.prepare_invoke();
         for key in keys {

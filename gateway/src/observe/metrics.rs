@@ -18,6 +18,7 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub backplane_up: IntGauge,
+    pub backplane_unavailable: IntCounterVec,
     pub longpoll_held: IntGaugeVec,
     pub subscribers: IntGaugeVec,
     pub messages_delivered: IntCounterVec,
@@ -109,6 +110,7 @@ impl Metrics {
                 r.register(Box::new(g.clone())).unwrap_or_else(|e| panic!("{e}"));
                 g
             },
+            backplane_unavailable: counter(&r, "holdfast_backplane_unavailable_total", "Publishes and polls answered 503 because the backplane could not take them, by operation (publish, poll) and reason (down: unreachable or failing over; unreplicated: no replica acknowledged in time).", &["operation", "reason"]),
             longpoll_held: gauge(&r, "holdfast_longpoll_held", "Long-polls held right now, by route.", &["route"]),
             subscribers: gauge(&r, "holdfast_subscribers", "Subscribers connected right now, by route and transport (sse, websocket); held polls are in holdfast_longpoll_held.", &["route", "transport"]),
             messages_delivered: counter(&r, "holdfast_messages_delivered_total", "Messages written to stream and socket subscribers, by route and transport (sse, websocket); held polls' answers are in holdfast_longpoll_completions_total.", &["route", "transport"]),

@@ -10,6 +10,7 @@
 
 use super::log::{Batch, Log};
 use super::Dialect;
+use crate::backplane::Link;
 use crate::core::kv::Kv;
 use bytes::Bytes;
 use redis::AsyncCommands;
@@ -32,9 +33,10 @@ struct Keys {
 impl Keys {
     fn new(kv: &Kv, id: &str) -> Self {
         Self {
+            // One tag for the three, so a pipeline may touch them all on a cluster.
             events: kv.key(&format!("answer:{id}")),
-            meta: kv.key(&format!("answer:{id}:meta")),
-            live: kv.key(&format!("answer:{id}:live")),
+            meta: kv.key_with(&format!("answer:{id}"), ":meta"),
+            live: kv.key_with(&format!("answer:{id}"), ":live"),
         }
     }
 }
@@ -155,9 +157,9 @@ async fn write(
 pub struct Remote {
     kv: &'static Kv,
     /// The process's shared connection, for reads that answer at once.
-    shared: redis::aio::ConnectionManager,
+    shared: Link,
     /// A connection of its own, made when a read must wait: `XREAD BLOCK` holds it.
-    waiting: Option<redis::aio::MultiplexedConnection>,
+    waiting: Option<Link>,
     keys: Keys,
     dialect: Dialect,
 }

@@ -64,7 +64,7 @@ impl RedisHub {
                     }
                 }
             };
-            let mut conn = self.conn.clone();
+            let mut conn = self.writes.clone();
             let popped: Result<Option<Vec<Vec<u8>>>, HubError> = self
                 .call(
                     ::redis::cmd("RPOP")
@@ -121,7 +121,7 @@ impl RedisHub {
                 )
             })
             .collect();
-        let mut conn = self.conn.clone();
+        let mut conn = self.writes.clone();
         let pushed: Result<i64, HubError> = self
             .call(
                 ::redis::cmd("RPUSH")

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// KEYS[1] stream. ARGV: 1 max length, 2 max age in ms (0: none), 3 key TTL in ms, 4 notify
 /// channel, 5 wake-up payload, 6 body, 7 content type ('' for none), 8 publish time in ms, 9
-/// event name ('' for none).
+/// event name ('' for none), 10 the wake-up command (`PUBLISH`, or `SPUBLISH` in a cluster).
 /// Returns {id, instances listening}.
 ///
 /// Trims with `XDEL` of the oldest entries rather than `MAXLEN`/`MINID`: Redis (7.0) records
@@ -51,13 +51,14 @@ if tonumber(ARGV[2]) > 0 then
   end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {id, redis.call('PUBLISH', ARGV[4], ARGV[5])}
+return {id, redis.call(ARGV[10], ARGV[4], ARGV[5])}
 "#,
     )
 });
 
 /// KEYS[1] list, KEYS[2] id counter. ARGV: 1 max length, 2 notify channel, 3 wake-up payload,
-/// 4 the item without its id. Returns {id, instances listening}, or {'', -1} when full.
+/// 4 the item without its id, 5 the wake-up command. Returns {id, instances listening}, or
+/// {'', -1} when full.
 static PUBLISH_QUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -69,7 +70,7 @@ redis.call('PEXPIRE', KEYS[2], 60000)
 local now = redis.call('TIME')
 local id = string.format('%.0f-%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000), seq)
 redis.call('LPUSH', KEYS[1], id .. '\n' .. ARGV[4])
-return {id, redis.call('PUBLISH', ARGV[2], ARGV[3])}
+return {id, redis.call(ARGV[5], ARGV[2], ARGV[3])}
 "#,
     )
 });
@@ -112,7 +113,7 @@ pub(crate) fn publish_broadcast<'a>(
     max_len: usize,
     max_age_ms: u64,
     ttl_ms: u64,
-    notify: &str,
+    wake: (&str, &str),
     payload: &str,
     body: &[u8],
     content_type: Option<&str>,
@@ -125,12 +126,13 @@ pub(crate) fn publish_broadcast<'a>(
         .arg(max_len)
         .arg(max_age_ms)
         .arg(ttl_ms)
-        .arg(notify)
+        .arg(wake.1)
         .arg(payload)
         .arg(body)
         .arg(content_type.unwrap_or(""))
         .arg(published_ms)
-        .arg(event.unwrap_or(""));
+        .arg(event.unwrap_or(""))
+        .arg(wake.0);
     invocation
 }
 
@@ -138,7 +140,7 @@ pub(crate) fn publish_queue<'a>(
     list: &str,
     seq: &str,
     max_len: usize,
-    notify: &str,
+    wake: (&str, &str),
     payload: &str,
     item: &[u8],
 ) -> ScriptInvocation<'a> {
@@ -147,9 +149,10 @@ pub(crate) fn publish_queue<'a>(
         .key(list)
         .key(seq)
         .arg(max_len)
-        .arg(notify)
+        .arg(wake.1)
         .arg(payload)
-        .arg(item);
+        .arg(item)
+        .arg(wake.0);
     invocation
 }
 

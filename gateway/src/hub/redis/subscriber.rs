@@ -1,10 +1,20 @@
-//! The wake-up listener: one dedicated RESP3 connection per instance, subscribed to
-//! `<prefix>notify`, that turns each `PUBLISH`ed `b:<name>` / `q:<name>` into a wake-up of this
-//! instance's waiters on that channel. It reconnects with back-off (100 ms doubling to 2 s),
-//! pings every second to notice a dead peer, and wakes every local channel after each
-//! (re)subscription, since wake-ups sent while it was away are lost.
+//! Wake-ups. On one Redis (or Sentinel's master) one dedicated RESP3 connection per instance,
+//! subscribed to `<prefix>notify`, turns each `PUBLISH`ed `b:<name>` / `q:<name>` into a wake-up
+//! of this instance's waiters on that channel. It reconnects with back-off (100 ms doubling to
+//! 2 s; with Sentinel, to the master the sentinels name then), pings every second to notice a
+//! dead peer, and wakes every local channel after each (re)subscription, since wake-ups sent
+//! while it was away are lost.
+//!
+//! In a cluster each channel has a shard channel: the hub subscribes (`SSUBSCRIBE`) to those of
+//! the channels it holds polls on, and this task relays what arrives. The cluster client
+//! subscribes again by itself after a reconnect or a topology change (each confirmation wakes
+//! that channel here); when a slot moves, its master drops the subscription and the hub makes it
+//! again on the new master.
 
 use super::{parse_wake_payload, RedisHub};
+use crate::backplane::{Follower, Link};
+use ::redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use ::redis::cluster_async::ClusterConnection;
 use ::redis::{
     AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, RedisError, Value,
 };
@@ -17,30 +27,125 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
+/// Where this instance hears of publishes.
+pub(crate) enum Wakes {
+    /// One Redis, or Sentinel's master: one subscription to the notify channel.
+    Notify(Listener),
+    /// A cluster: shard subscriptions per channel, on a connection of their own.
+    Shards {
+        conn: ClusterConnection,
+        pushes: mpsc::UnboundedReceiver<PushInfo>,
+    },
+}
+
+impl Wakes {
+    /// Lazy like the command link: nothing is dialled here.
+    pub(crate) fn new(redis: &conf::RedisBackplane, link: &Link) -> Result<Self, RedisError> {
+        match (redis.servers(), link) {
+            (conf::RedisServers::Cluster(nodes), _) => {
+                let (tx, pushes) = mpsc::unbounded_channel::<PushInfo>();
+                let client = ClusterClientBuilder::new(nodes)
+                    .use_protocol(ProtocolVersion::RESP3)
+                    .build()?;
+                let config = ClusterConfig::new()
+                    .set_connection_timeout(TIMEOUT)
+                    .set_response_timeout(TIMEOUT * 2)
+                    .set_push_sender(tx);
+                Ok(Wakes::Shards {
+                    conn: client.get_pending_async_connection_with_config(config),
+                    pushes,
+                })
+            }
+            (_, Link::Sentinel(follower)) => Ok(Wakes::Notify(Listener {
+                source: Source::Sentinel(follower.clone()),
+            })),
+            (conf::RedisServers::One(url), _) => Ok(Wakes::Notify(Listener {
+                source: Source::Client(resp3(&Client::open(url)?)?),
+            })),
+            (conf::RedisServers::Sentinel { .. }, _) => Err(RedisError::from((
+                ::redis::ErrorKind::Client,
+                "a Sentinel backplane needs a Sentinel link",
+            ))),
+        }
+    }
+
+    /// The connection the hub subscribes shard channels on, in a cluster.
+    pub(crate) fn shard_subscriptions(&self) -> Option<ClusterConnection> {
+        match self {
+            Wakes::Shards { conn, .. } => Some(conn.clone()),
+            Wakes::Notify(_) => None,
+        }
+    }
+
+    /// Relays wake-ups until the hub is dropped.
+    pub(crate) async fn run(self, notify: String, hub: Weak<RedisHub>) {
+        match self {
+            Wakes::Notify(listener) => listener.run(notify, hub).await,
+            Wakes::Shards { pushes, .. } => relay_shards(pushes, hub).await,
+        }
+    }
+}
+
+/// The cluster's pushes: messages wake their channel, subscription changes are followed.
+async fn relay_shards(mut pushes: mpsc::UnboundedReceiver<PushInfo>, hub: Weak<RedisHub>) {
+    if let Some(strong) = hub.upgrade() {
+        strong.health.set(&strong.health.listener, true);
+    }
+    while let Some(push) = pushes.recv().await {
+        let Some(strong) = hub.upgrade() else { return };
+        let channel = push.data.first().and_then(payload);
+        match push.kind {
+            PushKind::SMessage => {
+                if let Some(key) = push
+                    .data
+                    .get(1)
+                    .and_then(payload)
+                    .and_then(parse_wake_payload)
+                {
+                    strong.wake(&key);
+                }
+            }
+            PushKind::SSubscribe => {
+                if let Some(channel) = channel {
+                    strong.resubscribed(channel);
+                }
+            }
+            PushKind::SUnsubscribe => {
+                if let Some(channel) = channel {
+                    strong.resubscribe(channel);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The same server as `client`, speaking RESP3 (pushes on a multiplexed connection).
+fn resp3(client: &Client) -> Result<Client, RedisError> {
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    Client::open(info.set_redis_settings(settings))
+}
+
+enum Source {
+    Client(Client),
+    Sentinel(Follower),
+}
+
 pub(crate) struct Listener {
-    client: Client,
-    channel: String,
+    source: Source,
 }
 
 impl Listener {
-    /// A listener for `channel` on the same server as `client`, speaking RESP3 (pushes on a
-    /// multiplexed connection).
-    pub(crate) fn new(client: &Client, channel: String) -> Result<Self, RedisError> {
-        let info = client.get_connection_info().clone();
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let client = Client::open(info.set_redis_settings(settings))?;
-        Ok(Self { client, channel })
-    }
-
     /// Runs until the hub is dropped.
-    pub(crate) async fn run(self, hub: Weak<RedisHub>) {
+    async fn run(self, channel: String, hub: Weak<RedisHub>) {
         let mut backoff = BACKOFF_MIN;
         let mut logged = false;
         loop {
-            match self.session(&hub).await {
+            match self.session(&channel, &hub).await {
                 Ok(()) => return, // the hub is gone
                 Err(Session::Lost(error)) => {
                     tracing::warn!(%error, "redis wake-up listener lost its connection");
@@ -66,18 +171,24 @@ impl Listener {
     }
 
     /// One connection's life: connect, subscribe, relay wake-ups until it breaks.
-    async fn session(&self, hub: &Weak<RedisHub>) -> Result<(), Session> {
+    async fn session(&self, channel: &str, hub: &Weak<RedisHub>) -> Result<(), Session> {
+        let client = match &self.source {
+            Source::Client(client) => client.clone(),
+            Source::Sentinel(follower) => match follower.client().await.and_then(|c| resp3(&c)) {
+                Ok(client) => client,
+                Err(error) => return Err(Session::NoConnect(error.to_string())),
+            },
+        };
         let (tx, mut rx) = mpsc::unbounded_channel::<PushInfo>();
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
             .set_response_timeout(Some(TIMEOUT))
             .set_push_sender(tx);
         let connect = async {
-            let mut conn = self
-                .client
+            let mut conn = client
                 .get_multiplexed_async_connection_with_config(&config)
                 .await?;
-            conn.subscribe(&self.channel).await?;
+            conn.subscribe(channel).await?;
             Ok::<_, RedisError>(conn)
         };
         let mut conn = match tokio::time::timeout(TIMEOUT * 2, connect).await {

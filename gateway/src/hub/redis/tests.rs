@@ -79,8 +79,8 @@ impl Drop for RedisServer {
 fn redis_hub(server: &RedisServer, edit: impl FnOnce(&mut conf::Config)) -> Hub {
     let config = config(|c| {
         c.backplane = conf::Backplane::Redis(conf::RedisBackplane {
-            url: conf::EnvString(server.url()),
             prefix: "test:".into(),
+            ..conf::RedisBackplane::one(server.url())
         });
         edit(c);
     });
@@ -483,8 +483,8 @@ async fn a_hub_starts_while_redis_is_down() {
     let hub = {
         let config = config(|c| {
             c.backplane = conf::Backplane::Redis(conf::RedisBackplane {
-                url: conf::EnvString(format!("redis://127.0.0.1:{port}/")),
                 prefix: "test:".into(),
+                ..conf::RedisBackplane::one(format!("redis://127.0.0.1:{port}/"))
             });
         });
         Hub::start(&config).unwrap()
@@ -510,11 +510,11 @@ fn a_bad_url_is_a_start_error() {
     let _entered = runtime.enter();
     let config = config(|c| {
         c.backplane = conf::Backplane::Redis(conf::RedisBackplane {
-            url: conf::EnvString("not a url".into()),
             prefix: "test:".into(),
+            ..conf::RedisBackplane::one("not a url")
         });
     });
-    assert!(matches!(Hub::start(&config), Err(StartError::RedisUrl(_))));
+    assert!(matches!(Hub::start(&config), Err(StartError::Redis(_))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
