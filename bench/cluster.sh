@@ -37,10 +37,11 @@
 #   3. Redis commands per publish, in 1 and in 2: `CONFIG RESETSTAT` on every node before,
 #      `INFO commandstats` of every master after; calls summed over the masters ÷ publishes,
 #      per command (the commands a Lua script calls are counted as well as its EVALSHA: the
-#      publish script is EVALSHA + XADD, XLEN, [XRANGE + XDEL when trimming], PEXPIRE, PUBLISH
-#      or SPUBLISH; the read script EVALSHA + EXISTS, XINFO, XRANGE); the masters' network
-#      bytes in, out and out to replicas per publish (`INFO stats`); how the publish scripts
-#      spread over the masters.
+#      publish script is EVALSHA + XADD, XLEN, [XRANGE + XDEL when trimming], [TIME + XRANGE
+#      for buffer_age], PEXPIRE, PUBLISH or SPUBLISH; the read script EVALSHA + EXISTS, XINFO,
+#      XRANGE); the masters' network bytes per publish (`INFO stats`): in, out to clients and
+#      out to replicas (Redis 7.0 counts the replication stream in total_net_output_bytes; the
+#      clients' figure is the difference); how the publish scripts spread over the masters.
 # Then a table of both setups with cluster ÷ one.
 #
 # Run:    bench/cluster.sh                    (~2 min)
@@ -49,8 +50,9 @@
 #         DURABILITY=replicated (the cluster's `durability:`; unset: the default, `written`)
 #         HOLDFAST_BIN=path/to/holdfast (default target/release/holdfast, built if missing)
 # Ports:  PORT_BASE … +5 the `one` instances (listen, admin), +6 … +11 the `cluster` instances,
-#         +12 the one redis-server, +13 … +18 the cluster's nodes and +10013 … +10018 their
-#         cluster bus ports.
+#         +12 the one redis-server, +13 … +18 the cluster's nodes, +19 … +24 their cluster bus
+#         ports (`--cluster-port`; Redis' default, port + 10000, would fall in Linux's ephemeral
+#         range, 32768–60999, where the `one` setup's client connections can still hold them).
 # Needs:  redis-server and redis-cli ≥ 7 (Debian `redis-server`, `redis-tools`), python3, curl,
 #         cargo; `ulimit -n` ≥ 3 × FAN_PER_INSTANCE + 1000. A build of Holdfast that does not
 #         take `backplane.redis.cluster` (`holdfast check` refuses the config) skips the cluster
@@ -71,13 +73,12 @@ SETUPS="${SETUPS:-one cluster}"
 DURABILITY="${DURABILITY:-}"
 PORT_BASE="${PORT_BASE:-29100}"
 REDIS_ONE_PORT=$((PORT_BASE + 12))
-CLUSTER_PORTS=()
-for i in 0 1 2 3 4 5; do CLUSTER_PORTS+=($((PORT_BASE + 13 + i))); done
+CLUSTER_PORTS=() BUS_PORTS=()
+for i in 0 1 2 3 4 5; do CLUSTER_PORTS+=($((PORT_BASE + 13 + i))) BUS_PORTS+=($((PORT_BASE + 19 + i))); done
 
 require redis-server redis-cli python3 curl -- redis-server redis-tools python3 curl
 all_ports=()
-for i in $(seq 0 12); do all_ports+=($((PORT_BASE + i))); done
-for port in "${CLUSTER_PORTS[@]}"; do all_ports+=("$port" $((port + 10000))); done
+for i in $(seq 0 24); do all_ports+=($((PORT_BASE + i))); done
 ports_free "${all_ports[@]}"
 need_fds=$((3 * FAN_PER_INSTANCE + 1000))
 if [ "$(ulimit -n)" -lt "$need_fds" ]; then
@@ -393,6 +394,7 @@ def fanout(o):
     }
     save(o, "fan", result)
     print(f"fanout {o['label']}: held={total} answers={answers} missing={missing} non200={non200} "
+          f"closed={closed} unstamped={unstamped} "
           f"p50_ms={result['p50_ms']:.1f} p99_ms={result['p99_ms']:.1f} max_ms={result['max_ms']:.1f} "
           f"round_p99_ms={','.join(f'{x:.1f}' for x in round_p99)} "
           f"holdfast_us_per_answer={result['holdfast_us_per_answer']:.1f} "
@@ -496,6 +498,14 @@ def report(o):
     def ratio(a, b):
         return f"{b / a:.2f}" if a and a == a and b == b else "-"
 
+    def out_clients(d, part, div):
+        # Redis 7.0's total_net_output_bytes includes the stream to the replicas: taken out here.
+        net = d[part]["stats"]["net"]
+        return (net["total_net_output_bytes"] - net["total_net_repl_output_bytes"]) / d[part][div]
+
+    def out_repl(d, part, div):
+        return d[part]["stats"]["net"]["total_net_repl_output_bytes"] / d[part][div]
+
     def row(name, get, digits=1, unit=""):
         vals = []
         for label in labels:
@@ -518,8 +528,8 @@ def report(o):
     row("Redis µs in EVALSHA per publish (commandstats, wall)",
         lambda d: d["tp"]["stats"]["usec"]["evalsha"] / d["tp"]["published"])
     row("masters' bytes in per publish", lambda d: d["tp"]["stats"]["net"]["total_net_input_bytes"] / d["tp"]["published"], 0)
-    row("masters' bytes out per publish (clients)", lambda d: d["tp"]["stats"]["net"]["total_net_output_bytes"] / d["tp"]["published"], 0)
-    row("masters' bytes out per publish (replicas)", lambda d: d["tp"]["stats"]["net"]["total_net_repl_output_bytes"] / d["tp"]["published"], 0)
+    row("masters' bytes out per publish (clients)", lambda d: out_clients(d, "tp", "published"), 0)
+    row("masters' bytes out per publish (replicas)", lambda d: out_repl(d, "tp", "published"), 0)
     print("# 1b. the same publishes through instance 0 only (its publishers alone), no poll held")
     row("publishes/s", lambda d: d["tp1"]["publish_per_s"], 0)
     row("Holdfast CPU µs per publish, the instance taking it", lambda d: d["tp1"]["holdfast_us_per_publish_each"][0])
@@ -535,7 +545,8 @@ def report(o):
     row("Redis CPU µs per publish, masters", lambda d: d["tpw"]["redis_masters_us_per_publish"])
     row("Redis CPU µs per publish, all nodes", lambda d: d["tpw"]["redis_all_us_per_publish"])
     row("EVALSHA per publish", lambda d: d["tpw"]["stats"]["calls"].get("evalsha", 0) / d["tpw"]["published"], 2)
-    row("masters' bytes out per publish (clients)", lambda d: d["tpw"]["stats"]["net"]["total_net_output_bytes"] / d["tpw"]["published"], 0)
+    row("masters' bytes out per publish (clients)", lambda d: out_clients(d, "tpw", "published"), 0)
+    row("masters' bytes out per publish (replicas)", lambda d: out_repl(d, "tpw", "published"), 0)
     print(f"# 2. fan-out: one publish to each of the channels, every answer timed (kernel receive time)")
     row("polls held (3 instances)", lambda d: d["fan"]["held"], 0)
     row("channels × rounds = publishes", lambda d: d["fan"]["publishes"], 0)
@@ -547,7 +558,8 @@ def report(o):
     row("Holdfast CPU µs per answer (+ its re-poll)", lambda d: d["fan"]["holdfast_us_per_answer"])
     row("Redis µs in EVALSHA per publish (commandstats, wall)",
         lambda d: d["fan"]["stats"]["usec"]["evalsha"] / d["fan"]["publishes"])
-    row("masters' bytes out per publish (clients)", lambda d: d["fan"]["stats"]["net"]["total_net_output_bytes"] / d["fan"]["publishes"], 0)
+    row("masters' bytes out per publish (clients)", lambda d: out_clients(d, "fan", "publishes"), 0)
+    row("masters' bytes out per publish (replicas)", lambda d: out_repl(d, "fan", "publishes"), 0)
     for label in labels:
         f = data[label].get("fan")
         if f:
@@ -618,13 +630,16 @@ start_cluster() {
         mkdir -p "$TMP/node$i"
         redis-server --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file nodes.conf \
             --cluster-node-timeout 2000 --save "" --appendonly no --dir "$TMP/node$i" --port "$port" \
+            --cluster-port "${BUS_PORTS[$i]}" \
             >"$TMP/node$i/redis.log" 2>&1 &
         PIDS+=($!)
         REDIS_NODES="$REDIS_NODES${REDIS_NODES:+,}$port:$!"
         nodes+=("127.0.0.1:$port")
         urls+=("redis://127.0.0.1:$port")
     done
-    for port in "${CLUSTER_PORTS[@]}"; do wait_redis "$port"; done
+    for i in 0 1 2 3 4 5; do
+        wait_redis "${CLUSTER_PORTS[$i]}" || { tail -5 "$TMP/node$i/redis.log" >&2; return 1; }
+    done
     redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$TMP/cluster-create.log" 2>&1 ||
         { cat "$TMP/cluster-create.log" >&2; return 1; }
     for i in $(seq 1 300); do
@@ -719,8 +734,8 @@ for setup in $SETUPS; do
         --publishers "$PUBLISHERS" --duration "$DURATION" --warmup 0 --per-channel 1 --admins "$ADMINS"
     python3 "$TMP/client.py" fanout "${common[@]}" --admins "$ADMINS" --channels "$FAN_CHANNELS" \
         --per-instance "$FAN_PER_INSTANCE" --rounds "$FAN_ROUNDS" --tag "fan${setup}"
-    problems="$(cat "$TMP/$setup"-*.log | grep -c -E 'WARN|ERROR' || true)"
-    [ "$problems" = 0 ] || { echo "$setup: $problems warn/error lines in Holdfast's logs, e.g.:"; grep -h -E 'WARN|ERROR' "$TMP/$setup"-*.log | head -3; }
+    problems="$(cat "$TMP/$setup"-[0-9].log | grep -c -E 'WARN|ERROR' || true)"
+    [ "$problems" = 0 ] || { echo "$setup: $problems warn/error lines in Holdfast's logs, e.g.:"; grep -h -E 'WARN|ERROR' "$TMP/$setup"-[0-9].log | head -3; }
     DONE="$DONE${DONE:+,}$setup"
     stop_pids
     sleep 1

@@ -173,35 +173,37 @@ async fn nothing_acknowledged_is_lost(
         room.to_owned(),
         move |seen| seen.last().copied() == Some(last.load(std::sync::atomic::Ordering::SeqCst)),
     ));
+    // The failover runs beside the publishes, never racing one: a publish cut short by a
+    // `select!` would be sent again under the same number.
+    let failed_over = std::sync::atomic::AtomicBool::new(false);
+    let failing_over = async {
+        failover.await;
+        failed_over.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
     let publishing = async {
         let mut statuses = Vec::new();
         let mut readyz_down = false;
         let mut n = 5;
         let mut acked_after = 0;
-        let mut failed_over = false;
-        let failover = failover;
-        tokio::pin!(failover);
         while acked_after < 10 {
-            tokio::select! {
-                () = &mut failover, if !failed_over => { failed_over = true; continue }
-                status = publish(&client, publisher, room, n) => {
-                    if status == 503 && !readyz_down {
-                        readyz_down = reqwest::get(publisher.admin_url("/readyz"))
-                            .await
-                            .is_ok_and(|r| r.status() == 503);
-                    }
-                    if failed_over && status == 201 {
-                        acked_after += 1;
-                    }
-                    statuses.push((n, status));
-                    n += 1;
-                }
+            let after = failed_over.load(std::sync::atomic::Ordering::SeqCst);
+            let status = publish(&client, publisher, room, n).await;
+            if status == 503 && !readyz_down {
+                readyz_down = reqwest::get(publisher.admin_url("/readyz"))
+                    .await
+                    .is_ok_and(|r| r.status() == 503);
             }
-            // Pace the publishes so the failover's gap shows as a run of 503s, not thousands.
+            if after && status == 201 {
+                acked_after += 1;
+            }
+            statuses.push((n, status));
+            n += 1;
+            // Paced, so the failover's gap shows as a run of 503s, not thousands.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         (statuses, readyz_down)
     };
+    let publishing = async { tokio::join!(failing_over, publishing).1 };
     let (statuses, readyz_down) = tokio::time::timeout(Duration::from_secs(60), publishing)
         .await
         .expect("the failover ends and publishes are acknowledged again");
@@ -441,4 +443,31 @@ fn url_and_cluster_together_are_refused_at_load_with_file_and_line() {
             && stderr.contains("backplane.redis.cluster: give `url` or `cluster`, not both"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_shares_rate_limits_between_instances() {
+    let origin = holdfast_tests::Origin::echo().await;
+    let cluster = RedisCluster::start().await;
+    let nodes = cluster.urls().join(", ");
+    // Two limits: their keys are on different slots, checked side by side.
+    let config = format!(
+        r#"
+server: {{ shutdown_grace: 1s }}
+backplane: {{ redis: {{ cluster: [{nodes}] }} }}
+upstreams:
+  o: {{ targets: [{origin}] }}
+routes:
+  - {{ name: r, match: {{ path: /r }}, rate_limits: [{{ key: ip, rate: 3/m }}, {{ key: ip, rate: 100/h }}], upstream: o }}
+"#,
+        origin = origin.addr
+    );
+    let a = Holdfast::start(&config).await;
+    let b = Holdfast::start(&config).await;
+    crate::limits::three_pass_then_the_fourth_is_refused(
+        &a,
+        &b,
+        "\"ip:3/m\";q=3;w=60, \"ip:100/h\";q=100;w=3600",
+    )
+    .await;
 }

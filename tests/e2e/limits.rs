@@ -161,8 +161,19 @@ async fn a_redis_backed_limit_is_shared_by_two_instances() {
     let redis = RedisServer::start().await;
     let a = Holdfast::start(&shared(&origin, &redis)).await;
     let b = Holdfast::start(&shared(&origin, &redis)).await;
+    three_pass_then_the_fourth_is_refused(&a, &b, "\"ip:3/m\";q=3;w=60").await;
+}
+
+/// A route's `ip: 3/m` limit (with `policy` as its `RateLimit-Policy`), shared by `a` and `b`
+/// through Redis: three requests across the two pass, the fourth is refused and so is the next
+/// on the other.
+pub(crate) async fn three_pass_then_the_fourth_is_refused(
+    a: &Holdfast,
+    b: &Holdfast,
+    policy: &str,
+) {
     let client = reqwest::Client::new();
-    for gw in [&a, &b, &a] {
+    for gw in [a, b, a] {
         assert_eq!(
             client.get(gw.url("/r")).send().await.expect("get").status(),
             200
@@ -170,7 +181,7 @@ async fn a_redis_backed_limit_is_shared_by_two_instances() {
     }
     let refused = client.get(b.url("/r")).send().await.expect("get");
     assert_eq!(refused.status(), 429);
-    assert_eq!(refused.headers()["ratelimit-policy"], "\"ip:3/m\";q=3;w=60");
+    assert_eq!(refused.headers()["ratelimit-policy"], policy);
     assert_eq!(
         problem(refused).await["detail"],
         "rate limit `ip:3/m` exceeded; retry in 20s"

@@ -793,6 +793,13 @@ async fn every_metric_in_the_readme_moves_when_its_traffic_comes() {
         Want::Is(1.0),
     );
     checks.set_at_start("holdfast_backplane_up", &[], Want::Is(1.0));
+    // A memory backplane is never unavailable: present at 0 (tests/e2e/backplanes.rs sees it
+    // move through a failover).
+    checks.set_at_start(
+        "holdfast_backplane_unavailable_total",
+        &[("operation", "publish"), ("reason", "down")],
+        Want::Is(0.0),
+    );
     // The spans of all that traffic, which the collector that is not there did not take.
     checks.counter(
         "holdfast_trace_spans_dropped_total",

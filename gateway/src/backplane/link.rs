@@ -1,7 +1,7 @@
 //! One connection to the backplane's Redis, of whichever shape the config names. It is a
 //! `ConnectionLike`, so scripts, pipelines and typed commands run on it unchanged.
 
-use super::sentinel::Follower;
+use super::sentinel::{Follower, Pinned};
 use super::KeyShape;
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
@@ -15,6 +15,11 @@ use redis::{
     Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
 };
 use std::time::Duration;
+
+/// How often a write is sent again after a redirect; after `MOVED`, following a pause of
+/// `MOVED_PAUSE` times the attempt.
+const REDIRECTS: u32 = 3;
+const MOVED_PAUSE: Duration = Duration::from_millis(50);
 
 /// How long dialling a server may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -43,8 +48,13 @@ pub enum Link {
     Own(MultiplexedConnection),
     /// Redis Cluster: routed by key slot, following `MOVED`/`ASK` and topology changes.
     Cluster(ClusterConnection),
+    /// Redis Cluster, for writes that must not run twice: sent again only after `MOVED` (which
+    /// says it did not run), never after a broken connection (after which it may have).
+    ClusterOnce(ClusterConnection),
     /// The master Sentinel names, found again after a failover.
     Sentinel(Follower),
+    /// One connection to the master Sentinel named, for commands that must share it.
+    Pinned(Pinned),
 }
 
 impl Link {
@@ -90,9 +100,11 @@ impl Link {
                 let config = ClusterConfig::new()
                     .set_connection_timeout(CONNECT_TIMEOUT)
                     .set_response_timeout(response);
-                Ok(Link::Cluster(
-                    client.get_pending_async_connection_with_config(config),
-                ))
+                let conn = client.get_pending_async_connection_with_config(config);
+                Ok(match resend {
+                    Resend::Redirected => Link::Cluster(conn),
+                    Resend::Never => Link::ClusterOnce(conn),
+                })
             }
             conf::RedisServers::Sentinel { master, nodes } => {
                 Follower::new(master, &nodes, response).map(Link::Sentinel)
@@ -142,10 +154,19 @@ impl Link {
         }
     }
 
+    /// This link, held to one connection for a write and the `WAIT` that follows it: with
+    /// Sentinel, a `WAIT` on another master's connection would count replicas of nothing.
+    pub async fn pinned(&self) -> RedisResult<Link> {
+        match self {
+            Link::Sentinel(follower) => Ok(Link::Pinned(follower.pin().await?)),
+            other => Ok(other.clone()),
+        }
+    }
+
     /// How keys must be named on this link.
     pub fn key_shape(&self) -> KeyShape {
         match self {
-            Link::Cluster(_) => KeyShape::Tagged,
+            Link::Cluster(_) | Link::ClusterOnce(_) => KeyShape::Tagged,
             _ => KeyShape::Plain,
         }
     }
@@ -155,7 +176,7 @@ impl Link {
     pub async fn own(&self, redis: &conf::RedisBackplane, wait: Duration) -> RedisResult<Link> {
         let response = wait + Duration::from_secs(1);
         match self {
-            Link::Cluster(_) => {
+            Link::Cluster(_) | Link::ClusterOnce(_) => {
                 let conf::RedisServers::Cluster(nodes) = redis.servers() else {
                     return Err(RedisError::from((ErrorKind::Client, "not a cluster")));
                 };
@@ -168,7 +189,7 @@ impl Link {
                 ))
             }
             Link::Sentinel(follower) => Ok(Link::Own(follower.own(response).await?)),
-            Link::One(_) | Link::Own(_) => {
+            Link::Pinned(_) | Link::One(_) | Link::Own(_) => {
                 let conf::RedisServers::One(url) = redis.servers() else {
                     return Err(RedisError::from((ErrorKind::Client, "not one server")));
                 };
@@ -187,7 +208,7 @@ impl Link {
     pub async fn ping(&mut self) -> RedisResult<()> {
         let ping = redis::cmd("PING");
         match self {
-            Link::Cluster(conn) => {
+            Link::Cluster(conn) | Link::ClusterOnce(conn) => {
                 let every_master = RoutingInfo::MultiNode((
                     MultipleNodeRoutingInfo::AllMasters,
                     Some(ResponsePolicy::AllSucceeded),
@@ -207,7 +228,7 @@ impl Link {
         let mut wait = redis::cmd("WAIT");
         wait.arg(1).arg(millis);
         match self {
-            Link::Cluster(conn) => {
+            Link::Cluster(conn) | Link::ClusterOnce(conn) => {
                 // WAIT names no key: send it to the master of the key's slot, where the write went.
                 let route = Route::with_key(key, SlotAddr::Master);
                 let value = conn
@@ -247,6 +268,44 @@ fn cluster_client(nodes: &[&str], resend: Resend) -> RedisResult<redis::cluster:
         .build()
 }
 
+/// A write that must not run twice, on a cluster connection that never resends by itself. It is
+/// sent again only where the cluster said it did not run: after `MOVED` (once the client has its
+/// new slot map) and, mid-migration, after `ASK` (to the node the slot is moving to, with
+/// `ASKING`).
+async fn send_once(conn: &mut ClusterConnection, cmd: &Cmd) -> RedisResult<Value> {
+    let mut attempt = 0;
+    loop {
+        let error = match conn.req_packed_command(cmd).await {
+            Err(error) if attempt < REDIRECTS => error,
+            answer => return answer,
+        };
+        attempt += 1;
+        match error.kind() {
+            ErrorKind::Server(ServerErrorKind::Moved) => {
+                // The client rebuilds its slot map on `MOVED`: give it a moment.
+                tokio::time::sleep(MOVED_PAUSE * attempt).await;
+            }
+            ErrorKind::Server(ServerErrorKind::Ask) => {
+                let Some((host, port)) = error
+                    .redirect_node()
+                    .and_then(|(address, _)| address.rsplit_once(':'))
+                    .and_then(|(host, port)| Some((host.to_owned(), port.parse().ok()?)))
+                else {
+                    return Err(error);
+                };
+                let mut asking = redis::pipe();
+                asking.cmd("ASKING").ignore().add_command(cmd.clone());
+                let target = SingleNodeRoutingInfo::ByAddress { host, port };
+                let mut answers = conn.route_pipeline(asking, 1, 1, target).await?;
+                return answers.pop().ok_or_else(|| {
+                    RedisError::from((ErrorKind::Client, "no answer after ASKING"))
+                });
+            }
+            _ => return Err(error),
+        }
+    }
+}
+
 /// True when an error means the backplane (or the part of it that holds the key) cannot be
 /// used now, rather than that a command was wrong: a lost or refused connection, no answer, a
 /// cluster mid-failover, a master that became a replica.
@@ -273,7 +332,9 @@ impl ConnectionLike for Link {
             Link::One(conn) => conn.req_packed_command(cmd),
             Link::Own(conn) => conn.req_packed_command(cmd),
             Link::Cluster(conn) => conn.req_packed_command(cmd),
+            Link::ClusterOnce(conn) => Box::pin(send_once(conn, cmd)),
             Link::Sentinel(follower) => Box::pin(follower.command(cmd)),
+            Link::Pinned(pinned) => Box::pin(pinned.command(cmd)),
         }
     }
 
@@ -286,8 +347,11 @@ impl ConnectionLike for Link {
         match self {
             Link::One(conn) => conn.req_packed_commands(pipeline, offset, count),
             Link::Own(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Link::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(conn) | Link::ClusterOnce(conn) => {
+                conn.req_packed_commands(pipeline, offset, count)
+            }
             Link::Sentinel(follower) => Box::pin(follower.commands(pipeline, offset, count)),
+            Link::Pinned(pinned) => Box::pin(pinned.commands(pipeline, offset, count)),
         }
     }
 
@@ -295,8 +359,8 @@ impl ConnectionLike for Link {
         match self {
             Link::One(conn) => conn.get_db(),
             Link::Own(conn) => conn.get_db(),
-            Link::Cluster(conn) => conn.get_db(),
-            Link::Sentinel(_) => 0,
+            Link::Cluster(conn) | Link::ClusterOnce(conn) => conn.get_db(),
+            Link::Sentinel(_) | Link::Pinned(_) => 0,
         }
     }
 }

@@ -112,6 +112,15 @@ impl Follower {
         result
     }
 
+    /// The connection to the current master, kept for several commands that must go to the
+    /// same connection (a write and the `WAIT` for it).
+    pub async fn pin(&self) -> RedisResult<Pinned> {
+        Ok(Pinned {
+            follower: self.clone(),
+            current: self.current().await?,
+        })
+    }
+
     pub async fn command(&self, cmd: &Cmd) -> RedisResult<Value> {
         let mut current = self.current().await?;
         let result = current.conn.req_packed_command(cmd).await;
@@ -148,5 +157,33 @@ impl Follower {
     /// listener's RESP3 one).
     pub async fn client(&self) -> RedisResult<redis::Client> {
         Ok(self.current().await?.client)
+    }
+}
+
+/// One master connection of a [`Follower`], for commands that must share it.
+#[derive(Clone)]
+pub struct Pinned {
+    follower: Follower,
+    current: Current,
+}
+
+impl Pinned {
+    pub async fn command(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        let result = self.current.conn.req_packed_command(cmd).await;
+        self.follower.after(self.current.generation, result)
+    }
+
+    pub async fn commands(
+        &mut self,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let result = self
+            .current
+            .conn
+            .req_packed_commands(pipeline, offset, count)
+            .await;
+        self.follower.after(self.current.generation, result)
     }
 }

@@ -29,6 +29,8 @@ use tokio::time::Instant;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a poll whose deadline has passed may still read what is there.
 const READ_GRACE: Duration = Duration::from_millis(100);
+/// How often a shard channel whose slot moved is subscribed to again before giving up.
+const RESUBSCRIBE_ATTEMPTS: u32 = 40;
 /// How often the command connection is checked with `PING`.
 const HEALTH_EVERY: Duration = Duration::from_millis(500);
 
@@ -295,8 +297,16 @@ impl RedisHub {
         let channel = self.keys.shard_channel(&key);
         let hub = self.clone();
         self.runtime.spawn(async move {
-            if let Err(error) = hub.call(subscriptions.ssubscribe(channel)).await {
-                tracing::warn!(channel = %key.name, %error, "could not subscribe again to a moved shard channel");
+            // The slot's new master may not be known yet (mid-migration, mid-failover): try
+            // again while polls still wait on the channel.
+            let mut attempts = 0;
+            while let Err(error) = hub.call(subscriptions.ssubscribe(channel.clone())).await {
+                attempts += 1;
+                if attempts == RESUBSCRIBE_ATTEMPTS || Arc::strong_count(&local) <= 2 {
+                    tracing::warn!(channel = %key.name, %error, "could not subscribe again to a moved shard channel");
+                    break;
+                }
+                tokio::time::sleep(HEALTH_EVERY).await;
             }
             hub.wake_local(&key, &local);
         });
@@ -353,7 +363,12 @@ impl RedisHub {
     ) -> Result<Published, HubError> {
         self.check_up()?;
         let now_ms = unix_ms(SystemTime::now());
-        let mut conn = self.writes.clone();
+        // The script and its `WAIT` go on one connection (see `Link::pinned`).
+        let mut conn = if self.replicated_within.is_some() {
+            self.call(self.writes.pinned()).await?
+        } else {
+            self.writes.clone()
+        };
         let (id, listeners): (String, i64) = match key.mode {
             conf::ChannelMode::Broadcast => {
                 let ttl = self.settings.buffer_age + self.settings.idle_expiry;

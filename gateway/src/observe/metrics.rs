@@ -164,6 +164,13 @@ impl Metrics {
         for result in ["ok", "error"] {
             metrics.config_reloads.with_label_values(&[result]);
         }
+        for operation in ["publish", "poll"] {
+            for reason in ["down", "unreplicated"] {
+                metrics
+                    .backplane_unavailable
+                    .with_label_values(&[operation, reason]);
+            }
+        }
         metrics
     }
 
