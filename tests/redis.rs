@@ -675,6 +675,12 @@ impl RedisCluster {
     /// on the target, MIGRATING on the source, MIGRATE of every key, then SETSLOT NODE on every
     /// master), and waits until every node agrees. Nothing to do if `to_port` serves it already.
     pub async fn move_slot_of(&self, key: &str, to_port: u16) {
+        self.move_slot_of_with(key, to_port, async || {}).await;
+    }
+
+    /// [`RedisCluster::move_slot_of`], running `midway` while the slot is half moved: its keys
+    /// on the target, which imports it, and the source still owning it (it answers `ASK`).
+    pub async fn move_slot_of_with(&self, key: &str, to_port: u16, midway: impl AsyncFnOnce()) {
         let slot = self.keyslot(key).await.to_string();
         let view = self.view().await;
         let to = self.live_master(&view, to_port);
@@ -723,6 +729,7 @@ impl RedisCluster {
                 panic!("redis cluster: MIGRATE of slot {slot} to {to_port}: {e}")
             });
         }
+        midway().await;
         // The target first, then the source, then every other master (the order the Redis
         // manual gives), so no client is sent back and forth in between.
         setslot(to_port, &["NODE", &to.id]).await;

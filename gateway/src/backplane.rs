@@ -6,6 +6,7 @@
 
 mod keys;
 mod link;
+mod once;
 mod sentinel;
 
 pub use keys::KeyShape;

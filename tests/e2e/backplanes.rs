@@ -332,14 +332,24 @@ async fn held_polls_are_woken_after_their_slot_moves() {
             .await;
         }
         if round == 0 {
-            // The room's slot alone, the way `redis-cli --cluster reshard` moves each slot.
-            cluster.move_slot_of(&room_key(room), target).await;
+            // The room's slot alone, the way `redis-cli --cluster reshard` moves each slot, with
+            // the publish halfway: the key is on the target already and the source answers ASK.
+            cluster
+                .move_slot_of_with(&room_key(room), target, async || {
+                    assert_eq!(publish(&client, &a, room, round).await, 201);
+                })
+                .await;
             assert_eq!(cluster.master_for_key(&room_key(room)).await, target);
+            let stats = cluster.commandstats().await;
+            assert!(
+                stats.get("asking").is_some_and(|&n| n >= 1),
+                "the publish followed ASK: {stats:?}"
+            );
         } else {
-            // Then a reshard of the new owner's first 200 slots back.
+            // Then a reshard of the new owner's first 200 slots back, and a publish after it.
             cluster.reshard(target, owner, 200).await;
+            assert_eq!(publish(&client, &a, room, round).await, 201);
         }
-        assert_eq!(publish(&client, &a, room, round).await, 201);
         for poll in polls {
             let response = tokio::time::timeout(Duration::from_secs(10), poll)
                 .await

@@ -16,11 +16,6 @@ use redis::{
 };
 use std::time::Duration;
 
-/// How often a write is sent again after a redirect; after `MOVED`, following a pause of
-/// `MOVED_PAUSE` times the attempt.
-const REDIRECTS: u32 = 3;
-const MOVED_PAUSE: Duration = Duration::from_millis(50);
-
 /// How long dialling a server may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -268,44 +263,6 @@ fn cluster_client(nodes: &[&str], resend: Resend) -> RedisResult<redis::cluster:
         .build()
 }
 
-/// A write that must not run twice, on a cluster connection that never resends by itself. It is
-/// sent again only where the cluster said it did not run: after `MOVED` (once the client has its
-/// new slot map) and, mid-migration, after `ASK` (to the node the slot is moving to, with
-/// `ASKING`).
-async fn send_once(conn: &mut ClusterConnection, cmd: &Cmd) -> RedisResult<Value> {
-    let mut attempt = 0;
-    loop {
-        let error = match conn.req_packed_command(cmd).await {
-            Err(error) if attempt < REDIRECTS => error,
-            answer => return answer,
-        };
-        attempt += 1;
-        match error.kind() {
-            ErrorKind::Server(ServerErrorKind::Moved) => {
-                // The client rebuilds its slot map on `MOVED`: give it a moment.
-                tokio::time::sleep(MOVED_PAUSE * attempt).await;
-            }
-            ErrorKind::Server(ServerErrorKind::Ask) => {
-                let Some((host, port)) = error
-                    .redirect_node()
-                    .and_then(|(address, _)| address.rsplit_once(':'))
-                    .and_then(|(host, port)| Some((host.to_owned(), port.parse().ok()?)))
-                else {
-                    return Err(error);
-                };
-                let mut asking = redis::pipe();
-                asking.cmd("ASKING").ignore().add_command(cmd.clone());
-                let target = SingleNodeRoutingInfo::ByAddress { host, port };
-                let mut answers = conn.route_pipeline(asking, 1, 1, target).await?;
-                return answers.pop().ok_or_else(|| {
-                    RedisError::from((ErrorKind::Client, "no answer after ASKING"))
-                });
-            }
-            _ => return Err(error),
-        }
-    }
-}
-
 /// True when an error means the backplane (or the part of it that holds the key) cannot be
 /// used now, rather than that a command was wrong: a lost or refused connection, no answer, a
 /// cluster mid-failover, a master that became a replica.
@@ -332,7 +289,7 @@ impl ConnectionLike for Link {
             Link::One(conn) => conn.req_packed_command(cmd),
             Link::Own(conn) => conn.req_packed_command(cmd),
             Link::Cluster(conn) => conn.req_packed_command(cmd),
-            Link::ClusterOnce(conn) => Box::pin(send_once(conn, cmd)),
+            Link::ClusterOnce(conn) => Box::pin(super::once::send_once(conn, cmd)),
             Link::Sentinel(follower) => Box::pin(follower.command(cmd)),
             Link::Pinned(pinned) => Box::pin(pinned.command(cmd)),
         }

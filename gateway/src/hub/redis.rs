@@ -5,6 +5,7 @@
 mod fetch;
 mod queue;
 mod scripts;
+mod sharded;
 mod subscriber;
 #[cfg(test)]
 mod tests;
@@ -256,73 +257,7 @@ impl RedisHub {
             }
             true
         });
-        if let (Some(subscriptions), false) = (&self.shard_subscriptions, gone.is_empty()) {
-            let mut subscriptions = subscriptions.clone();
-            self.runtime.spawn(async move {
-                // A poll that came meanwhile subscribed again; the listener sees this
-                // unsubscription confirmed and subscribes that channel once more.
-                let _ = subscriptions.sunsubscribe(gone).await;
-            });
-        }
-    }
-
-    /// In a cluster, subscribes this instance to the channel's shard channel before its first
-    /// read, so that no publish after that read goes unheard.
-    async fn subscribe(&self, key: &ChannelKey, local: &Local) -> Result<(), HubError> {
-        let Some(subscriptions) = &self.shard_subscriptions else {
-            return Ok(());
-        };
-        let channel = self.keys.shard_channel(key);
-        local
-            .subscribed
-            .get_or_try_init(|| async {
-                let mut subscriptions = subscriptions.clone();
-                self.call(subscriptions.ssubscribe(channel)).await
-            })
-            .await
-            .map(drop)
-    }
-
-    /// Subscribes again to a shard channel the server dropped (its slot moved to another
-    /// master) when polls still wait on it, and wakes them: a wake-up may have been missed.
-    fn resubscribe(self: &Arc<Self>, shard_channel: &[u8]) {
-        let Some(key) = self.keys.channel_of(shard_channel) else {
-            return;
-        };
-        let (Some(local), Some(subscriptions)) = (self.local.get(&key), &self.shard_subscriptions)
-        else {
-            return;
-        };
-        let mut subscriptions = subscriptions.clone();
-        let channel = self.keys.shard_channel(&key);
-        let hub = self.clone();
-        self.runtime.spawn(async move {
-            // The slot's new master may not be known yet (mid-migration, mid-failover): try
-            // again while polls still wait on the channel.
-            let mut attempts = 0;
-            while let Err(error) = hub.call(subscriptions.ssubscribe(channel.clone())).await {
-                attempts += 1;
-                if attempts == RESUBSCRIBE_ATTEMPTS || Arc::strong_count(&local) <= 2 {
-                    tracing::warn!(channel = %key.name, %error, "could not subscribe again to a moved shard channel");
-                    break;
-                }
-                tokio::time::sleep(HEALTH_EVERY).await;
-            }
-            hub.wake_local(&key, &local);
-        });
-    }
-
-    /// A (re)subscription the server confirmed: after a reconnect or a topology change the
-    /// client subscribes again by itself, and what was published meanwhile woke nobody here.
-    fn resubscribed(self: &Arc<Self>, shard_channel: &[u8]) {
-        let Some(key) = self.keys.channel_of(shard_channel) else {
-            return;
-        };
-        if let Some(local) = self.local.get(&key) {
-            if local.subscribed.initialized() {
-                self.wake_local(&key, &local);
-            }
-        }
+        self.unsubscribe(gone);
     }
 
     fn check_up(&self) -> Result<(), HubError> {
