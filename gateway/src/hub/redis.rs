@@ -388,7 +388,8 @@ impl RedisHub {
     ) -> Result<PollOutcome, HubError> {
         self.check_up()?;
         let local = self.local.get_or_create(key, Local::new);
-        self.subscribe(key, &local).await?;
+        // Boxed, as the reads are: inline, the subscription's state would size every held poll.
+        Box::pin(self.subscribe(key, &local)).await?;
         match key.mode {
             conf::ChannelMode::Broadcast => {
                 self.poll_broadcast(key, &local, request, deadline, on_waiting)
@@ -420,16 +421,15 @@ impl RedisHub {
             // Reads end with the poll's deadline (a little later if it has passed, so a poll
             // with no wait still sees what is there) and are never cut short otherwise.
             let read_until = deadline.max(Instant::now() + READ_GRACE);
-            match self
-                .look(&stream, local, &mut cursor, request, read_until)
-                .await
-            {
+            // Boxed: the look is done before the wait, and inline its reads would size the
+            // state every held poll keeps while it waits.
+            match Box::pin(self.look(&stream, local, &mut cursor, request, read_until)).await {
                 Ok(Some(outcome)) => return Ok(outcome),
                 Ok(None) => {}
                 Err(HubError::Unavailable(_)) if held => {
                     // The backplane went away (a failover) while this poll was held: it stays
                     // held, and looks again from its cursor when the backplane is back.
-                    if !self.wait_up(deadline).await {
+                    if !Box::pin(self.wait_up(deadline)).await {
                         return Ok(PollOutcome::Timeout { cursor });
                     }
                     continue;
@@ -462,7 +462,7 @@ impl RedisHub {
             Some(cursor) => cursor,
             None => {
                 let Ok(read) =
-                    tokio::time::timeout_at(read_until, Box::pin(self.read(stream, None, 0))).await
+                    tokio::time::timeout_at(read_until, self.read(stream, None, 0)).await
                 else {
                     return timeout(*cursor);
                 };
@@ -470,10 +470,7 @@ impl RedisHub {
             }
         };
         let cell = local.fetches.cell(from, request.limit);
-        // The reads are boxed: they are done before the wait, and inline they would size
-        // the state every held poll keeps while it waits.
-        let shared_read =
-            Box::pin(cell.get_or_try_init(|| self.read(stream, Some(from), request.limit)));
+        let shared_read = cell.get_or_try_init(|| self.read(stream, Some(from), request.limit));
         let Ok(read) = tokio::time::timeout_at(read_until, shared_read).await else {
             return timeout(*cursor);
         };
@@ -481,11 +478,9 @@ impl RedisHub {
         if read.check_cursor(from).is_err() {
             // A shared read may predate the message this cursor names (its wake-up still
             // on the way): only a fresh read refuses the cursor.
-            let Ok(fresh) = tokio::time::timeout_at(
-                read_until,
-                Box::pin(self.read(stream, Some(from), request.limit)),
-            )
-            .await
+            let Ok(fresh) =
+                tokio::time::timeout_at(read_until, self.read(stream, Some(from), request.limit))
+                    .await
             else {
                 return timeout(*cursor);
             };
