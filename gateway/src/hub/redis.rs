@@ -162,6 +162,10 @@ struct Health {
     commands: AtomicBool,
     listener: AtomicBool,
     up: watch::Sender<bool>,
+    /// When a command last failed as an outage would. The health check's `PING` may pass
+    /// while commands still fail (in a cluster, once the client has dropped a dead master but
+    /// before its replica is promoted): the backplane counts as up only after a quiet spell.
+    last_outage: Mutex<Option<Instant>>,
 }
 
 impl Health {
@@ -188,6 +192,16 @@ impl Health {
 
     fn is_up(&self) -> bool {
         *self.up.borrow()
+    }
+
+    fn outage(&self) {
+        *super::shards::lock(&self.last_outage) = Some(Instant::now());
+        self.set(&self.commands, false);
+    }
+
+    /// No command has failed as an outage would for `spell`.
+    fn quiet_for(&self, spell: Duration) -> bool {
+        super::shards::lock(&self.last_outage).is_none_or(|at| at.elapsed() >= spell)
     }
 }
 
@@ -226,6 +240,7 @@ impl RedisHub {
                 commands: AtomicBool::new(false),
                 listener: AtomicBool::new(false),
                 up,
+                last_outage: Mutex::new(None),
             },
             runtime: runtime.clone(),
         });
@@ -278,12 +293,12 @@ impl RedisHub {
         match tokio::time::timeout_at(until, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) if is_outage(&error) => {
-                self.health.set(&self.health.commands, false);
+                self.health.outage();
                 Err(HubError::Unavailable(error.to_string()))
             }
             Ok(Err(error)) => Err(HubError::Corrupt(error.to_string())),
             Err(_) => {
-                self.health.set(&self.health.commands, false);
+                self.health.outage();
                 Err(HubError::Unavailable("redis did not answer in time".into()))
             }
         }
@@ -558,7 +573,8 @@ async fn health_loop(hub: std::sync::Weak<RedisHub>) {
         let Some(strong) = hub.upgrade() else { return };
         let mut conn = strong.conn.clone();
         let ping = strong.call(conn.ping()).await;
-        if strong.health.set(&strong.health.commands, ping.is_ok()) {
+        let up = ping.is_ok() && strong.health.quiet_for(HEALTH_EVERY * 2);
+        if strong.health.set(&strong.health.commands, up) {
             strong.wake_all();
         }
         drop(strong);
