@@ -132,36 +132,6 @@ pub async fn command<A: AsRef<[u8]>>(port: u16, args: &[A]) -> Result<Reply, Str
         .unwrap_or_else(|_| Err(format!("127.0.0.1:{port}: no reply in {COMMAND_TIMEOUT:?}")))
 }
 
-/// [`command`] on a blocking socket, for the fixtures' synchronous methods (a loopback round
-/// trip: it holds the calling thread for well under a millisecond unless the server is wedged).
-fn command_blocking<A: AsRef<[u8]>>(port: u16, args: &[A]) -> Result<Reply, String> {
-    use std::io::{Read, Write};
-    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = std::net::TcpStream::connect_timeout(&address, COMMAND_TIMEOUT)
-        .map_err(|e| format!("connect to {address}: {e}"))?;
-    stream
-        .set_read_timeout(Some(COMMAND_TIMEOUT))
-        .and_then(|()| stream.set_write_timeout(Some(COMMAND_TIMEOUT)))
-        .map_err(|e| format!("socket timeouts for {address}: {e}"))?;
-    stream
-        .write_all(&encode(args))
-        .map_err(|e| format!("write to {address}: {e}"))?;
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        if let Some(reply) = parse(&buffer)? {
-            return reply.0;
-        }
-        let n = stream
-            .read(&mut chunk)
-            .map_err(|e| format!("read from {address}: {e}"))?;
-        if n == 0 {
-            return Err(format!("{address} closed the connection"));
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-    }
-}
-
 fn encode<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
     for arg in args {
@@ -1025,13 +995,15 @@ impl RedisSentinels {
 
     /// The port of the current master, as the first Sentinel that answers gives it
     /// (`SENTINEL get-master-addr-by-name`).
-    pub fn master_port(&self) -> u16 {
+    pub async fn master_port(&self) -> u16 {
         let mut errors = Vec::new();
         for sentinel in self.sentinels.iter().filter(|s| s.alive()) {
-            match command_blocking(
+            match command(
                 sentinel.port,
                 &["SENTINEL", "get-master-addr-by-name", &self.name],
-            ) {
+            )
+            .await
+            {
                 Ok(reply) => match reply.items().get(1).and_then(|p| p.text().parse().ok()) {
                     Some(port) => return port,
                     None => errors.push(format!("{}: {reply:?}", sentinel.port)),
@@ -1045,8 +1017,6 @@ impl RedisSentinels {
         )
     }
 
-    /// Kills the current master (per [`master_port`](Self::master_port)) with SIGKILL, as a crash
-    /// would, and returns its port.
     /// Starts a killed server again; the sentinels make it a replica of the new master.
     pub async fn restart(&mut self, port: u16) {
         self.servers
@@ -1057,8 +1027,10 @@ impl RedisSentinels {
             .await;
     }
 
-    pub fn kill_master(&mut self) -> u16 {
-        let port = self.master_port();
+    /// Kills the current master (per [`master_port`](Self::master_port)) with SIGKILL, as a crash
+    /// would, and returns its port.
+    pub async fn kill_master(&mut self) -> u16 {
+        let port = self.master_port().await;
         self.servers
             .iter_mut()
             .find(|server| server.port == port)

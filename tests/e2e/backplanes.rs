@@ -297,7 +297,7 @@ async fn sentinel_failover_loses_nothing_acknowledged() {
     let poller = Holdfast::start(&config).await;
     let failover = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let old = sentinels.kill_master();
+        let old = sentinels.kill_master().await;
         let new = sentinels.wait_failover(old).await;
         assert_ne!(new, old);
         sentinels.restart(old).await;
@@ -428,7 +428,7 @@ async fn a_sentinel_that_knows_no_such_master_is_refused_at_start() {
     );
     // The master it does know answers: the sentinels were asked, not found missing.
     assert_eq!(
-        command(sentinels.master_port(), &["PING"])
+        command(sentinels.master_port().await, &["PING"])
             .await
             .expect("PING")
             .text(),
