@@ -299,6 +299,20 @@ impl Process {
         self.child.is_some()
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the process.
+    fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} on {}: not running", self.what, self.port))
+            .id();
+        let status = Command::new("kill")
+            .args(["-s", signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {signal} {pid}");
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -566,6 +580,33 @@ impl RedisCluster {
     }
 
     /// Kills the node on `port` with SIGKILL, as a crash would.
+    /// The port of the replica of the master on `master_port`.
+    pub async fn replica_of(&self, master_port: u16) -> u16 {
+        let view = self.view().await;
+        let master = self.live_master(&view, master_port);
+        view.iter()
+            .find(|node| node.master_id.as_deref() == Some(master.id.as_str()))
+            .unwrap_or_else(|| panic!("redis cluster: {master_port} has no replica"))
+            .port
+    }
+
+    /// Freezes a node (SIGSTOP): connected, but answering nothing, as a stalled host would.
+    pub fn pause(&self, port: u16) {
+        self.node(port).signal("STOP");
+    }
+
+    /// Thaws a node [`paused`](Self::pause).
+    pub fn resume(&self, port: u16) {
+        self.node(port).signal("CONT");
+    }
+
+    fn node(&self, port: u16) -> &Process {
+        self.nodes
+            .iter()
+            .find(|node| node.port == port)
+            .unwrap_or_else(|| panic!("redis cluster: no node on port {port}"))
+    }
+
     /// Starts a killed node again; it rejoins the cluster (as a replica, if it was failed over).
     pub async fn restart(&mut self, port: u16) {
         self.nodes

@@ -10,5 +10,5 @@ mod once;
 mod sentinel;
 
 pub use keys::KeyShape;
-pub use link::{is_outage, Link, LinkError};
+pub use link::{is_moving, is_outage, Link, LinkError};
 pub use sentinel::Follower;

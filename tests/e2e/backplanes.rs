@@ -12,7 +12,7 @@ const ROUTES: &str = r#"
 server: { shutdown_grace: 2s }
 routes:
   - { name: poll, match: { path: "/poll/{room}", methods: [GET] }, longpoll: { channel: "room:{room}", timeout: 30s } }
-  - { name: batch, match: { path: "/batch/{room}", methods: [GET] }, longpoll: { channel: "room:{room}", format: batch, limit: 1000, start: oldest, timeout: 5s } }
+  - { name: batch, match: { path: "/batch/{room}", methods: [GET] }, longpoll: { channel: "room:{room}", format: batch, limit: 1000, start: oldest, timeout: 60s } }
   - { name: push, match: { path: "/push/{room}", methods: [POST] }, publish: { channel: "room:{room}" } }
 "#;
 
@@ -287,6 +287,42 @@ async fn cluster_master_killed_with_replicated_durability_loses_nothing_acknowle
     };
     nothing_acknowledged_is_lost(&publisher, &poller, room, failover).await;
     assert_ne!(cluster.master_for_key(&room_key(room)).await, master);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replicated_publish_no_replica_acknowledges_is_a_503() {
+    let cluster = RedisCluster::start().await;
+    let gw = Holdfast::start(&cluster_config(&cluster, "replicated")).await;
+    let client = reqwest::Client::new();
+    let room = "stalled";
+    let master = cluster.master_for_key(&room_key(room)).await;
+    let replica = cluster.replica_of(master).await;
+    assert_eq!(publish(&client, &gw, room, 1).await, 201);
+    // The replica stalls (connected, silent): the master has the message, no replica does.
+    cluster.pause(replica);
+    let response = client
+        .post(gw.url(&format!("/push/{room}")))
+        .json(&json!({ "n": 2 }))
+        .send()
+        .await
+        .expect("publish");
+    cluster.resume(replica);
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let problem: Value = response.json().await.expect("problem");
+    assert_eq!(
+        problem["detail"],
+        "no replica acknowledged the message in time, so it is not acknowledged as stored; publish it again"
+    );
+    assert_eq!(
+        gw.metric(
+            "holdfast_backplane_unavailable_total{operation=\"publish\",reason=\"unreplicated\"}"
+        )
+        .await,
+        Some(1.0)
+    );
+    // Only that publish: the backplane itself stayed up, and the next one is acknowledged.
+    assert_eq!(publish(&client, &gw, room, 3).await, 201);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,16 +1,14 @@
 //! One connection to the backplane's Redis, of whichever shape the config names. It is a
 //! `ConnectionLike`, so scripts, pipelines and typed commands run on it unchanged.
 
-use super::sentinel::{Follower, Pinned};
+use super::sentinel::Follower;
 use super::KeyShape;
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{
-    MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
-};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use redis::{
     Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
 };
@@ -48,8 +46,6 @@ pub enum Link {
     ClusterOnce(ClusterConnection),
     /// The master Sentinel names, found again after a failover.
     Sentinel(Follower),
-    /// One connection to the master Sentinel named, for commands that must share it.
-    Pinned(Pinned),
 }
 
 impl Link {
@@ -149,15 +145,6 @@ impl Link {
         }
     }
 
-    /// This link, held to one connection for a write and the `WAIT` that follows it: with
-    /// Sentinel, a `WAIT` on another master's connection would count replicas of nothing.
-    pub async fn pinned(&self) -> RedisResult<Link> {
-        match self {
-            Link::Sentinel(follower) => Ok(Link::Pinned(follower.pin().await?)),
-            other => Ok(other.clone()),
-        }
-    }
-
     /// How keys must be named on this link.
     pub fn key_shape(&self) -> KeyShape {
         match self {
@@ -184,7 +171,7 @@ impl Link {
                 ))
             }
             Link::Sentinel(follower) => Ok(Link::Own(follower.own(response).await?)),
-            Link::Pinned(_) | Link::One(_) | Link::Own(_) => {
+            Link::One(_) | Link::Own(_) => {
                 let conf::RedisServers::One(url) = redis.servers() else {
                     return Err(RedisError::from((ErrorKind::Client, "not one server")));
                 };
@@ -213,30 +200,6 @@ impl Link {
             other => ping.query_async::<Value>(other).await.map(drop),
         }
     }
-
-    /// `WAIT 1 <timeout>` on the master that holds `key`, after a write to it on this link:
-    /// how many replicas have everything this connection wrote there.
-    pub async fn wait_replica(&mut self, key: &str, timeout: Duration) -> RedisResult<i64> {
-        let millis = u64::try_from(timeout.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let mut wait = redis::cmd("WAIT");
-        wait.arg(1).arg(millis);
-        match self {
-            Link::Cluster(conn) | Link::ClusterOnce(conn) => {
-                // WAIT names no key: send it to the master of the key's slot, where the write went.
-                let route = Route::with_key(key, SlotAddr::Master);
-                let value = conn
-                    .route_command(
-                        wait,
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
-                    )
-                    .await?;
-                redis::from_redis_value(value).map_err(RedisError::from)
-            }
-            other => wait.query_async(other).await,
-        }
-    }
 }
 
 /// When the cluster client may send a command again.
@@ -263,24 +226,36 @@ fn cluster_client(nodes: &[&str], resend: Resend) -> RedisResult<redis::cluster:
         .build()
 }
 
-/// True when an error means the backplane (or the part of it that holds the key) cannot be
-/// used now, rather than that a command was wrong: a lost or refused connection, no answer, a
-/// cluster mid-failover, a master that became a replica.
+/// True when an error means the backplane cannot be used now, rather than that a command was
+/// wrong: a lost or refused connection, no answer, a cluster mid-failover, a master that became
+/// a replica.
 pub fn is_outage(error: &RedisError) -> bool {
     error.is_io_error()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
         || error.is_timeout()
-        || error.is_cluster_error()
         || matches!(
             error.kind(),
             ErrorKind::Server(
-                ServerErrorKind::ReadOnly
+                ServerErrorKind::ClusterDown
+                    | ServerErrorKind::ReadOnly
                     | ServerErrorKind::MasterDown
                     | ServerErrorKind::BusyLoading
             ) | ErrorKind::ClusterConnectionNotFound
                 | ErrorKind::MasterNameNotFoundBySentinel
         )
+}
+
+/// True when a cluster sent a command elsewhere or asked for it again later (`MOVED`, `ASK`,
+/// `TRYAGAIN` past their resends): that part of the keyspace is moving, the command did not
+/// run, and the rest of the backplane is fine.
+pub fn is_moving(error: &RedisError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::TryAgain
+        )
+    )
 }
 
 impl ConnectionLike for Link {
@@ -291,7 +266,6 @@ impl ConnectionLike for Link {
             Link::Cluster(conn) => conn.req_packed_command(cmd),
             Link::ClusterOnce(conn) => Box::pin(super::once::send_once(conn, cmd)),
             Link::Sentinel(follower) => Box::pin(follower.command(cmd)),
-            Link::Pinned(pinned) => Box::pin(pinned.command(cmd)),
         }
     }
 
@@ -304,11 +278,11 @@ impl ConnectionLike for Link {
         match self {
             Link::One(conn) => conn.req_packed_commands(pipeline, offset, count),
             Link::Own(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Link::Cluster(conn) | Link::ClusterOnce(conn) => {
-                conn.req_packed_commands(pipeline, offset, count)
-            }
+            Link::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Link::ClusterOnce(conn) => Box::pin(super::once::send_pipeline_once(
+                conn, pipeline, offset, count,
+            )),
             Link::Sentinel(follower) => Box::pin(follower.commands(pipeline, offset, count)),
-            Link::Pinned(pinned) => Box::pin(pinned.commands(pipeline, offset, count)),
         }
     }
 
@@ -317,7 +291,7 @@ impl ConnectionLike for Link {
             Link::One(conn) => conn.get_db(),
             Link::Own(conn) => conn.get_db(),
             Link::Cluster(conn) | Link::ClusterOnce(conn) => conn.get_db(),
-            Link::Sentinel(_) | Link::Pinned(_) => 0,
+            Link::Sentinel(_) => 0,
         }
     }
 }

@@ -22,6 +22,9 @@ struct Inner {
     master: String,
     sentinels: tokio::sync::Mutex<Sentinel>,
     current: Mutex<Option<Current>>,
+    /// Counts the connections made, so that a late failure on an old one never forgets a new
+    /// one.
+    generations: std::sync::atomic::AtomicU64,
     response: Duration,
     /// Where the master connection's driver runs: the runtime the follower was made in.
     runtime: Option<tokio::runtime::Handle>,
@@ -43,6 +46,7 @@ impl Follower {
                 master: master.to_owned(),
                 sentinels: tokio::sync::Mutex::new(sentinels),
                 current: Mutex::new(None),
+                generations: std::sync::atomic::AtomicU64::new(0),
                 response,
                 runtime: tokio::runtime::Handle::try_current().ok(),
             }),
@@ -80,8 +84,12 @@ impl Follower {
             let _entered = self.inner.runtime.as_ref().map(|runtime| runtime.enter());
             ConnectionManager::new_lazy_with_config(client.clone(), config)?
         };
+        let generation = self
+            .inner
+            .generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         let mut current = self.lock();
-        let generation = current.as_ref().map_or(0, |c| c.generation) + 1;
         Ok(current
             .get_or_insert(Current {
                 generation,
@@ -98,27 +106,22 @@ impl Follower {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Forgets the connection a failed command used, unless another was made since.
-    fn after<T>(&self, generation: u64, result: RedisResult<T>) -> RedisResult<T> {
-        if let Err(error) = &result {
-            if is_outage(error) {
-                let mut current = self.lock();
-                if current.as_ref().is_some_and(|c| c.generation == generation) {
-                    tracing::warn!(%error, master = %self.inner.master, "the Sentinel master failed; asking the sentinels again");
-                    *current = None;
-                }
+    /// Forgets the connection a failed command used, unless another was made since. Server
+    /// errors come back as values, not errors: `READONLY` (a master turned replica) counts too.
+    fn after<T: Answers>(&self, generation: u64, result: RedisResult<T>) -> RedisResult<T> {
+        let failure = match &result {
+            Err(error) if is_outage(error) => Some(error.to_string()),
+            Ok(answers) => answers.demoted(),
+            Err(_) => None,
+        };
+        if let Some(failure) = failure {
+            let mut current = self.lock();
+            if current.as_ref().is_some_and(|c| c.generation == generation) {
+                tracing::warn!(error = %failure, master = %self.inner.master, "the Sentinel master failed; asking the sentinels again");
+                *current = None;
             }
         }
         result
-    }
-
-    /// The connection to the current master, kept for several commands that must go to the
-    /// same connection (a write and the `WAIT` for it).
-    pub async fn pin(&self) -> RedisResult<Pinned> {
-        Ok(Pinned {
-            follower: self.clone(),
-            current: self.current().await?,
-        })
     }
 
     pub async fn command(&self, cmd: &Cmd) -> RedisResult<Value> {
@@ -152,38 +155,32 @@ impl Follower {
             .get_multiplexed_async_connection_with_config(&config)
             .await
     }
+}
 
-    /// The current master's client, for a connection with settings of its own (the wake-up
-    /// listener's RESP3 one).
-    pub async fn client(&self) -> RedisResult<redis::Client> {
-        Ok(self.current().await?.client)
+/// What a command's or pipeline's answers say of the master they came from.
+trait Answers {
+    /// The server error that says it is no longer a master that takes writes, if any.
+    fn demoted(&self) -> Option<String>;
+}
+
+impl Answers for Value {
+    fn demoted(&self) -> Option<String> {
+        match self {
+            Value::ServerError(error)
+                if matches!(
+                    error.kind(),
+                    Some(redis::ServerErrorKind::ReadOnly | redis::ServerErrorKind::MasterDown)
+                ) =>
+            {
+                Some(error.to_string())
+            }
+            _ => None,
+        }
     }
 }
 
-/// One master connection of a [`Follower`], for commands that must share it.
-#[derive(Clone)]
-pub struct Pinned {
-    follower: Follower,
-    current: Current,
-}
-
-impl Pinned {
-    pub async fn command(&mut self, cmd: &Cmd) -> RedisResult<Value> {
-        let result = self.current.conn.req_packed_command(cmd).await;
-        self.follower.after(self.current.generation, result)
-    }
-
-    pub async fn commands(
-        &mut self,
-        pipeline: &Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisResult<Vec<Value>> {
-        let result = self
-            .current
-            .conn
-            .req_packed_commands(pipeline, offset, count)
-            .await;
-        self.follower.after(self.current.generation, result)
+impl Answers for Vec<Value> {
+    fn demoted(&self) -> Option<String> {
+        self.iter().find_map(Answers::demoted)
     }
 }

@@ -15,7 +15,7 @@ use super::message::{PollOutcome, PollRequest, Published};
 use super::queue_waiters::QueueWaiters;
 use super::shards::Shards;
 use super::{ChannelKey, HubError, OnWaiting, Settings, StartError};
-use crate::backplane::{is_outage, KeyShape, Link};
+use crate::backplane::{is_moving, is_outage, KeyShape, Link};
 use ::redis::RedisError;
 use bytes::Bytes;
 use fetch::FetchCache;
@@ -60,8 +60,8 @@ pub(crate) struct Local {
     fetches: FetchCache,
     /// Queue: the line of local pollers and the dispatcher's state.
     queue: Mutex<LocalQueue>,
-    /// In a cluster: set once this instance is subscribed to the channel's shard channel.
-    subscribed: tokio::sync::OnceCell<()>,
+    /// In a cluster: this instance is subscribed to the channel's shard channel.
+    subscribed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -79,7 +79,7 @@ impl Local {
             notify: Notify::new(),
             fetches: FetchCache::default(),
             queue: Mutex::new(LocalQueue::default()),
-            subscribed: tokio::sync::OnceCell::new(),
+            subscribed: AtomicBool::new(false),
         }
     }
 }
@@ -267,7 +267,7 @@ impl RedisHub {
     pub(crate) fn sweep(&self) {
         let mut gone = Vec::new();
         self.local.sweep(|key, local| {
-            if local.subscribed.initialized() {
+            if local.subscribed.load(Ordering::Acquire) {
                 gone.push(self.keys.shard_channel(key));
             }
             true
@@ -296,6 +296,8 @@ impl RedisHub {
                 self.health.outage();
                 Err(HubError::Unavailable(error.to_string()))
             }
+            // One slot moving is no outage of the rest: this call is refused, nothing else.
+            Ok(Err(error)) if is_moving(&error) => Err(HubError::Unavailable(error.to_string())),
             Ok(Err(error)) => Err(HubError::Corrupt(error.to_string())),
             Err(_) => {
                 self.health.outage();
@@ -313,17 +315,11 @@ impl RedisHub {
     ) -> Result<Published, HubError> {
         self.check_up()?;
         let now_ms = unix_ms(SystemTime::now());
-        // The script and its `WAIT` go on one connection (see `Link::pinned`).
-        let mut conn = if self.replicated_within.is_some() {
-            self.call(self.writes.pinned()).await?
-        } else {
-            self.writes.clone()
-        };
-        let (id, listeners): (String, i64) = match key.mode {
+        let call = match key.mode {
             conf::ChannelMode::Broadcast => {
                 let ttl = self.settings.buffer_age + self.settings.idle_expiry;
                 let (command, channel) = self.keys.wake(key);
-                let invocation = scripts::publish_broadcast(
+                scripts::publish_broadcast(
                     &self.keys.data(key),
                     self.settings.buffer_messages.max(1),
                     millis(self.settings.buffer_age),
@@ -334,8 +330,7 @@ impl RedisHub {
                     content_type.as_deref(),
                     event.as_deref(),
                     now_ms,
-                );
-                self.call(invocation.invoke_async(&mut conn)).await?
+                )
             }
             conf::ChannelMode::Queue => {
                 let item = scripts::encode_queue_item(
@@ -346,24 +341,21 @@ impl RedisHub {
                     &body,
                 );
                 let (command, channel) = self.keys.wake(key);
-                let invocation = scripts::publish_queue(
+                scripts::publish_queue(
                     &self.keys.data(key),
                     &self.keys.queue_seq(key),
                     self.settings.queue_max_messages,
                     (command, &channel),
                     &wake_payload(key),
                     &item,
-                );
-                self.call(invocation.invoke_async(&mut conn)).await?
+                )
             }
         };
+        let (id, listeners) = self.run_publish(&call).await?;
         if listeners < 0 {
             return Err(HubError::QueueFull {
                 max: self.settings.queue_max_messages,
             });
-        }
-        if let Some(within) = self.replicated_within {
-            self.wait_replica(key, &mut conn, within).await?;
         }
         let cursor =
             Cursor::parse(&id).map_err(|_| HubError::Corrupt(format!("message id {id:?}")))?;
@@ -373,25 +365,62 @@ impl RedisHub {
         })
     }
 
-    /// `durability: replicated`: the publish is acknowledged only once a replica has it. When
-    /// none does in time the client is told 503, though the message may still be delivered: a
-    /// publisher that tries again may publish it twice, but never loses one it was told is stored.
-    async fn wait_replica(
-        &self,
-        key: &ChannelKey,
-        conn: &mut Link,
-        within: Duration,
-    ) -> Result<(), HubError> {
-        let data = self.keys.data(key);
-        let replicas: i64 =
-            tokio::time::timeout(within + COMMAND_TIMEOUT, conn.wait_replica(&data, within))
-                .await
-                .map_err(|_| HubError::Unavailable("no replica answered in time".into()))?
-                .map_err(|error| HubError::Unavailable(error.to_string()))?;
-        if replicas < 1 {
-            return Err(HubError::Unreplicated(format!("waited {within:?}")));
+    /// Runs a publish script. With `durability: replicated` a `WAIT 1` follows it in the same
+    /// pipeline, so it goes on the same connection, to the node that ran the script, and
+    /// counts the replicas that have this write. The publish is acknowledged only once a replica
+    /// has it; when none does in time the client is told 503, though the message may still be
+    /// delivered: a publisher that tries again may publish it twice, but never loses one it was
+    /// told is stored.
+    async fn run_publish(&self, call: &scripts::ScriptCall) -> Result<(String, i64), HubError> {
+        let mut pipe = ::redis::pipe();
+        pipe.add_command(call.evalsha.clone());
+        if let Some(within) = self.replicated_within {
+            pipe.cmd("WAIT").arg(1).arg(millis(within).max(1));
         }
-        Ok(())
+        let mut conn = self.writes.clone();
+        let answers = self
+            .call(async {
+                // `NOSCRIPT` (a script this server has not seen, as on a replica just promoted)
+                // comes back as the pipeline's error or as its first answer.
+                let no_script = |error: &::redis::RedisError| {
+                    error.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript)
+                };
+                let sent: Result<Vec<::redis::Value>, _> = pipe.query_async(&mut conn).await;
+                let missing = match &sent {
+                    Err(error) => no_script(error),
+                    Ok(answers) => answers
+                        .first()
+                        .cloned()
+                        .is_some_and(|first| first.extract_error().is_err_and(|e| no_script(&e))),
+                };
+                if missing {
+                    call.script.load_async(&mut conn).await?;
+                    return pipe.query_async(&mut conn).await;
+                }
+                let answers = sent?;
+                if let Some(first) = answers.first() {
+                    first.clone().extract_error()?;
+                }
+                Ok(answers)
+            })
+            .await?;
+        let mut answers = answers.into_iter();
+        let script = answers.next().unwrap_or(::redis::Value::Nil);
+        let published: (String, i64) = ::redis::from_redis_value(script)
+            .map_err(|error| HubError::Corrupt(error.to_string()))?;
+        if let Some(within) = self.replicated_within {
+            let replicas: i64 = answers
+                .next()
+                .map(::redis::from_redis_value)
+                .transpose()
+                .map_err(|error| HubError::Unavailable(error.to_string()))?
+                .unwrap_or(0);
+            // A full queue wrote nothing, so there is nothing to wait for.
+            if replicas < 1 && published.1 >= 0 {
+                return Err(HubError::Unreplicated(format!("waited {within:?}")));
+            }
+        }
+        Ok(published)
     }
 
     pub(crate) async fn poll(
@@ -560,6 +589,7 @@ impl RedisHub {
 
     /// After a reconnect: wake-ups may have been missed, so every local channel re-reads.
     fn wake_all(self: &Arc<Self>) {
+        self.subscribe_lost();
         for (key, local) in self.local.all() {
             self.wake_local(&key, &local);
         }

@@ -5,7 +5,7 @@
 use super::super::cursor::Cursor;
 use super::super::message::Message;
 use super::super::HubError;
-use ::redis::{Script, ScriptInvocation, Value};
+use ::redis::{Cmd, Script, ScriptInvocation, Value};
 use bytes::Bytes;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -107,8 +107,23 @@ return {1, last, deleted, first, entries}
     )
 });
 
+/// A publish script's call: `EVALSHA` (sent in a pipeline, with a `WAIT` after it when the
+/// publish must be replicated), and the script to load when Redis answers `NOSCRIPT`.
+pub(crate) struct ScriptCall {
+    pub(crate) evalsha: Cmd,
+    pub(crate) script: &'static Script,
+}
+
+impl ScriptCall {
+    fn new(script: &'static Script, keys: &[&str]) -> Self {
+        let mut evalsha = ::redis::cmd("EVALSHA");
+        evalsha.arg(script.get_hash()).arg(keys.len()).arg(keys);
+        Self { evalsha, script }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn publish_broadcast<'a>(
+pub(crate) fn publish_broadcast(
     stream: &str,
     max_len: usize,
     max_age_ms: u64,
@@ -119,10 +134,9 @@ pub(crate) fn publish_broadcast<'a>(
     content_type: Option<&str>,
     event: Option<&str>,
     published_ms: u64,
-) -> ScriptInvocation<'a> {
-    let mut invocation = PUBLISH.prepare_invoke();
-    invocation
-        .key(stream)
+) -> ScriptCall {
+    let mut call = ScriptCall::new(&PUBLISH, &[stream]);
+    call.evalsha
         .arg(max_len)
         .arg(max_age_ms)
         .arg(ttl_ms)
@@ -133,27 +147,25 @@ pub(crate) fn publish_broadcast<'a>(
         .arg(published_ms)
         .arg(event.unwrap_or(""))
         .arg(wake.0);
-    invocation
+    call
 }
 
-pub(crate) fn publish_queue<'a>(
+pub(crate) fn publish_queue(
     list: &str,
     seq: &str,
     max_len: usize,
     wake: (&str, &str),
     payload: &str,
     item: &[u8],
-) -> ScriptInvocation<'a> {
-    let mut invocation = PUBLISH_QUEUE.prepare_invoke();
-    invocation
-        .key(list)
-        .key(seq)
+) -> ScriptCall {
+    let mut call = ScriptCall::new(&PUBLISH_QUEUE, &[list, seq]);
+    call.evalsha
         .arg(max_len)
         .arg(wake.1)
         .arg(payload)
         .arg(item)
         .arg(wake.0);
-    invocation
+    call
 }
 
 pub(crate) fn read<'a>(stream: &str, after: Option<Cursor>, limit: usize) -> ScriptInvocation<'a> {

@@ -5,24 +5,25 @@
 
 use super::{Local, RedisHub, HEALTH_EVERY, RESUBSCRIBE_ATTEMPTS};
 use crate::hub::{ChannelKey, HubError};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 impl RedisHub {
     /// In a cluster, subscribes this instance to the channel's shard channel before its first
-    /// read, so that no publish after that read goes unheard.
+    /// read, so that no publish after that read goes unheard. (Two first polls may both
+    /// subscribe: Redis takes a subscription twice as once.)
     pub(super) async fn subscribe(&self, key: &ChannelKey, local: &Local) -> Result<(), HubError> {
         let Some(subscriptions) = &self.shard_subscriptions else {
             return Ok(());
         };
-        let channel = self.keys.shard_channel(key);
-        local
-            .subscribed
-            .get_or_try_init(|| async {
-                let mut subscriptions = subscriptions.clone();
-                self.call(subscriptions.ssubscribe(channel)).await
-            })
-            .await
-            .map(drop)
+        if local.subscribed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut subscriptions = subscriptions.clone();
+        self.call(subscriptions.ssubscribe(self.keys.shard_channel(key)))
+            .await?;
+        local.subscribed.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Subscribes again to a shard channel the server dropped (its slot moved to another
@@ -31,8 +32,27 @@ impl RedisHub {
         let Some(key) = self.keys.channel_of(shard_channel) else {
             return;
         };
-        let (Some(local), Some(subscriptions)) = (self.local.get(&key), &self.shard_subscriptions)
-        else {
+        if let Some(local) = self.local.get(&key) {
+            local.subscribed.store(false, Ordering::Release);
+            self.subscribe_again(key, local);
+        }
+    }
+
+    /// After the backplane comes back: channels whose subscription was lost are subscribed
+    /// again (the client renews the others by itself).
+    pub(super) fn subscribe_lost(self: &Arc<Self>) {
+        if self.shard_subscriptions.is_none() {
+            return;
+        }
+        for (key, local) in self.local.all() {
+            if !local.subscribed.load(Ordering::Acquire) {
+                self.subscribe_again(key, local);
+            }
+        }
+    }
+
+    fn subscribe_again(self: &Arc<Self>, key: ChannelKey, local: Arc<Local>) {
+        let Some(subscriptions) = &self.shard_subscriptions else {
             return;
         };
         let mut subscriptions = subscriptions.clone();
@@ -40,13 +60,22 @@ impl RedisHub {
         let hub = self.clone();
         self.runtime.spawn(async move {
             // The slot's new master may not be known yet (mid-migration, mid-failover): try
-            // again while polls still wait on the channel.
+            // again while polls still wait on the channel. Given up, the channel's next poll
+            // subscribes, and so does the backplane's next recovery.
             let mut attempts = 0;
-            while let Err(error) = hub.call(subscriptions.ssubscribe(channel.clone())).await {
-                attempts += 1;
-                if attempts == RESUBSCRIBE_ATTEMPTS || Arc::strong_count(&local) <= 2 {
-                    tracing::warn!(channel = %key.name, %error, "could not subscribe again to a moved shard channel");
-                    break;
+            loop {
+                match hub.call(subscriptions.ssubscribe(channel.clone())).await {
+                    Ok(()) => {
+                        local.subscribed.store(true, Ordering::Release);
+                        break;
+                    }
+                    Err(error) => {
+                        attempts += 1;
+                        if attempts == RESUBSCRIBE_ATTEMPTS || Arc::strong_count(&local) <= 2 {
+                            tracing::warn!(channel = %key.name, %error, "could not subscribe again to a moved shard channel");
+                            break;
+                        }
+                    }
                 }
                 tokio::time::sleep(HEALTH_EVERY).await;
             }
@@ -61,7 +90,7 @@ impl RedisHub {
             return;
         };
         if let Some(local) = self.local.get(&key) {
-            if local.subscribed.initialized() {
+            if local.subscribed.load(Ordering::Acquire) {
                 self.wake_local(&key, &local);
             }
         }
@@ -74,9 +103,14 @@ impl RedisHub {
         };
         let mut subscriptions = subscriptions.clone();
         self.runtime.spawn(async move {
-            // A poll that came meanwhile subscribed again; the listener sees this
+            // One by one: shard channels of different slots in one SUNSUBSCRIBE are refused
+            // (CROSSSLOT). A poll that came meanwhile subscribed again; the listener sees this
             // unsubscription confirmed and subscribes that channel once more.
-            let _ = subscriptions.sunsubscribe(gone).await;
+            for channel in gone {
+                if let Err(error) = subscriptions.sunsubscribe(&channel).await {
+                    tracing::debug!(%channel, %error, "could not unsubscribe a swept shard channel");
+                }
+            }
         });
     }
 }

@@ -174,8 +174,11 @@ impl Listener {
     async fn session(&self, channel: &str, hub: &Weak<RedisHub>) -> Result<(), Session> {
         let client = match &self.source {
             Source::Client(client) => client.clone(),
-            Source::Sentinel(follower) => match follower.client().await.and_then(|c| resp3(&c)) {
-                Ok(client) => client,
+            // Asked afresh on every session: the connection the command side holds may still
+            // point at the old master (or at it come back as an orphan, before the sentinels
+            // make it a replica), and a listener there would hear nothing.
+            Source::Sentinel(follower) => match follower.master_client().await {
+                Ok(client) => resp3(&client).map_err(|e| Session::NoConnect(e.to_string()))?,
                 Err(error) => return Err(Session::NoConnect(error.to_string())),
             },
         };
