@@ -432,8 +432,11 @@ impl RedisHub {
     ) -> Result<PollOutcome, HubError> {
         self.check_up()?;
         let local = self.local.get_or_create(key, Local::new);
-        // Boxed, as the reads are: inline, the subscription's state would size every held poll.
-        Box::pin(self.subscribe(key, &local)).await?;
+        if self.shard_subscriptions.is_some() && !local.subscribed.load(Ordering::Acquire) {
+            // Boxed, as the look is: inline, the subscription's state would size every held
+            // poll. Only a cluster's first poll of a channel here pays for it.
+            Box::pin(self.subscribe(key, &local)).await?;
+        }
         match key.mode {
             conf::ChannelMode::Broadcast => {
                 self.poll_broadcast(key, &local, request, deadline, on_waiting)
