@@ -253,9 +253,10 @@ async fn nothing_acknowledged_is_lost(
         .collect();
     assert!(missing.is_empty(), "acknowledged and lost: {missing:?}");
 
-    // The poll held across the failover got exactly what is kept, and then this one.
-    assert_eq!(publish(&client, publisher, room, 1_000_000).await, 201);
+    // The poll held across the failover got exactly what is kept, and then this one (told
+    // first, so that it stops on it rather than polling again).
     stop.store(1_000_000, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(publish(&client, publisher, room, 1_000_000).await, 201);
     let seen = tokio::time::timeout(Duration::from_secs(30), held)
         .await
         .expect("the held poller finishes")

@@ -203,6 +203,7 @@ impl Listener {
             let Some(strong) = hub.upgrade() else {
                 return Ok(());
             };
+            tracing::info!(server = %client.get_connection_info().addr(), "redis wake-up listener subscribed");
             strong.health.set(&strong.health.listener, true);
             // Anything published while we were away woke nobody here: look again.
             strong.wake_all();
