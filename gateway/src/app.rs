@@ -35,14 +35,10 @@ fn start_hub(config: &conf::Config) -> Hub {
         .build()
         .unwrap_or_else(|error| fail(&format!("cannot start the hub runtime: {error}")));
     if let conf::Backplane::Redis(redis) = &config.backplane {
-        // A cluster or Sentinel that does not answer at start is a configuration error (a
-        // single Redis may be down at start: the hub reports it and waits for it).
-        if !matches!(redis.servers(), conf::RedisServers::One(_)) {
-            if let Err(error) = runtime.block_on(crate::backplane::Link::check(redis)) {
-                fail(&format!(
-                    "cannot start the channel hub: backplane.redis: {error}"
-                ));
-            }
+        if let Err(error) = runtime.block_on(crate::backplane::Link::check(redis)) {
+            fail(&format!(
+                "cannot start the channel hub: backplane.redis: {error}"
+            ));
         }
     }
     let hub = {

@@ -65,17 +65,7 @@ impl Reloader {
                 if old.config.backplane != new_state.config.backplane {
                     // The hub keeps the backplane it started with; a new one that does not
                     // answer would still be wrong to accept, since a restart would then fail.
-                    // (One Redis may be down at start, as at reload: only a cluster or Sentinel
-                    // that does not answer is a configuration error.)
-                    let checked = match &new_state.config.backplane {
-                        conf::Backplane::Redis(redis)
-                            if !matches!(redis.servers(), conf::RedisServers::One(_)) =>
-                        {
-                            Some(redis)
-                        }
-                        _ => None,
-                    };
-                    if let Some(redis) = checked {
+                    if let conf::Backplane::Redis(redis) = &new_state.config.backplane {
                         if let Err(error) = crate::backplane::Link::check(redis).await {
                             METRICS.config_reloads.with_label_values(&["error"]).inc();
                             tracing::error!(

@@ -28,8 +28,6 @@ pub enum LinkError {
     NoSentinel(String),
     #[error("the sentinels know no master named `{0}`; check backplane.redis.sentinel.master")]
     UnknownMaster(String),
-    #[error("the Redis at {0} does not answer ({1})")]
-    NoAnswer(String, String),
 }
 
 /// A connection to the backplane's Redis. Cheap to clone; clones share the connection.
@@ -103,23 +101,14 @@ impl Link {
         }
     }
 
-    /// Dials the servers once and asks each shape's own question: at start, so that a config
-    /// naming no live server is refused with an error that says which.
+    /// Dials the servers once and asks each shape's own question: at start and at reload, so
+    /// that a cluster or Sentinel config naming no live server is refused with an error that
+    /// says which. One Redis is not dialled: it may be down at start, and the hub reports it and
+    /// waits for it.
     pub async fn check(redis: &conf::RedisBackplane) -> Result<(), LinkError> {
         let url_error = |error: RedisError| LinkError::Url(error.to_string());
         match redis.servers() {
-            conf::RedisServers::One(url) => {
-                let client = redis::Client::open(url).map_err(url_error)?;
-                let ping = async {
-                    let mut conn = client.get_multiplexed_async_connection().await?;
-                    redis::cmd("PING").query_async::<Value>(&mut conn).await
-                };
-                match tokio::time::timeout(CONNECT_TIMEOUT * 2, ping).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(error)) => Err(LinkError::NoAnswer(url.to_owned(), error.to_string())),
-                    Err(_) => Err(LinkError::NoAnswer(url.to_owned(), "timed out".into())),
-                }
-            }
+            conf::RedisServers::One(_) => Ok(()),
             conf::RedisServers::Cluster(nodes) => {
                 let client = cluster_client(&nodes, Resend::Redirected).map_err(url_error)?;
                 let config = ClusterConfig::new()

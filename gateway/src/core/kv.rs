@@ -53,7 +53,7 @@ impl Kv {
     /// record share the tag (`key("answer:7", ":live")`) so a script or pipeline may touch them
     /// all.
     pub fn key(&self, key: &str) -> String {
-        self.link.key_shape().key(&self.prefix, key, "")
+        self.key_with(key, "")
     }
 
     /// Like [`Kv::key`], with `suffix` after the tag.
